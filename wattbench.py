@@ -1,0 +1,42 @@
+"""wattbench command line: serve | run | report | simulate.
+
+Each subcommand lives in the module that owns it; this file only dispatches, so that
+`python wattbench.py simulate` never pays for importing the model stack.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "serve": ("app", "cli_serve", "start the FastAPI service under uvicorn"),
+    "run": ("batch", "cli_run", "benchmark a model through the service and write the CSV"),
+    "report": ("report", "cli_report", "rebuild the dashboards and the report from a CSV"),
+    "simulate": ("gpu_profiles", "cli_simulate", "predict latency, energy and carbon on GPU profiles"),
+}
+
+USAGE = "usage: python wattbench.py {serve,run,report,simulate} [options]   (add --help to any)\n\n" + "\n".join(
+    f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module_name, func_name, _ = COMMANDS[name]
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(rest) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

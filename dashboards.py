@@ -1,0 +1,620 @@
+"""The six Plotly dashboards of a wattbench run, and writing them with index.html for offline viewing.
+
+Each `make_*` function is pure: metrics DataFrame (CSV schema of docs/architecture.md) -> plotly Figure.
+The figures plot aggregates (per profile, model, route), never one mark per row, except the time series,
+which samples at most `max_points` requests in time order and says so on the chart; so 100,000 rows still
+make small HTML files. Every energy or carbon panel names its lens: simulated, provider-side (EcoLogits),
+measured / estimated. `write_dashboards` writes the six HTML files, index.html and plotly.min.js once beside
+them (no CDN, not inlined six times).
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+import report
+
+PLOTLY_JS = "plotly.min.js"
+INDEX_HTML = "index.html"
+DEFAULT_MAX_POINTS = 2000
+PCT_SHOWN: tuple[int, ...] = (50, 90, 99)
+SIM = f"[{report.LENS_SIMULATED}]"
+PROV = f"[{report.LENS_PROVIDER}]"
+PCT_COLORS = {50: "#4C78A8", 90: "#F58518", 99: "#E45756"}
+PART_COLORS = {"compute": "#4C78A8", "idle": "#BAB0AC", "PUE overhead": "#F58518"}
+LENS_NOTE = ("Lenses: simulated = modelled GPU x datacenter profile; provider-side (EcoLogits) = the API "
+             "provider's datacenter; measured / estimated = the machine that served the local model.")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _error_y(mid: pd.Series, low: pd.Series, high: pd.Series) -> dict:
+    """Asymmetric error bars from a min/max range (none where the range is missing)."""
+    return dict(type="data", symmetric=False, array=(high - mid).to_numpy(dtype=float),
+                arrayminus=(mid - low).to_numpy(dtype=float), visible=True, thickness=1.2)
+
+
+def _models(df: pd.DataFrame) -> list[str]:
+    """The models in the frame, sorted."""
+    return sorted(df["model"].dropna().astype(str).unique())
+
+
+def _group_label(frame: pd.DataFrame, key: str, multi_model: bool) -> list[str]:
+    """x labels: the key, plus the model when the frame holds several models."""
+    if not multi_model:
+        return frame[key].astype(str).tolist()
+    return [f"{k} ({m})" for k, m in zip(frame[key].astype(str), frame["model"].astype(str))]
+
+
+def _base_layout(fig: go.Figure, title: str, n_rows: int, note: str = LENS_NOTE) -> go.Figure:
+    """Title, size, legend and the footnote shared by all dashboards."""
+    fig.update_layout(title=dict(text=title, x=0.01), height=max(450, 420 * n_rows), template="plotly_white",
+                      barmode="group", legend=dict(orientation="h", y=-0.08), margin=dict(t=90, b=90))
+    if note:
+        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.16, showarrow=False,
+                           font=dict(size=11, color="#555"), xanchor="left", yanchor="top")
+    return fig
+
+
+def _no_data(fig: go.Figure, row: int, col: int, text: str) -> None:
+    """Write `text` in an empty subplot."""
+    fig.add_annotation(text=text, row=row, col=col, showarrow=False, x=0.5, y=0.5,
+                       xref="x domain", yref="y domain", font=dict(color="#888"))
+
+
+# ----------------------------------------------------------------------------------------------- 1. GPUs
+
+
+def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
+    """GPU comparison: carbon, total cost, latency and energy per deployment profile.
+
+    Carbon and energy per 1K tokens carry min-max error bars; latency shows p50/p90/p99 of the measured
+    request and of the simulated time on each profile; the energy panel adds the provider-side and
+    measured/estimated lenses as their own bars.
+    """
+    df = report.prepare(df)
+    eff = report.efficiency_table(df).sort_values(["model", "profile"])
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1, subplot_titles=(
+        f"Carbon per 1K tokens, gCO2e {SIM} (bars: min-max)",
+        f"Total cost per 1K tokens, USD (API price + energy cost {SIM})",
+        "Latency, s: measured request vs simulated on each profile (p50/p90/p99)",
+        "Energy per 1K tokens, kWh, every lens (bars: min-max)"))
+    for model, frame in eff.groupby("model", sort=True):
+        fig.add_trace(go.Bar(name=f"{model}", x=frame["profile"], y=frame["carbon_gco2e_per_1k_tokens"],
+                             error_y=_error_y(frame["carbon_gco2e_per_1k_tokens"],
+                                              frame["carbon_gco2e_per_1k_tokens_min"],
+                                              frame["carbon_gco2e_per_1k_tokens_max"]),
+                             customdata=np.stack([frame["gpu"], frame["location"]], axis=-1),
+                             hovertemplate="%{x}<br>%{customdata[0]}, %{customdata[1]}<br>%{y:.4g} gCO2e/1K "
+                                           "tokens [simulated]<extra>%{fullData.name}</extra>",
+                             legendgroup=model), row=1, col=1)
+        fig.add_trace(go.Bar(name=f"{model}", x=frame["profile"], y=frame["total_cost_usd_per_1k_tokens"],
+                             showlegend=False, legendgroup=model,
+                             hovertemplate="%{x}<br>$%{y:.6g} per 1K tokens<extra>%{fullData.name}</extra>"),
+                      row=1, col=2)
+    _latency_panel(fig, df, row=2, col=1)
+    _lens_energy_panel(fig, df, row=2, col=2)
+    fig.update_yaxes(title_text="gCO2e / 1K tokens", row=1, col=1)
+    fig.update_yaxes(title_text="USD / 1K tokens", row=1, col=2)
+    fig.update_yaxes(title_text="seconds", row=2, col=1)
+    fig.update_yaxes(title_text="kWh / 1K tokens", type="log", row=2, col=2)
+    return _base_layout(fig, "GPU comparison: carbon, cost, latency and energy per deployment profile", 2)
+
+
+def latency_by_profile(df: pd.DataFrame) -> pd.DataFrame:
+    """p50/p90/p99 latency: 'measured' (the request as served) and sim_latency_s on each profile.
+
+    Columns: source, p50, p90, p99 (seconds); successful requests only.
+    """
+    req = report.successful(report.requests_of(df))
+    rows = [dict(source="measured", **{f"p{q}": req["latency_s"].quantile(q / 100) for q in PCT_SHOWN})]
+    ok = report.successful(df)
+    for profile, frame in ok.groupby("profile", sort=True):
+        rows.append(dict(source=f"{profile} {SIM}",
+                         **{f"p{q}": frame["sim_latency_s"].quantile(q / 100) for q in PCT_SHOWN}))
+    return pd.DataFrame(rows)
+
+
+def _latency_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> None:
+    """Grouped p50/p90/p99 bars of measured and simulated latency."""
+    lat = latency_by_profile(df)
+    for q in PCT_SHOWN:
+        fig.add_trace(go.Bar(name=f"p{q}", x=lat["source"], y=lat[f"p{q}"], marker_color=PCT_COLORS[q],
+                             legendgroup=f"p{q}", hovertemplate="%{x}<br>p" + str(q) + " %{y:.3f} s<extra></extra>"),
+                      row=row, col=col)
+
+
+def _lens_energy_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> None:
+    """Energy per 1K tokens under every lens, one bar per (lens, source), per model."""
+    lenses = report.lens_table(df)
+    if lenses.empty:
+        _no_data(fig, row, col, "no successful request")
+        return
+    lenses = lenses.assign(label=[f"{s} [{lens}]" if lens == report.LENS_SIMULATED else f"{lens}: {s}"
+                                  for s, lens in zip(lenses["source"], lenses["lens"])])
+    for model, frame in lenses.groupby("model", sort=True):
+        fig.add_trace(go.Bar(name=f"{model}", x=frame["label"], y=frame["energy_kwh_per_1k_tokens"],
+                             error_y=_error_y(frame["energy_kwh_per_1k_tokens"],
+                                              frame["energy_kwh_per_1k_tokens_min"],
+                                              frame["energy_kwh_per_1k_tokens_max"]),
+                             showlegend=False, legendgroup=model,
+                             hovertemplate="%{x}<br>%{y:.4g} kWh/1K tokens<extra>%{fullData.name}</extra>"),
+                      row=row, col=col)
+
+
+# ----------------------------------------------------------------------------------------------- 2. models
+
+
+def make_model_performance(df: pd.DataFrame) -> go.Figure:
+    """Model / route performance: API cost, throughput, accuracy, and latency, TTFT, TPOT percentiles."""
+    df = report.prepare(df)
+    routes = report.route_latency_table(df).sort_values(["model", "route"], ignore_index=True)
+    multi = len(_models(df)) > 1
+    x = _group_label(routes, "route", multi)
+    acc = report.accuracy_table(df)
+    acc = acc[acc["route"] != "(all)"].sort_values(["model", "route"], ignore_index=True)
+    pct = report.percentile_table(df, by=("model", "route"), percentiles=PCT_SHOWN)
+    pct = pct.sort_values(["model", "route"], ignore_index=True)
+    x_pct = _group_label(pct, "route", multi)
+    fig = make_subplots(rows=2, cols=3, vertical_spacing=0.18, horizontal_spacing=0.07, subplot_titles=(
+        "API cost per request, USD (mean)", "Throughput, output tokens/s (mean)",
+        "Accuracy, % of graded prompts", "Latency, s (p50/p90/p99)", "TTFT, s (p50/p90/p99)",
+        "TPOT, s per output token (p50/p90/p99)"))
+    fig.add_trace(go.Bar(name="API cost", x=x, y=routes["cost_usd_mean"], marker_color="#54A24B", showlegend=False,
+                         customdata=routes["requests"], hovertemplate="%{x}<br>$%{y:.6g} per request"
+                         "<br>%{customdata} requests<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Bar(name="tokens/s", x=x, y=routes["tokens_per_s_mean"], marker_color="#72B7B2",
+                         showlegend=False, hovertemplate="%{x}<br>%{y:.1f} tokens/s<extra></extra>"), row=1, col=2)
+    graded = acc[acc["graded"] > 0]
+    if graded.empty:
+        _no_data(fig, 1, 3, "no graded prompt in this run")
+    else:
+        fig.add_trace(go.Bar(name="accuracy", x=_group_label(graded, "route", multi), y=graded["accuracy"] * 100,
+                             text=[f"{c}/{g}" for c, g in zip(graded["correct"], graded["graded"])],
+                             textposition="auto", marker_color="#B279A2", showlegend=False,
+                             hovertemplate="%{x}<br>%{y:.1f}% (%{text} correct)<extra></extra>"), row=1, col=3)
+    for col, metric in ((1, "latency_s"), (2, "ttft_s"), (3, "tpot_s")):
+        for q in PCT_SHOWN:
+            fig.add_trace(go.Bar(name=f"p{q}", x=x_pct, y=pct[f"{metric}_p{q}"], marker_color=PCT_COLORS[q],
+                                 legendgroup=f"p{q}", showlegend=col == 1,
+                                 hovertemplate="%{x}<br>p" + str(q) + " %{y:.4f} s<extra></extra>"), row=2, col=col)
+    fig.update_yaxes(title_text="USD", row=1, col=1)
+    fig.update_yaxes(title_text="tokens/s", row=1, col=2)
+    fig.update_yaxes(title_text="%", range=[0, 105], row=1, col=3)
+    for col in (1, 2, 3):
+        fig.update_yaxes(title_text="seconds", row=2, col=col)
+    return _base_layout(fig, "Model and route performance: cost, throughput, accuracy, latency percentiles", 2,
+                        note="Measured per request by the benchmark client (no energy lens on this page).")
+
+
+# ----------------------------------------------------------------------------------------------- 3. carbon
+
+
+def carbon_by_location(df: pd.DataFrame) -> pd.DataFrame:
+    """Simulated carbon of successful requests per datacenter location: total, min, max, grid intensity."""
+    ok = report.successful(df)
+    g = ok.groupby(["location", "profile"], sort=True)
+    out = g[["carbon_gco2e", "carbon_gco2e_min", "carbon_gco2e_max", "total_tokens"]].sum(min_count=1)
+    out["grid_gco2e_per_kwh"] = g["grid_gco2e_per_kwh"].first()
+    return out.reset_index()
+
+
+def make_carbon_energy(df: pd.DataFrame) -> go.Figure:
+    """Carbon by location, idle vs compute vs PUE-overhead energy with shares, carbon per 1K tokens by lens,
+    and carbon by prompt category."""
+    df = report.prepare(df)
+    loc = carbon_by_location(df)
+    bd = report.energy_breakdown(df).groupby("profile", sort=True)[
+        ["compute_energy_kwh", "idle_energy_kwh", "pue_overhead_kwh", "energy_kwh"]].sum(min_count=1).reset_index()
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1, subplot_titles=(
+        f"Carbon by datacenter location, gCO2e {SIM} (bars: min-max)",
+        f"Idle vs compute vs PUE-overhead energy, kWh {SIM} (text: share)",
+        "Carbon per 1K tokens, gCO2e: simulated profiles vs provider-side (EcoLogits)",
+        f"Carbon by prompt category, gCO2e {SIM}"))
+    fig.add_trace(go.Bar(name="carbon", x=[f"{lo} ({p})" for lo, p in zip(loc["location"], loc["profile"])],
+                         y=loc["carbon_gco2e"], marker_color="#54A24B", showlegend=False,
+                         error_y=_error_y(loc["carbon_gco2e"], loc["carbon_gco2e_min"], loc["carbon_gco2e_max"]),
+                         customdata=loc["grid_gco2e_per_kwh"],
+                         hovertemplate="%{x}<br>%{y:.4g} gCO2e<br>grid %{customdata:.0f} gCO2e/kWh"
+                                       "<extra>simulated</extra>"), row=1, col=1)
+    _energy_parts_panel(fig, bd, row=1, col=2)
+    _carbon_lens_panel(fig, df, row=2, col=1)
+    cat = report.successful(df).groupby(["category", "profile"], sort=True)["carbon_gco2e"].sum(min_count=1)
+    for profile, frame in cat.reset_index().groupby("profile", sort=True):
+        fig.add_trace(go.Bar(name=str(profile), x=frame["category"], y=frame["carbon_gco2e"],
+                             legendgroup=f"cat-{profile}",
+                             hovertemplate="%{x}<br>%{y:.4g} gCO2e<extra>%{fullData.name} [simulated]</extra>"),
+                      row=2, col=2)
+    fig.update_yaxes(title_text="gCO2e", row=1, col=1)
+    fig.update_yaxes(title_text="kWh", row=1, col=2)
+    fig.update_yaxes(title_text="gCO2e / 1K tokens", type="log", row=2, col=1)
+    fig.update_yaxes(title_text="gCO2e", row=2, col=2)
+    return _base_layout(fig, "Carbon and energy: by location, idle vs compute, by lens, by category", 2)
+
+
+def _energy_parts_panel(fig: go.Figure, bd: pd.DataFrame, row: int, col: int) -> None:
+    """Compute, idle and PUE-overhead energy per profile as stacked bars (explicit bases, one offset group,
+    so the other panels keep grouped bars), each labelled with its share of the total."""
+    total = bd["energy_kwh"].where(bd["energy_kwh"] > 0)
+    base = np.zeros(len(bd))
+    for part, column in (("compute", "compute_energy_kwh"), ("idle", "idle_energy_kwh"),
+                         ("PUE overhead", "pue_overhead_kwh")):
+        y = bd[column].to_numpy(dtype=float)
+        share = bd[column] / total
+        fig.add_trace(go.Bar(name=f"{part} energy", x=bd["profile"], y=y, base=base.copy(),
+                             marker_color=PART_COLORS[part], offsetgroup="energy-parts",
+                             text=[report.fmt_pct(s) for s in share], textposition="inside", legendgroup=part,
+                             hovertemplate="%{x}<br>" + part + " %{y:.4g} kWh (%{text})<extra>simulated</extra>"),
+                      row=row, col=col)
+        base = base + np.nan_to_num(y)
+
+
+def _carbon_lens_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> None:
+    """Carbon per 1K tokens: simulated per profile and provider-side (EcoLogits), per model, with ranges."""
+    eff = report.efficiency_table(df).sort_values(["model", "profile"])
+    req = report.successful(report.requests_of(df))
+    prov = req[req["provider_carbon_gco2e"].notna()]
+    rows = [dict(model=r.model, label=f"{r.profile} [simulated]", mid=r.carbon_gco2e_per_1k_tokens,
+                 low=r.carbon_gco2e_per_1k_tokens_min, high=r.carbon_gco2e_per_1k_tokens_max)
+            for r in eff.itertuples(index=False)]
+    for model, frame in prov.groupby("model", sort=True):
+        k = frame["total_tokens"].sum() / 1000.0
+        rows.append(dict(model=model, label=f"{report.LENS_PROVIDER}", mid=frame["provider_carbon_gco2e"].sum() / k,
+                         low=frame["provider_carbon_gco2e_min"].sum() / k,
+                         high=frame["provider_carbon_gco2e_max"].sum() / k))
+    table = pd.DataFrame(rows, columns=["model", "label", "mid", "low", "high"])
+    if table.empty:
+        _no_data(fig, row, col, "no successful request")
+        return
+    for model, frame in table.groupby("model", sort=True):
+        fig.add_trace(go.Bar(name=str(model), x=frame["label"], y=frame["mid"], showlegend=False,
+                             error_y=_error_y(frame["mid"], frame["low"], frame["high"]),
+                             hovertemplate="%{x}<br>%{y:.4g} gCO2e/1K tokens<extra>%{fullData.name}</extra>"),
+                      row=row, col=col)
+
+
+# ----------------------------------------------------------------------------------------------- 4. time
+
+
+def sample_positions(n: int, max_points: int) -> np.ndarray:
+    """At most max_points evenly spaced indices into range(n), first and last included."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+
+
+def binned_percentiles(req: pd.DataFrame, metric: str, n_bins: int = 40) -> pd.DataFrame:
+    """p50/p90/p99 of `metric` in n_bins equal slices of t_start_s (successful requests): t_mid_s, p50, p90, p99."""
+    ok = report.successful(req).dropna(subset=[metric, "t_start_s"])
+    if ok.empty:
+        return pd.DataFrame(columns=["t_mid_s", "p50", "p90", "p99"])
+    bins = pd.cut(ok["t_start_s"], bins=max(1, min(n_bins, len(ok))))
+    g = ok.groupby(bins, observed=True)[metric]
+    out = pd.DataFrame({f"p{q}": g.quantile(q / 100) for q in PCT_SHOWN})
+    out.insert(0, "t_mid_s", [iv.mid for iv in out.index])
+    return out.reset_index(drop=True)
+
+
+def make_time_series(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) -> go.Figure:
+    """Performance over the run: latency and TTFT per request (sampled to max_points), rolling p50/p90/p99,
+    tokens/s, failures, and cumulative simulated carbon per profile."""
+    df = report.prepare(df)
+    req = report.requests_of(df).sort_values("t_start_s", kind="stable", ignore_index=True)
+    keep = sample_positions(len(req), max_points)
+    shown = req.iloc[keep]
+    ok_shown = shown[shown["success"]]
+    note = (f"showing {len(shown):,} of {len(req):,} requests (evenly spaced in send order)"
+            if len(shown) < len(req) else f"all {len(req):,} requests shown")
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=(
+        f"Latency and TTFT per request, s ({note}); lines: p50/p90/p99 of latency over time",
+        "Output tokens/s per request", f"Cumulative carbon per profile, gCO2e {SIM} (all requests)"))
+    for model, frame in ok_shown.groupby("model", sort=True):
+        fig.add_trace(go.Scattergl(name=f"latency {model}", x=frame["t_start_s"], y=frame["latency_s"],
+                                   mode="markers", marker=dict(size=5, opacity=0.6), legendgroup=str(model),
+                                   customdata=frame["route"],
+                                   hovertemplate="t=%{x:.1f}s<br>latency %{y:.3f}s<br>%{customdata}<extra></extra>"),
+                      row=1, col=1)
+        fig.add_trace(go.Scattergl(name=f"TTFT {model}", x=frame["t_start_s"], y=frame["ttft_s"], mode="markers",
+                                   marker=dict(size=4, symbol="diamond", opacity=0.6), legendgroup=str(model),
+                                   hovertemplate="t=%{x:.1f}s<br>TTFT %{y:.3f}s<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Scattergl(name=f"tokens/s {model}", x=frame["t_start_s"], y=frame["tokens_per_s"],
+                                   mode="markers", marker=dict(size=4, opacity=0.6), legendgroup=str(model),
+                                   showlegend=False, hovertemplate="t=%{x:.1f}s<br>%{y:.1f} tokens/s<extra></extra>"),
+                      row=2, col=1)
+    bins = binned_percentiles(req, "latency_s")
+    for q in PCT_SHOWN:
+        fig.add_trace(go.Scatter(name=f"latency p{q} over time", x=bins["t_mid_s"], y=bins[f"p{q}"], mode="lines",
+                                 line=dict(color=PCT_COLORS[q], width=2)), row=1, col=1)
+    failed = req[~req["success"]]
+    if not failed.empty:
+        fail_shown = failed.iloc[sample_positions(len(failed), max_points)]
+        fig.add_trace(go.Scattergl(name=f"failed ({len(failed)})", x=fail_shown["t_start_s"],
+                                   y=np.zeros(len(fail_shown)), mode="markers",
+                                   marker=dict(symbol="x", color="#E45756", size=8),
+                                   customdata=fail_shown["status_code"],
+                                   hovertemplate="t=%{x:.1f}s<br>failed, HTTP %{customdata}<extra></extra>"),
+                      row=1, col=1)
+    for profile, curve in cumulative_carbon(df, max_points).groupby("profile", sort=True):
+        fig.add_trace(go.Scatter(name=f"{profile} cumulative carbon", x=curve["t_start_s"],
+                                 y=curve["cumulative_carbon_gco2e"], mode="lines",
+                                 hovertemplate="t=%{x:.1f}s<br>%{y:.4g} gCO2e<extra>%{fullData.name}</extra>"),
+                      row=3, col=1)
+    fig.update_yaxes(title_text="seconds", row=1, col=1)
+    fig.update_yaxes(title_text="tokens/s", row=2, col=1)
+    fig.update_yaxes(title_text="gCO2e", row=3, col=1)
+    fig.update_xaxes(title_text="seconds since the run's first request (t_start_s)", row=3, col=1)
+    return _base_layout(fig, "Performance over the run", 3)
+
+
+def cumulative_carbon(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) -> pd.DataFrame:
+    """Running total of simulated carbon per profile in send order, at most max_points points per profile.
+
+    Columns: profile, t_start_s, cumulative_carbon_gco2e (the total is over all rows; only the points are
+    sampled, the last point is always the full total).
+    """
+    ok = report.successful(df)[["profile", "t_start_s", "carbon_gco2e"]].dropna(subset=["t_start_s"])
+    parts = []
+    for profile, frame in ok.groupby("profile", sort=True):
+        frame = frame.sort_values("t_start_s", kind="stable")
+        cum = frame["carbon_gco2e"].fillna(0.0).cumsum().to_numpy()
+        idx = sample_positions(len(frame), max_points)
+        parts.append(pd.DataFrame({"profile": profile, "t_start_s": frame["t_start_s"].to_numpy()[idx],
+                                   "cumulative_carbon_gco2e": cum[idx]}))
+    if not parts:
+        return pd.DataFrame(columns=["profile", "t_start_s", "cumulative_carbon_gco2e"])
+    return pd.concat(parts, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------- 5. hardware
+
+
+def hardware_table(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Per profile (successful requests, simulated lens): GPU, gpu_count, TDP, grid intensity, PUE, memory,
+    carbon per 1K tokens (+ range), simulated output tokens/s and average compute power per GPU.
+
+    sim_tokens_per_s = sum(completion_tokens) / sum(sim_latency_s); avg_power_w_per_gpu =
+    sum(compute_energy_kwh) * 3.6e6 / sum(sim_latency_s) / gpu_count. memory_gb (per GPU) comes from
+    gpu_memory_gb by GPU name; NaN when unknown.
+    """
+    ok = report.successful(df)
+    g = ok.groupby("profile", sort=True)
+    out = g[["gpu", "gpu_count", "location", "tdp_w", "idle_w", "pue", "grid_gco2e_per_kwh"]].first()
+    sums = g[["completion_tokens", "sim_latency_s", "compute_energy_kwh", "total_tokens", "carbon_gco2e",
+              "carbon_gco2e_min", "carbon_gco2e_max"]].sum(min_count=1)
+    sim_s = sums["sim_latency_s"].where(sums["sim_latency_s"] > 0)
+    out["sim_tokens_per_s"] = sums["completion_tokens"] / sim_s
+    out["avg_power_w_per_gpu"] = sums["compute_energy_kwh"] * 3.6e6 / sim_s / out["gpu_count"]
+    for suffix in ("", "_min", "_max"):
+        out[f"carbon_gco2e_per_1k_tokens{suffix}"] = report._per_1k(sums[f"carbon_gco2e{suffix}"],
+                                                                    sums["total_tokens"])
+    memory = dict(gpu_memory_gb or {})
+    out["memory_gb"] = [float(memory.get(str(gpu), np.nan)) for gpu in out["gpu"]]
+    return out.reset_index()
+
+
+def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None = None) -> go.Figure:
+    """Hardware: TDP vs carbon per 1K tokens, GPU memory vs simulated throughput, grid intensity vs carbon,
+    and average simulated power per GPU against idle power and TDP. gpu_memory_gb maps the CSV's gpu names to
+    memory per GPU (gpu_memory_from_profiles() gives it when gpu_profiles is importable)."""
+    df = report.prepare(df)
+    hw = hardware_table(df, gpu_memory_gb)
+    labels = [f"{p} ({g} x{c:.0f})" for p, g, c in zip(hw["profile"], hw["gpu"], hw["gpu_count"])]
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1, subplot_titles=(
+        f"TDP per GPU, W vs carbon per 1K tokens, gCO2e {SIM}",
+        f"GPU memory, GB vs output tokens/s {SIM}",
+        f"Grid intensity, gCO2e/kWh vs carbon per 1K tokens {SIM}",
+        f"Average power per GPU while computing, W {SIM}, vs idle power and TDP"))
+    err = _error_y(hw["carbon_gco2e_per_1k_tokens"], hw["carbon_gco2e_per_1k_tokens_min"],
+                   hw["carbon_gco2e_per_1k_tokens_max"])
+    fig.add_trace(go.Scatter(name="profiles", x=hw["tdp_w"], y=hw["carbon_gco2e_per_1k_tokens"], text=labels,
+                             mode="markers+text", textposition="top center", error_y=err, showlegend=False,
+                             marker=dict(size=12, color="#4C78A8"),
+                             hovertemplate="%{text}<br>TDP %{x:.0f} W<br>%{y:.4g} gCO2e/1K tokens<extra></extra>"),
+                  row=1, col=1)
+    known = hw[hw["memory_gb"].notna()]
+    if known.empty:
+        _no_data(fig, 1, 2, "GPU memory unknown: gpu_profiles not importable or GPUs not in it")
+    else:
+        fig.add_trace(go.Scatter(name="memory", x=known["memory_gb"], y=known["sim_tokens_per_s"],
+                                 text=[lab for lab, m in zip(labels, hw["memory_gb"].notna()) if m],
+                                 mode="markers+text", textposition="top center", showlegend=False,
+                                 marker=dict(size=12, color="#72B7B2"),
+                                 hovertemplate="%{text}<br>%{x:.0f} GB<br>%{y:.1f} tokens/s<extra></extra>"),
+                      row=1, col=2)
+    fig.add_trace(go.Scatter(name="grid", x=hw["grid_gco2e_per_kwh"], y=hw["carbon_gco2e_per_1k_tokens"],
+                             text=labels, mode="markers+text", textposition="top center", error_y=err,
+                             showlegend=False, marker=dict(size=12, color="#54A24B"),
+                             hovertemplate="%{text}<br>%{x:.0f} gCO2e/kWh<br>%{y:.4g} gCO2e/1K tokens"
+                                           "<extra></extra>"), row=2, col=1)
+    for name, col, color in (("idle power", "idle_w", "#BAB0AC"), ("average compute power", "avg_power_w_per_gpu",
+                                                                    "#F58518"), ("TDP", "tdp_w", "#E45756")):
+        fig.add_trace(go.Bar(name=name, x=hw["profile"], y=hw[col], marker_color=color,
+                             hovertemplate="%{x}<br>" + name + " %{y:.0f} W per GPU<extra>simulated</extra>"),
+                      row=2, col=2)
+    fig.update_xaxes(title_text="TDP per GPU, W", row=1, col=1)
+    fig.update_yaxes(title_text="gCO2e / 1K tokens", row=1, col=1)
+    fig.update_xaxes(title_text="memory per GPU, GB", row=1, col=2)
+    fig.update_yaxes(title_text="output tokens/s (simulated)", row=1, col=2)
+    fig.update_xaxes(title_text="grid gCO2e/kWh", row=2, col=1)
+    fig.update_yaxes(title_text="gCO2e / 1K tokens", row=2, col=1)
+    fig.update_yaxes(title_text="W per GPU", row=2, col=2)
+    return _base_layout(fig, "Advanced hardware metrics: TDP, memory, grid and power per profile", 2)
+
+
+def gpu_memory_from_profiles() -> dict[str, float]:
+    """GPU name -> memory per GPU in GB from gpu_profiles.load_gpus(); {} when it is not importable."""
+    try:
+        import gpu_profiles  # noqa: PLC0415 - optional; the dashboards work from the CSV alone
+        gpus = gpu_profiles.load_gpus()
+    except (ImportError, OSError, ValueError, AttributeError):
+        return {}
+    out: dict[str, float] = {}
+    for key, spec in gpus.items():
+        memory = next((getattr(spec, a) for a in ("memory_gb", "mem_gb", "memory_gib") if hasattr(spec, a)), None)
+        if memory is None:
+            continue
+        out[str(key)] = float(memory)
+        name = getattr(spec, "name", None)
+        if name:
+            out[str(name)] = float(memory)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- 6. efficiency
+
+
+def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = report.DEFAULT_SLO_TTFT_S,
+                               slo_tpot_s: float = report.DEFAULT_SLO_TPOT_S) -> go.Figure:
+    """Efficiency rankings: total cost and carbon per 1K tokens (ranked, with ranges), goodput against the SLOs
+    per model, and the ranking table."""
+    df = report.prepare(df)
+    eff = report.efficiency_table(df)
+    multi = len(_models(df)) > 1
+    eff = eff.assign(label=_group_label(eff, "profile", multi))
+    gp = report.goodput_table(df, slo_ttft_s, slo_tpot_s)
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.16,
+                        specs=[[{}, {}], [{}, {"type": "table"}]], subplot_titles=(
+        f"Total cost per 1K tokens, USD (API + energy {SIM}), best at top",
+        f"Carbon per 1K tokens, gCO2e {SIM}, best at top (bars: min-max)",
+        f"Goodput, requests/s meeting TTFT <= {slo_ttft_s:g} s and TPOT <= {slo_tpot_s:g} s",
+        "Ranking per 1K tokens"))
+    by_cost = eff.sort_values("total_cost_usd_per_1k_tokens", ascending=False)
+    fig.add_trace(go.Bar(name="total cost", orientation="h", y=by_cost["label"],
+                         x=by_cost["total_cost_usd_per_1k_tokens"], marker_color="#54A24B", showlegend=False,
+                         hovertemplate="%{y}<br>$%{x:.6g} per 1K tokens<extra></extra>"), row=1, col=1)
+    by_carbon = eff.sort_values("carbon_gco2e_per_1k_tokens", ascending=False)
+    fig.add_trace(go.Bar(name="carbon", orientation="h", y=by_carbon["label"],
+                         x=by_carbon["carbon_gco2e_per_1k_tokens"], marker_color="#4C78A8", showlegend=False,
+                         error_x=_error_y(by_carbon["carbon_gco2e_per_1k_tokens"],
+                                          by_carbon["carbon_gco2e_per_1k_tokens_min"],
+                                          by_carbon["carbon_gco2e_per_1k_tokens_max"]),
+                         hovertemplate="%{y}<br>%{x:.4g} gCO2e per 1K tokens<extra>simulated</extra>"), row=1, col=2)
+    fig.add_trace(go.Bar(name="throughput (all successes)", x=gp["model"], y=gp["throughput_rps"],
+                         marker_color="#BAB0AC", hovertemplate="%{x}<br>%{y:.4g} req/s<extra></extra>"), row=2, col=1)
+    fig.add_trace(go.Bar(name="goodput (meeting SLO)", x=gp["model"], y=gp["goodput_rps"], marker_color="#F58518",
+                         text=[f"{report.fmt_pct(a)} meet SLO" for a in gp["slo_attainment"]],
+                         textposition="auto", hovertemplate="%{x}<br>%{y:.4g} req/s (%{text})<extra></extra>"),
+                  row=2, col=1)
+    ranked = eff.sort_values(["model", "rank_carbon", "profile"])
+    fig.add_trace(go.Table(
+        header=dict(values=["model", "profile", "GPU", "location", "carbon rank", "cost rank", "USD / 1K tok",
+                            "gCO2e / 1K tok [sim.]", "kWh / 1K tok [sim.]"], align="left", fill_color="#eeeeee"),
+        cells=dict(values=[ranked["model"], ranked["profile"], ranked["gpu"], ranked["location"],
+                           ranked["rank_carbon"].astype(str), ranked["rank_cost"].astype(str),
+                           [report.fmt_num(v, ".6g") for v in ranked["total_cost_usd_per_1k_tokens"]],
+                           [report.fmt_num(v, ".4g") for v in ranked["carbon_gco2e_per_1k_tokens"]],
+                           [report.fmt_num(v, ".4g") for v in ranked["energy_kwh_per_1k_tokens"]]],
+                   align="left")), row=2, col=2)
+    fig.update_xaxes(title_text="USD / 1K tokens", row=1, col=1)
+    fig.update_xaxes(title_text="gCO2e / 1K tokens", row=1, col=2)
+    fig.update_yaxes(title_text="requests/s", row=2, col=1)
+    return _base_layout(fig, "Efficiency comparison: cost and carbon rankings, goodput", 2)
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+DASHBOARDS: dict[str, tuple[str, str]] = {
+    "gpu_comparison": ("gpu_comparison_dashboard.html",
+                       "GPU comparison: carbon, cost, latency and energy per deployment profile"),
+    "model_performance": ("model_performance_analysis.html",
+                          "Model / route performance: cost, throughput, accuracy, latency/TTFT/TPOT percentiles"),
+    "carbon_energy": ("carbon_energy_analysis.html",
+                      "Carbon by location, idle vs compute energy, carbon by lens and by category"),
+    "time_series": ("time_series_analysis.html", "Performance over the run and cumulative carbon"),
+    "advanced_hardware": ("advanced_hardware_metrics.html", "TDP vs carbon, memory vs throughput, grid, power"),
+    "efficiency_comparison": ("efficiency_comparison.html", "Cost and carbon efficiency rankings, goodput"),
+}
+
+
+def make_all(df: pd.DataFrame, *, slo_ttft_s: float = report.DEFAULT_SLO_TTFT_S,
+             slo_tpot_s: float = report.DEFAULT_SLO_TPOT_S, gpu_memory_gb: Mapping[str, float] | None = None,
+             max_points: int = DEFAULT_MAX_POINTS) -> dict[str, go.Figure]:
+    """The six figures by name (keys of DASHBOARDS), from one prepared copy of df."""
+    df = report.prepare(df)
+    makers: dict[str, Callable[[], go.Figure]] = {
+        "gpu_comparison": lambda: make_gpu_comparison(df),
+        "model_performance": lambda: make_model_performance(df),
+        "carbon_energy": lambda: make_carbon_energy(df),
+        "time_series": lambda: make_time_series(df, max_points),
+        "advanced_hardware": lambda: make_advanced_hardware(df, gpu_memory_gb),
+        "efficiency_comparison": lambda: make_efficiency_comparison(df, slo_ttft_s, slo_tpot_s),
+    }
+    return {name: make() for name, make in makers.items()}
+
+
+def figure_html(fig: go.Figure, title: str) -> str:
+    """A full HTML page for fig that loads plotly.min.js from beside it (no CDN, nothing inlined)."""
+    page = fig.to_html(include_plotlyjs=PLOTLY_JS, full_html=True, config={"displaylogo": False, "responsive": True})
+    return page.replace("<head>", f"<head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>", 1)
+
+
+def write_plotly_js(out_dir: Path) -> Path:
+    """Write plotly's bundled plotly.min.js into out_dir unless the same file is already there."""
+    from plotly.offline import get_plotlyjs  # noqa: PLC0415 - only needed when writing
+
+    path = out_dir / PLOTLY_JS
+    js = get_plotlyjs().encode("utf-8")
+    if not (path.is_file() and path.stat().st_size == len(js)):
+        path.write_bytes(js)
+    return path
+
+
+def index_html(titles: Mapping[str, tuple[str, str]], extra_links: Mapping[str, str]) -> str:
+    """index.html: links to the dashboards (file -> description) and the other outputs."""
+    items = "\n".join(f'  <li><a href="{html.escape(f)}">{html.escape(f)}</a> &mdash; {html.escape(d)}</li>'
+                      for f, d in titles.values())
+    extras = "\n".join(f'  <li><a href="{html.escape(f)}">{html.escape(f)}</a> &mdash; {html.escape(d)}</li>'
+                       for f, d in extra_links.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>wattbench dashboards</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;line-height:1.5}}</style></head>
+<body>
+<h1>wattbench dashboards</h1>
+<ul>
+{items}
+</ul>
+<h2>Report and data</h2>
+<ul>
+{extras}
+</ul>
+<p>{html.escape(LENS_NOTE)}</p>
+<p>The pages work offline: they load <code>{PLOTLY_JS}</code> from this folder.</p>
+</body></html>
+"""
+
+
+def write_dashboards(df: pd.DataFrame, out_dir: str | Path, *, slo_ttft_s: float = report.DEFAULT_SLO_TTFT_S,
+                     slo_tpot_s: float = report.DEFAULT_SLO_TPOT_S,
+                     gpu_memory_gb: Mapping[str, float] | None = None,
+                     max_points: int = DEFAULT_MAX_POINTS) -> dict[str, object]:
+    """Write the six dashboards, index.html and plotly.min.js into out_dir.
+
+    Returns {"dashboards": {name: Path}, "index": Path, "plotly_js": Path}. gpu_memory_gb defaults to
+    gpu_memory_from_profiles().
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if gpu_memory_gb is None:
+        gpu_memory_gb = gpu_memory_from_profiles()
+    figures = make_all(df, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, gpu_memory_gb=gpu_memory_gb,
+                       max_points=max_points)
+    js = write_plotly_js(out)
+    paths: dict[str, Path] = {}
+    for name, fig in figures.items():
+        filename, title = DASHBOARDS[name]
+        path = out / filename
+        path.write_text(figure_html(fig, title), encoding="utf-8")
+        paths[name] = path
+    index = out / INDEX_HTML
+    index.write_text(index_html(DASHBOARDS, {
+        report.REPORT_TXT: "the printed report", report.REPORT_MD: "the report as Markdown",
+        report.SUMMARY_CSV: "summary per model x route x profile"}), encoding="utf-8")
+    return {"dashboards": paths, "index": index, "plotly_js": js}

@@ -1,0 +1,74 @@
+"""Rate limits without loss: 36 requests against a /chat stub on 127.0.0.1 that allows R requests per minute.
+
+The stub admits one request per 60/R s (GCRA, burst 1) and answers 429 with Retry-After (integer seconds) and
+retry-after-ms beyond it. The ideal span from the first to the last served request is 35 x 60/R s. Prints lost
+requests, the measured span, the ideal and their ratio (target: lost = 0, ratio <= 1.15), for BatchProcessor
+starting at several concurrencies, and for the original notebook's strategy (sequential, sleep between calls, no
+retry), scaled down in time.
+
+    .venv/bin/python benchmarks/bench_ratelimit.py [--rpm 180] [--requests 36]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from batch import BatchProcessor, PromptSpec, plan_requests  # noqa: E402
+from stub_servers import ChatStub, rate_limited  # noqa: E402
+
+
+def span_s(stub: ChatStub) -> float:
+    """Seconds between the first and the last served request, as the server saw them arrive."""
+    served = stub.served()
+    return served[-1].t_s - served[0].t_s if len(served) > 1 else 0.0
+
+
+def run_wattbench(rpm: float, n: int, concurrency: int) -> tuple[int, float, int]:
+    """BatchProcessor against a fresh stub: (lost, span_s, 429s seen)."""
+    prompts = [PromptSpec(f"p{i:02d}", f"prompt {i}") for i in range(n)]
+    with ChatStub(rate_limited(rpm)) as stub:
+        records = BatchProcessor(stub.url, concurrency=concurrency, progress=False, seed=1).run_sync(
+            plan_requests(prompts))
+        lost = sum(not r.success for r in records)
+        return lost, span_s(stub), sum(r.rate_limited for r in records)
+
+
+def run_original(rpm: float, n: int, sleep_s: float) -> tuple[int, float]:
+    """The original notebook's loop: one call, then sleep, no retry. Returns (lost, span_s)."""
+    with ChatStub(rate_limited(rpm)) as stub, httpx.Client(timeout=10) as client:
+        lost = 0
+        for i in range(n):
+            lost += client.post(f"{stub.url}/chat", json={"prompt": f"prompt {i}"}).status_code != 200
+            time.sleep(sleep_s)
+        return lost, span_s(stub)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rpm", type=float, default=180.0, help="requests per minute the stub allows")
+    parser.add_argument("--requests", type=int, default=36)
+    args = parser.parse_args()
+    n, rpm = args.requests, args.rpm
+    ideal_s = (n - 1) * 60.0 / rpm
+    print(f"{n} requests, stub allows {rpm:g}/min (one per {60 / rpm:.3f} s); ideal span {ideal_s:.2f} s")
+    for concurrency in (1, 4, 16):
+        lost, span, n429 = run_wattbench(rpm, n, concurrency)
+        print(f"wattbench concurrency<={concurrency:<3d} lost = {lost}  span = {span:.2f} s  ideal = {ideal_s:.2f} s"
+              f"  ratio = {span / ideal_s:.3f}  (429s absorbed: {n429})")
+    # The original: Gemini's free tier allowed 10 requests/min (one per 6 s) and it slept 5 s between calls.
+    # Same ratio, scaled down to this stub's interval: sleep = 5/6 of 60/rpm.
+    sleep_s = 5 / 6 * 60 / rpm
+    lost, span = run_original(rpm, n, sleep_s)
+    print(f"original (sleep {sleep_s:.3f} s, no retry, scaled from 5 s vs 10/min)  lost = {lost}  "
+          f"span = {span:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""BatchProcessor against real HTTP stub servers on 127.0.0.1: retries, rate limits, load modes, the run file,
+enrichment, and the `run` command line."""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import batch
+from batch import (AdaptiveLimiter, AuthRejectedError, BatchProcessor, PromptSpec, RetryPolicy, RunStore,
+                   RunStoreError, ServiceGoneError, WorkItem, arrival_offsets_s, backoff_delay_s, build_dataframe,
+                   idle_gaps_s, parse_retry_after, pending_items, plan_requests)
+from stub_servers import ChatStub, Reply, drop, ok, slow, status
+
+FAST_RETRY = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.02)
+PROMPTS = [PromptSpec("capital", "What is the capital of France?", "factual", "Paris", "contains"),
+           PromptSpec("haiku", "Write a haiku about the ocean.", "creative")]
+
+
+def send(stub: ChatStub, items: list[WorkItem], **kwargs: Any) -> list[batch.RequestRecord]:
+    kwargs.setdefault("retry", FAST_RETRY)
+    return BatchProcessor(stub.url, progress=False, seed=0, **kwargs).run_sync(items)
+
+
+def one_item() -> list[WorkItem]:
+    return [WorkItem(PROMPTS[0], 0)]
+
+
+# -- retries against a real server -------------------------------------------------------------------------
+
+def test_served_request_is_recorded_with_the_services_answer() -> None:
+    with ChatStub(answers={PROMPTS[0].prompt: "Paris."}) as stub:
+        [record] = send(stub, one_item())
+        [received] = stub.chat_requests()
+    assert (record.success, record.attempts, record.rate_limited, record.error) == (True, 1, 0, None)
+    assert record.response["text"] == "Paris."
+    assert record.key == "capital-r0"
+    assert received.body == {"prompt": "What is the capital of France?"}  # no model: the service's default
+    assert received.headers["x-request-id"] == "capital-r0"
+
+
+def test_429_waits_out_retry_after_then_succeeds() -> None:
+    with ChatStub(script=[status(429, "slow down", retry_after="0.3")]) as stub:
+        [record] = send(stub, one_item())
+        first, second = stub.chat_requests()
+    assert (record.success, record.attempts, record.rate_limited) == (True, 2, 1)
+    assert second.t_s - first.t_s >= 0.3  # the retry came no sooner than Retry-After allowed
+    assert record.retry_wait_s >= 0.3  # and that wait is counted apart from latency
+
+
+def test_500s_are_retried_with_backoff() -> None:
+    with ChatStub(script=[status(500), status(503)]) as stub:
+        [record] = send(stub, one_item())
+        assert len(stub.chat_requests()) == 3
+    assert (record.success, record.attempts, record.status_code, record.error) == (True, 3, 200, None)
+
+
+def test_dropped_connection_is_retried() -> None:
+    with ChatStub(script=[drop()]) as stub:
+        [record] = send(stub, one_item())
+        assert len(stub.chat_requests()) == 2
+    assert (record.success, record.attempts) == (True, 2)
+
+
+def test_slow_answer_times_out_and_is_retried() -> None:
+    with ChatStub(script=[slow(0.5)]) as stub:
+        [record] = send(stub, one_item(), timeout_s=0.1)
+    assert (record.success, record.attempts) == (True, 2)
+
+
+def test_persistent_500_is_a_failed_record_after_max_attempts() -> None:
+    with ChatStub(lambda i, body: status(500, "model crashed")) as stub:
+        [record] = send(stub, one_item(), retry=RetryPolicy(max_attempts=3, backoff_base_s=0.01))
+        assert len(stub.chat_requests()) == 3
+    assert (record.success, record.attempts, record.status_code) == (False, 3, 500)
+    assert record.error == "HTTP 500: model crashed"
+    assert record.response is None and record.client_latency_s is None
+
+
+def test_timeouts_until_max_attempts_give_a_clear_error() -> None:
+    with ChatStub(lambda i, body: slow(0.3)) as stub:
+        [record] = send(stub, one_item(), timeout_s=0.05, retry=RetryPolicy(max_attempts=2, backoff_base_s=0.01))
+    assert (record.success, record.attempts, record.status_code) == (False, 2, None)
+    assert record.error == "timed out after 0.05 s (ReadTimeout)"
+
+
+def test_422_is_not_retried() -> None:
+    with ChatStub(script=[status(422, "invalid request: prompt: too long")]) as stub:
+        [record] = send(stub, one_item())
+        assert len(stub.chat_requests()) == 1
+    assert (record.success, record.attempts, record.error) == (False, 1, "HTTP 422: invalid request: prompt: too long")
+
+
+def test_token_is_sent_and_a_refused_token_stops_the_run() -> None:
+    with ChatStub(token="s3cret") as stub:
+        [record] = send(stub, one_item(), token="s3cret")
+        assert record.success
+        assert stub.chat_requests()[0].headers["authorization"] == "Bearer s3cret"
+        with pytest.raises(AuthRejectedError) as info:
+            send(stub, one_item(), token="xyzzy-42")
+    assert str(info.value) == ("HTTP 401: missing or wrong bearer token; set WATTBENCH_API_TOKEN (the service "
+                               "refused the token: set WATTBENCH_API_TOKEN or pass --token)")
+    assert "xyzzy-42" not in str(info.value)  # the token is never echoed
+
+
+def test_refused_connections_stop_the_run() -> None:
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    processor = BatchProcessor(f"http://127.0.0.1:{port}", progress=False,
+                               retry=RetryPolicy(backoff_base_s=0.01, abort_after_connect_failures=3))
+    with pytest.raises(ServiceGoneError) as info:
+        processor.run_sync(one_item())
+    assert str(info.value).startswith(f"the service at http://127.0.0.1:{port} refused 3 connections in a row")
+    assert str(info.value).endswith("start the service again and rerun with --resume")
+
+
+def test_model_is_sent_when_given() -> None:
+    with ChatStub() as stub:
+        [record] = send(stub, one_item(), model="gemini/gemini-2.5-flash")
+        assert stub.chat_requests()[0].body == {"prompt": PROMPTS[0].prompt, "model": "gemini/gemini-2.5-flash"}
+    assert record.response["model"] == "gemini/gemini-2.5-flash"
+
+
+# -- load modes ---------------------------------------------------------------------------------------------
+
+def test_warmup_requests_are_sent_but_not_recorded() -> None:
+    items = plan_requests(PROMPTS, repeats=2)
+    with ChatStub() as stub:
+        records = send(stub, items, warmup=2)
+        assert len(stub.chat_requests()) == 6
+    assert sorted(r.key for r in records) == ["capital-r0", "capital-r1", "haiku-r0", "haiku-r1"]
+
+
+def max_overlap(stub: ChatStub) -> int:
+    """The most requests the stub was answering at one time."""
+    events = sorted([(r.t_s, 1) for r in stub.chat_requests()] + [(r.t_end_s, -1) for r in stub.chat_requests()])
+    current = best = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
+    return best
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_concurrency_bounds_requests_in_flight(concurrency: int) -> None:
+    items = [WorkItem(PromptSpec(f"p{i}", f"prompt {i}"), 0) for i in range(6)]
+    with ChatStub(lambda i, body: slow(0.1)) as stub:
+        records = send(stub, items, concurrency=concurrency)
+        assert max_overlap(stub) == concurrency
+    assert len(records) == 6 and all(r.success for r in records)
+
+
+def test_rate_mode_spaces_the_sends() -> None:
+    items = [WorkItem(PromptSpec(f"p{i}", f"prompt {i}"), 0) for i in range(4)]
+    with ChatStub() as stub:
+        send(stub, items, rate_rps=10.0, concurrency=8)
+        arrivals = [r.t_s for r in stub.chat_requests()]
+    assert min(b - a for a, b in zip(arrivals, arrivals[1:])) >= 0.09  # 1/10 s apart, never sooner
+
+
+def test_arrival_offsets_constant_and_poisson() -> None:
+    assert arrival_offsets_s(4, 2.0) == [0.0, 0.5, 1.0, 1.5]
+    offsets = arrival_offsets_s(4001, 5.0, "poisson", random.Random(7))
+    assert offsets[0] == 0.0
+    assert offsets[-1] / 4000 == pytest.approx(1 / 5.0, rel=0.05)  # mean gap 1/rate
+    with pytest.raises(ValueError, match="unknown arrival 'burst'; use constant or poisson"):
+        arrival_offsets_s(2, 1.0, "burst")  # type: ignore[arg-type]
+
+
+class _TopRng(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class _BottomRng(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def test_backoff_is_exponential_with_equal_jitter_and_capped() -> None:
+    policy = RetryPolicy(backoff_base_s=0.5, backoff_max_s=4.0)
+    assert [backoff_delay_s(k, policy, _TopRng()) for k in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert [backoff_delay_s(k, policy, _BottomRng()) for k in (1, 2, 3, 4, 5)] == [0.25, 0.5, 1.0, 2.0, 2.0]
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after({"Retry-After": "3"}) == 3.0
+    assert parse_retry_after({"retry-after": "0.25"}) == 0.25
+    assert parse_retry_after({"Retry-After": "2", "retry-after-ms": "1500"}) == 1.5
+    assert parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:10 GMT"},
+                             now_epoch_s=1445412480.0) == 10.0  # 07:28:00 GMT
+    assert parse_retry_after({"Retry-After": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+async def test_limiter_halves_on_429_and_grows_on_success() -> None:
+    limiter = AdaptiveLimiter(8)
+    for expected in (4.0, 2.0, 1.0, 1.0):
+        await limiter.acquire()
+        await limiter.release("rate_limited", 0.0)
+        assert limiter.limit == expected
+    for expected in (2.0, 2.5, 2.9):
+        await limiter.acquire()
+        await limiter.release("ok")
+        assert limiter.limit == pytest.approx(expected)
+    await limiter.acquire()
+    await limiter.release("error")
+    assert limiter.limit == pytest.approx(2.9)
+
+
+async def test_limiter_gate_holds_every_request_until_retry_after() -> None:
+    limiter = AdaptiveLimiter(4)
+    await limiter.acquire()
+    await limiter.release("rate_limited", 0.2)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    waited = await limiter.acquire()
+    assert loop.time() - t0 >= 0.19 and waited >= 0.19
+
+
+# -- the run file -------------------------------------------------------------------------------------------
+
+def record_dict(key: str, success: bool = True, **extra: Any) -> dict[str, Any]:
+    return {"key": key, "success": success, **extra}
+
+
+def test_run_store_appends_and_repairs_a_cut_last_line(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, {"model": None, "repeats": 1}, run_id="run1")
+    store.append(record_dict("a-r0"))
+    store.append(record_dict("b-r0"))
+    store.close()
+    with open(store.records_path, "a") as fh:
+        fh.write('{"key": "c-r0", "succ')  # a kill in the middle of a write
+    assert [r["key"] for r in store.load_records()] == ["a-r0", "b-r0"]
+    assert store.records_path.read_text().endswith('"success": true}\n')  # the cut line is gone
+    store.append(record_dict("c-r0"))
+    store.close()
+    assert [r["key"] for r in RunStore.open(tmp_path, "run1").load_records()] == ["a-r0", "b-r0", "c-r0"]
+
+
+def test_run_store_open_latest_and_refuse_mismatch(tmp_path: Path) -> None:
+    with pytest.raises(RunStoreError) as info:
+        RunStore.open(tmp_path)
+    assert str(info.value) == f"nothing to resume: no run under {tmp_path}/runs; drop --resume to start one"
+    RunStore.create(tmp_path, {"model": None, "repeats": 1, "profiles": ["T4_COLAB"]}, run_id="old")
+    newest = RunStore.create(tmp_path, {"model": None, "repeats": 2, "profiles": ["T4_COLAB"]}, run_id="new")
+    assert RunStore.open(tmp_path).run_id == "new"
+    newest.check_matches({"model": None, "repeats": 2, "profiles": ["T4_COLAB"]})
+    with pytest.raises(RunStoreError) as info:
+        newest.check_matches({"repeats": 3})
+    assert str(info.value) == ("cannot resume run new: its repeats was 2, now 3; rerun with the run's options, "
+                               "or drop --resume to start a new run")
+
+
+def test_pending_items_are_the_missing_and_the_failed() -> None:
+    items = plan_requests(PROMPTS, repeats=2)
+    records = [record_dict("capital-r0"), record_dict("haiku-r0", success=False)]
+    assert [i.key for i in pending_items(items, records)] == ["haiku-r0", "capital-r1", "haiku-r1"]
+    records.append(record_dict("haiku-r0"))  # served on a resume: the last record wins
+    assert [i.key for i in pending_items(items, records)] == ["capital-r1", "haiku-r1"]
+
+
+# -- enrichment ---------------------------------------------------------------------------------------------
+
+def timed(key: str, start: float, end: float, session: str = "s1", success: bool = True) -> dict[str, Any]:
+    return {"key": key, "t_start_epoch_s": start, "t_end_epoch_s": end, "session": session, "success": success}
+
+
+def test_idle_gaps_between_served_requests() -> None:
+    records = [
+        timed("a", 100.0, 101.0),
+        timed("b", 103.5, 104.0),  # idle 101.0 -> 103.5
+        timed("c", 103.8, 106.0),  # starts while b is in flight: no idle
+        timed("x", 106.5, 107.0, success=False),  # failed requests do not count
+        timed("d", 110.0, 111.0),  # idle since c ended at 106.0
+        timed("e", 500.0, 501.0, session="s2"),  # a resumed session starts fresh
+    ]
+    assert idle_gaps_s(records) == {"a": 0.0, "b": 2.5, "c": 0.0, "d": 4.0, "e": 0.0}
+
+
+def full_record(key: str, prompt: PromptSpec, text: str | None, start: float, **extra: Any) -> dict[str, Any]:
+    response = None if text is None else {
+        "request_id": f"svc-{key}", "model": "stub/echo", "route": "Flash-Precise", "text": text,
+        "latency_s": 2.0, "ttft_s": 0.5, "prompt_tokens": 7, "completion_tokens": 20, "total_tokens": 27,
+        "cost_usd": 0.001, "model_params_b": 0.135}
+    base = {"key": key, "prompt_id": prompt.prompt_id, "repeat": 0, "prompt": prompt.prompt,
+            "category": prompt.category, "expected": prompt.expected, "grader": prompt.grader,
+            "tolerance": prompt.tolerance, "session": "s1", "success": text is not None,
+            "error": None if text is not None else "HTTP 500: boom", "status_code": 200 if text else 500,
+            "attempts": 1, "rate_limited": 0, "retry_wait_s": 0.0, "started_at": "2026-01-01T00:00:00.000+00:00",
+            "t_start_epoch_s": start, "t_end_epoch_s": start + 2.0, "client_latency_s": 2.01 if text else None,
+            "response": response}
+    return {**base, **extra}
+
+
+def fake_enhance(measured: dict[str, Any], profile: dict[str, Any], *, idle_s: float,
+                 active_params_b: float | None, total_params_b: float | None) -> dict[str, Any]:
+    """A stand-in for calculate_enhanced_metrics: energy = watts x latency, plus idle."""
+    energy_kwh = profile["w"] * (measured["latency_s"] + idle_s) / 3.6e6
+    return {"profile": profile["name"], "idle_s": idle_s, "energy_kwh": energy_kwh,
+            "total_cost_usd": measured["cost_usd"] + energy_kwh * 0.1, "seen_params_b": active_params_b}
+
+
+def test_build_dataframe_one_row_per_request_and_profile() -> None:
+    records = [
+        full_record("capital-r0", PROMPTS[0], "Paris is the capital.", 1000.0),
+        full_record("haiku-r0", PROMPTS[1], None, 1003.0),  # failed
+        full_record("capital-r1", PROMPTS[0], "Lyon.", 1005.0, repeat=1),
+    ]
+    profiles = {"A": {"name": "A", "w": 360.0}, "B": {"name": "B", "w": 36.0}}
+    df = build_dataframe(records, profiles, run_id="run1", enhance=fake_enhance,
+                         provider_estimate=lambda model, tokens, latency: {"provider_energy_kwh": tokens * 1e-6})
+    assert list(df.columns[:4]) == ["run_id", "request_id", "prompt_id", "repeat"]
+    assert list(df["request_id"]) == ["capital-r0", "capital-r0", "haiku-r0", "haiku-r0", "capital-r1",
+                                      "capital-r1"]
+    assert list(df["profile"]) == ["A", "B"] * 3
+    assert list(df["t_start_s"]) == [0.0, 0.0, 3.0, 3.0, 5.0, 5.0]
+    assert list(df["correct"]) == [True, True, None, None, False, False]
+    served_a = df[(df["request_id"] == "capital-r1") & (df["profile"] == "A")].iloc[0]
+    # idle since capital-r0 ended at 1002.0 (the failed haiku does not count): 3 s; energy 360 W x 5 s
+    assert served_a["idle_s"] == 3.0
+    assert served_a["energy_kwh"] == pytest.approx(360 * 5 / 3.6e6)
+    assert served_a["total_cost_usd"] == pytest.approx(0.001 + 360 * 5 / 3.6e6 * 0.1)
+    assert served_a["provider_energy_kwh"] == pytest.approx(20e-6)
+    assert served_a["seen_params_b"] == 0.135
+    assert served_a["service_request_id"] == "svc-capital-r1"
+    failed = df[df["request_id"] == "haiku-r0"]
+    assert failed["energy_kwh"].isna().all() and failed["error"].eq("HTTP 500: boom").all()
+    assert list(failed["profile"]) == ["A", "B"]

@@ -66,13 +66,14 @@ class ServiceProcess:
         self.app_dir = Path(app_dir) if app_dir is not None else REPO_ROOT
         self.stop_grace_s = stop_grace_s
         self.process: subprocess.Popen[bytes] | None = None
+        self._url: str | None = None
         self._log_handle: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
-        if self.port is None or self.process is None:
+        if self._url is None:
             raise RuntimeError("the service is not started: call start() or use `with ServiceProcess() as s:`")
-        return f"http://{self.host}:{self.port}"
+        return self._url
 
     def command(self) -> list[str]:
         """The command line of the child."""
@@ -85,6 +86,7 @@ class ServiceProcess:
             return self
         if self.port is None:
             self.port = free_port(self.host)
+        self._url = f"http://{self.host}:{self.port}"
         if self.log_path is None:
             handle, name = tempfile.mkstemp(prefix="wattbench-service-", suffix=".log")
             os.close(handle)

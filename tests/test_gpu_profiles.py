@@ -1,0 +1,443 @@
+"""Tests of gpu_profiles: data files, the original accounting, the roofline model, the three lenses, the CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gpu_profiles as gp
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_gpu(**overrides: object) -> gp.GPUSpec:
+    """A round-number GPU so that expectations can be computed by hand."""
+    fields: dict[str, object] = dict(
+        key="TESTGPU", name="Test GPU", tdp_w=400.0, idle_w=100.0, memory_gb=80.0, bf16_dense_tflops=100.0,
+        fp8_dense_tflops=200.0, memory_bandwidth_gb_s=1000.0, interconnect="nvlink", interconnect_gb_s=400.0,
+        embodied_kgco2e=100.0, rental_usd_per_gpu_hour=2.0)
+    fields.update(overrides)
+    fields["sources"] = {k: "test" for k in fields if k not in ("key", "name", "interconnect")}
+    return gp.GPUSpec.model_validate(fields)
+
+
+def make_dc(**overrides: object) -> gp.Datacenter:
+    fields: dict[str, object] = dict(key="testdc", name="Test DC", location="Testland", pue=1.5, wue_l_per_kwh=1.0,
+                                     grid_gco2e_per_kwh=400.0, electricity_usd_per_kwh=0.10)
+    fields.update(overrides)
+    fields["sources"] = {k: "test" for k in ("pue", "wue_l_per_kwh", "grid_gco2e_per_kwh", "electricity_usd_per_kwh")}
+    return gp.Datacenter.model_validate(fields)
+
+
+def make_profile(gpu: gp.GPUSpec | None = None, dc: gp.Datacenter | None = None, **kw: object) -> gp.DeploymentProfile:
+    return gp.DeploymentProfile(key="TEST", gpu=gpu or make_gpu(), gpu_count=int(kw.pop("gpu_count", 1)),
+                                datacenter=dc or make_dc(), **kw)
+
+
+# ---------------------------------------------------------------------------------------------------- data files
+
+def test_builtin_gpus_cover_the_issue_list_with_datasheet_values() -> None:
+    gpus = gp.load_gpus()
+    assert {"T4", "L4", "L40S", "A100_40GB_SXM", "A100_80GB_SXM", "A100_80GB_PCIE", "H100_SXM", "H100_PCIE",
+            "H200", "B200"} <= set(gpus)
+    h100 = gpus["H100_SXM"]
+    assert (h100.tdp_w, h100.memory_gb, h100.bf16_dense_tflops, h100.fp8_dense_tflops,
+            h100.memory_bandwidth_gb_s) == (700, 80, 989, 1979, 3350)
+    assert gpus["T4"].tdp_w == 70 and gpus["T4"].fp8_dense_tflops is None
+
+
+def test_every_builtin_number_cites_a_source() -> None:
+    for gpu in gp.load_gpus().values():
+        assert set(gpu.sources) >= {"tdp_w", "idle_w", "memory_gb", "memory_bandwidth_gb_s", "embodied_kgco2e"}
+    for dc in gp.load_datacenters(resolve=False).values():
+        assert set(dc.sources) == {"pue", "wue_l_per_kwh", "grid_gco2e_per_kwh", "electricity_usd_per_kwh"}
+
+
+def test_default_profiles_exist_and_keep_the_original_three() -> None:
+    profiles = gp.load_profiles()
+    assert gp.DEFAULT_PROFILES[:3] == ("T4_COLAB", "A100_SIMULATED", "L40S_SIMULATED")
+    assert set(gp.DEFAULT_PROFILES) <= set(profiles)
+    assert profiles["T4_COLAB"].gpu.key == "T4" and profiles["A100_SIMULATED"].gpu.key == "A100_80GB_SXM"
+    assert profiles["L40S_SIMULATED"].gpu.key == "L40S"
+
+
+def test_user_profile_file_adds_a_profile(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"profiles": [
+        {"key": "MY_H200", "gpu": "H200", "gpu_count": 2, "datacenter": "aws_eu_north_1", "batch_size": 32}]}))
+    profiles = gp.load_profiles(path)
+    assert profiles["MY_H200"].gpu.memory_gb == 141 and profiles["MY_H200"].gpu_count == 2
+    assert "T4_COLAB" in profiles
+
+
+def test_bad_profile_row_names_the_row_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"profiles": [
+        {"key": "OK", "gpu": "T4", "gpu_count": 1, "datacenter": "us_average"},
+        {"key": "BROKEN", "gpu": "T4", "gpu_count": 0, "datacenter": "us_average"}]}))
+    with pytest.raises(gp.DataFileError) as exc:
+        gp.load_profiles(path)
+    assert str(exc.value) == (f"{path}: profiles[1] (key 'BROKEN'): field 'gpu_count': "
+                              "Input should be greater than or equal to 1")
+
+
+def test_unknown_gpu_in_a_profile_lists_valid_keys(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"profiles": [{"key": "X", "gpu": "V100", "gpu_count": 1,
+                                              "datacenter": "us_average"}]}))
+    with pytest.raises(gp.DataFileError, match=r"profiles\[0\] \(key 'X'\): field 'gpu': unknown GPU 'V100'; "
+                                               r"valid keys: T4, L4, L40S, "):
+        gp.load_profiles(path)
+
+
+def test_gpu_row_without_a_source_is_refused(tmp_path: Path) -> None:
+    row = make_gpu().model_dump()
+    row["key"] = "NOSRC"
+    del row["sources"]["tdp_w"]
+    path = tmp_path / "gpus.json"
+    path.write_text(json.dumps({"gpus": [row]}))
+    with pytest.raises(gp.DataFileError) as exc:
+        gp.load_gpus(path)
+    assert str(exc.value) == (f"{path}: gpus[0] (key 'NOSRC'): Value error, sources.tdp_w is missing: "
+                              "cite where the number 400.0 comes from")
+
+
+def test_invalid_json_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{"profiles": [\n  {"key": }\n]}')
+    with pytest.raises(gp.DataFileError, match=r"broken.json: invalid JSON at line 2, column 11"):
+        gp.load_profiles(path)
+
+
+def test_grid_intensity_read_from_codecarbon_files(tmp_path: Path) -> None:
+    cloud = tmp_path / "cc" / "data" / "cloud"
+    cloud.mkdir(parents=True)
+    (cloud / "impact.csv").write_text("provider,region,impact\ngcp,xx-test1,123\n", encoding="utf-8")
+    state_dir = tmp_path / "cc" / "data" / "private_infra" / "2023"
+    state_dir.mkdir(parents=True)
+    (state_dir / "usa_emissions.json").write_text(json.dumps({"virginia": {"emissions": 1000.0}}))
+    dirs = {"codecarbon": tmp_path / "cc", "ecologits": None}
+    dc = make_dc(grid={"dataset": "codecarbon_gcp_region", "key": "xx-test1"})
+    assert gp.resolve_grid(dc, dirs).grid_gco2e_per_kwh == 123
+    state = make_dc(grid={"dataset": "codecarbon_us_state", "key": "virginia"})
+    assert gp.resolve_grid(state, dirs).grid_gco2e_per_kwh == pytest.approx(453.592)  # 1000 lbs/MWh
+    missing = make_dc(grid={"dataset": "codecarbon_gcp_region", "key": "nowhere"})
+    fallback = gp.resolve_grid(missing, dirs)
+    assert fallback.grid_gco2e_per_kwh == 400.0 and fallback.grid_source_used == "data file: test"
+
+
+def test_builtin_grid_values_come_from_the_installed_packages() -> None:
+    dcs = gp.load_datacenters()
+    assert dcs["gcp_us_central1"].grid_gco2e_per_kwh == 430  # codecarbon cloud/impact.csv
+    assert dcs["aws_us_east_1"].grid_gco2e_per_kwh == pytest.approx(539.599 * 0.45359237, abs=1e-3)  # eGRID lbs
+    assert dcs["world_average"].grid_source_used.startswith("ecologits")
+
+
+# ------------------------------------------------------------------------------------- the original accounting
+
+def test_original_accounting_by_hand() -> None:
+    # 400 W TDP x 2 s = 800 J; idle 100 W x 5 s = 500 J; IT 1300 J = 3.6111e-4 kWh; PUE 1.5 adds half.
+    row = gp.calculate_enhanced_metrics({"latency_s": 2.0, "cost_usd": 0.001}, make_profile(), idle_s=5.0)
+    assert tuple(row) == gp.PROFILE_COLUMNS
+    assert row["energy_method"] == "measured_latency_x_tdp" and row["sim_latency_s"] == 2.0
+    assert row["compute_energy_kwh"] == pytest.approx(800 / 3.6e6)
+    assert row["idle_energy_kwh"] == pytest.approx(500 / 3.6e6)
+    assert row["pue_overhead_kwh"] == pytest.approx(650 / 3.6e6)
+    assert row["energy_kwh"] == pytest.approx(1950 / 3.6e6)
+    assert row["carbon_gco2e"] == pytest.approx(1950 / 3.6e6 * 400)
+    assert row["energy_cost_usd"] == pytest.approx(1950 / 3.6e6 * 0.10)
+    assert row["total_cost_usd"] == pytest.approx(0.001 + 1950 / 3.6e6 * 0.10)
+    # range: compute at idle + 45% of (TDP - idle) = 235 W -> 470 J, + 500 J idle, x 1.5
+    assert row["energy_kwh_min"] == pytest.approx(1455 / 3.6e6)
+    assert row["energy_kwh_max"] == pytest.approx(row["energy_kwh"])
+
+
+def test_unknown_api_cost_counts_as_zero_in_total() -> None:
+    row = gp.calculate_enhanced_metrics({"latency_s": 1.0, "cost_usd": None}, make_profile())
+    assert row["total_cost_usd"] == pytest.approx(row["energy_cost_usd"])
+
+
+def test_missing_latency_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"measured\['latency_s'\] must be a number >= 0 \(got None\)"):
+        gp.calculate_enhanced_metrics({"prompt_tokens": 3}, make_profile())
+
+
+def test_original_profiles_keep_the_originals_carbon_ordering() -> None:
+    # The original README ranks carbon per 1K tokens T4 < L40S < A100 (same requests on each profile).
+    profiles = gp.load_profiles()
+    measured = {"latency_s": 2.169, "completion_tokens": 300, "cost_usd": 0.0}
+    carbon = {k: gp.calculate_enhanced_metrics(measured, profiles[k], idle_s=5.0)["carbon_gco2e"]
+              for k in ("T4_COLAB", "L40S_SIMULATED", "A100_SIMULATED")}
+    assert carbon["T4_COLAB"] < carbon["L40S_SIMULATED"] < carbon["A100_SIMULATED"]
+
+
+def test_roofline_method_when_the_model_size_is_known() -> None:
+    measured = {"latency_s": 9.0, "prompt_tokens": 100, "completion_tokens": 200, "model_params_b": 8.0}
+    profile = make_profile(gpu_count=1)
+    row = gp.calculate_enhanced_metrics(measured, profile, idle_s=1.0)
+    sim = gp.simulate_inference(gpu=profile.gpu, active_params_b=8.0, prompt_tokens=100, output_tokens=200,
+                                datacenter=profile.datacenter)
+    assert row["energy_method"] == "roofline"
+    assert row["sim_latency_s"] == pytest.approx(sim.latency_s)
+    assert row["compute_energy_kwh"] == pytest.approx(sim.gpu_energy_kwh)
+    assert row["energy_kwh"] == pytest.approx((sim.gpu_energy_kwh + 100 / 3.6e6) * 1.5)
+    assert row["energy_kwh_min"] < row["energy_kwh"] < row["energy_kwh_max"]
+
+
+def test_roofline_uses_the_smallest_gpu_count_that_fits() -> None:
+    measured = {"latency_s": 3.0, "prompt_tokens": 100, "completion_tokens": 100}
+    row = gp.calculate_enhanced_metrics(measured, make_profile(), active_params_b=70.0)
+    assert row["gpu_count"] == 2  # 140 GB of bf16 weights on 80 GB GPUs
+
+
+# ------------------------------------------------------------------------------------------------- the roofline
+
+def test_step_time_by_hand() -> None:
+    # 8B dense, bf16, 32 layers, hidden 4096, 8 KV heads x 128, one sequence at context 1000 on TESTGPU.
+    shape = gp.model_shape(active_params_b=8.0, num_layers=32, hidden_size=4096)
+    step = gp.step_time(gpu=make_gpu(), num_gpus=1, shape=shape, bytes_per_param=2.0, decode_tokens=1,
+                        prefill_tokens=0, decode_context_tokens=1000, prefill_context_tokens=0, mfu=0.5,
+                        eff=gp.NOMINAL)
+    # weights 16e9 B + KV 131072 B x 1000 = 16.131072e9 B at 1000 GB/s x 0.8 -> 0.02016384 s
+    assert step.memory_s == pytest.approx(0.02016384)
+    # 2 x 8e9 + 4 x 32 x 4096 x 1000 = 1.6524288e10 FLOP at 100 TFLOPS x 0.5 -> 3.3048576e-4 s
+    assert step.compute_s == pytest.approx(3.3048576e-4)
+    assert step.comm_s == 0.0 and step.overhead_s == pytest.approx(0.61e-3)
+    # (0.02016384^4 + 0.00033049^4)^(1/4) = 0.0201638 (memory-bound), + 0.61 ms
+    assert step.step_s == pytest.approx(0.0207738, rel=1e-5)
+    assert step.bound == "memory"
+
+
+def test_tensor_parallel_allreduce_by_hand() -> None:
+    shape = gp.model_shape(active_params_b=8.0, num_layers=32, hidden_size=4096)
+    step = gp.step_time(gpu=make_gpu(), num_gpus=2, shape=shape, bytes_per_param=2.0, decode_tokens=10,
+                        prefill_tokens=0, decode_context_tokens=100, prefill_context_tokens=0, mfu=0.5,
+                        eff=gp.NOMINAL)
+    # message 10 x 4096 x 2 = 81920 B; ring moves 2 x (1/2) of it at 200 GB/s x 0.7 -> 5.851e-7 s + 10 us
+    assert step.comm_s == pytest.approx(64 * (10e-6 + 81920 / 140e9))
+
+
+def test_kv_cache_and_power_formulas_by_hand() -> None:
+    shape = gp.model_shape(active_params_b=70.0, num_layers=80, num_kv_heads=8, head_dim=128)
+    assert gp.kv_bytes_per_token(shape) == 2 * 80 * 8 * 128 * 2 == 327_680
+    assert gp.gpu_power_w(700, 80, 0.5) == 390
+    step = gp.StepTime(memory_s=1.0, compute_s=0.5, comm_s=0.0, overhead_s=0.0, step_s=1.0)
+    # 1 - (1 - 0.45 x 1.0)(1 - 0.9 x 0.5) = 1 - 0.55 x 0.55 = 0.6975
+    assert gp.utilisation(step, gp.NOMINAL) == pytest.approx(0.6975)
+
+
+def test_moe_reads_more_experts_as_the_batch_grows() -> None:
+    assert gp.moe_fraction_touched(0.5, 2) == pytest.approx(0.75)
+    shape = gp.model_shape(active_params_b=3.0, total_params_b=30.0, num_experts=128, experts_per_token=8)
+    assert shape.routed_fraction_per_token == pytest.approx(1 / 16)
+    assert shape.shared_params_b == pytest.approx(1.05)
+    common = dict(gpu=make_gpu(), num_gpus=1, shape=shape, bytes_per_param=2.0, prefill_tokens=0,
+                  decode_context_tokens=0, prefill_context_tokens=0, mfu=0.5, eff=gp.NOMINAL)
+    one = gp.step_time(decode_tokens=1, **common)
+    # batch 1: shared 1.05B + 28.95B x 1/16 = 2.859375B params x 2 B at 800 GB/s
+    assert one.memory_s == pytest.approx(2.859375e9 * 2 / 800e9)
+    many = gp.step_time(decode_tokens=512, **common)
+    assert many.memory_s == pytest.approx(30e9 * 2 / 800e9, rel=1e-6)  # every expert touched
+
+
+def test_fp8_weights_halve_weight_reads_and_use_fp8_peak() -> None:
+    gpu = make_gpu()
+    assert gp.peak_tflops(gpu, 1.0) == 200 and gp.peak_tflops(gpu, 2.0) == 100
+    assert gp.peak_tflops(make_gpu(fp8_dense_tflops=None), 1.0) == 100
+    bf16 = gp.simulate_inference(gpu=gpu, active_params_b=8, prompt_tokens=0, output_tokens=100, datacenter=make_dc())
+    fp8 = gp.simulate_inference(gpu=gpu, active_params_b=8, bytes_per_param=1, prompt_tokens=0, output_tokens=100,
+                                datacenter=make_dc())
+    assert fp8.decode_s_per_token < 0.6 * bf16.decode_s_per_token
+
+
+def test_larger_batch_fewer_joules_per_token() -> None:
+    joules = [gp.simulate_inference(gpu="H100_SXM", active_params_b=8, batch_size=b, prompt_tokens=512,
+                                    output_tokens=256, datacenter=make_dc()).gpu_energy_j_per_token
+              for b in (1, 8, 64, 256, 1024)]
+    assert joules == sorted(joules, reverse=True) and joules[0] > 5 * joules[-1]
+
+
+def test_more_bandwidth_faster_decode() -> None:
+    slow = gp.simulate_inference(gpu=make_gpu(), active_params_b=8, prompt_tokens=100, output_tokens=100,
+                                 datacenter=make_dc())
+    fast = gp.simulate_inference(gpu=make_gpu(memory_bandwidth_gb_s=2000), active_params_b=8, prompt_tokens=100,
+                                 output_tokens=100, datacenter=make_dc())
+    assert fast.decode_s_per_token < 0.6 * slow.decode_s_per_token
+
+
+def test_model_too_big_for_one_gpu_names_the_smallest_count() -> None:
+    with pytest.raises(gp.ModelDoesNotFitError) as exc:
+        gp.simulate_inference(gpu="H100_SXM", active_params_b=70, prompt_tokens=1000, output_tokens=1000)
+    assert exc.value.min_gpus == 2
+    assert str(exc.value).endswith("the smallest GPU count that fits is 2")
+    with pytest.raises(gp.ModelDoesNotFitError, match="the smallest GPU count that fits is 16"):
+        gp.simulate_inference(gpu="H100_SXM", num_gpus=8, active_params_b=405, prompt_tokens=100,
+                              output_tokens=100)
+
+
+def test_batch_capped_by_kv_cache_memory() -> None:
+    est = gp.simulate_inference(gpu="H100_SXM", active_params_b=8, batch_size=1024, prompt_tokens=2000,
+                                output_tokens=2000, datacenter=make_dc())
+    assert est.kv_limited and est.effective_batch_size < 1024
+    # capacity = 0.9 x 80 GiB - 2 GiB - 16 GB; per sequence 131072 B x 3000 tokens
+    capacity = 0.9 * 80 * 2**30 - 2 * 2**30 - 16e9
+    assert est.effective_batch_size == int(capacity // (131072 * 3000))
+
+
+def test_decode_cannot_beat_the_bandwidth_bound() -> None:
+    # physics: a batch-1 step must read all 16 GB of weights; at 3.35 TB/s that is 4.78 ms
+    est = gp.simulate_inference(gpu="H100_SXM", active_params_b=8, prompt_tokens=100, output_tokens=100)
+    assert 16e9 / 3.35e12 < est.decode_s_per_token_min < est.decode_s_per_token < 2 * 16e9 / 3.35e12
+
+
+def test_energy_and_carbon_add_up() -> None:
+    dc = make_dc()
+    est = gp.simulate_inference(gpu=make_gpu(), active_params_b=8, batch_size=4, prompt_tokens=100,
+                                output_tokens=200, datacenter=dc)
+    assert est.gpu_energy_kwh == pytest.approx(est.gpu_energy_j_per_token * 200 / 3.6e6)
+    assert est.energy_kwh == pytest.approx((est.gpu_energy_kwh + est.host_energy_kwh) * 1.5)
+    assert est.operational_carbon_gco2e == pytest.approx(est.energy_kwh * 400)
+    assert est.carbon_gco2e == pytest.approx(est.operational_carbon_gco2e + est.embodied_carbon_gco2e)
+    assert est.carbon_gco2e_min < est.carbon_gco2e < est.carbon_gco2e_max
+
+
+def test_bad_simulation_input_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"batch_size must be > 0 \(got 0\)"):
+        gp.simulate_inference(gpu="H100_SXM", active_params_b=8, batch_size=0, prompt_tokens=1, output_tokens=1)
+    with pytest.raises(ValueError, match=r"unknown GPU 'V100'; valid keys: T4, L4"):
+        gp.simulate_inference(gpu="V100", active_params_b=8, prompt_tokens=1, output_tokens=1)
+
+
+# ------------------------------------------------------------------------------------------ provider-side lens
+
+def test_provider_side_estimate_matches_ecologits_range() -> None:
+    from ecologits.tracers.utils import llm_impacts
+
+    est = gp.provider_side_estimate("gemini/gemini-2.5-flash", 200, 3.0)
+    ref = llm_impacts(provider="google_genai", model_name="gemini-2.5-flash", output_token_count=200,
+                      request_latency=3.0)
+    assert est is not None
+    assert est["provider_energy_kwh_min"] == pytest.approx(ref.energy.value.min)
+    assert est["provider_energy_kwh_max"] == pytest.approx(ref.energy.value.max)
+    assert est["provider_energy_kwh"] == pytest.approx((ref.energy.value.min + ref.energy.value.max) / 2)
+    assert est["provider_carbon_gco2e_max"] == pytest.approx(ref.gwp.value.max * 1000)
+
+
+def test_provider_side_none_with_reason_for_local_models() -> None:
+    assert gp.provider_side_estimate("wattbench-local/smollm2-135m-instruct", 10, 1.0) is None
+    assert gp.provider_side_unavailable_reason("wattbench-local/smollm2-135m-instruct") == (
+        "EcoLogits has no provider for 'wattbench-local/smollm2-135m-instruct' (local or self-hosted model)")
+    assert gp.provider_side_unavailable_reason("gemini/gemini-0.1-imaginary") == (
+        "EcoLogits does not list model 'gemini-0.1-imaginary' for provider 'google_genai'")
+
+
+def test_gpu_profiles_never_imports_litellm() -> None:
+    code = ("import sys, gpu_profiles as g; g.provider_side_estimate('gemini/gemini-2.5-flash', 5, 1.0); "
+            "g.load_profiles(); print('litellm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------- measured lens
+
+def write_rapl(root: Path, zone: str, energy_uj: int, max_uj: int = 1_000_000_000) -> None:
+    (root / zone).mkdir(parents=True, exist_ok=True)
+    (root / zone / "energy_uj").write_text(str(energy_uj))
+    (root / zone / "max_energy_range_uj").write_text(str(max_uj))
+
+
+def test_rapl_wraparound() -> None:
+    assert gp.rapl_delta_uj(900, 100, 1000) == 200
+    assert gp.rapl_delta_uj(100, 900, 1000) == 800
+
+
+def test_energy_meter_reads_rapl_packages_not_subzones(tmp_path: Path) -> None:
+    write_rapl(tmp_path, "intel-rapl:0", 5_000_000)
+    write_rapl(tmp_path, "intel-rapl:1", 999_000_000)
+    write_rapl(tmp_path, "intel-rapl:0:0", 0)  # core sub-zone: counted inside package 0
+    with gp.EnergyMeter(powercap_root=tmp_path, use_nvml=False) as meter:
+        write_rapl(tmp_path, "intel-rapl:0", 8_600_000)   # +3.6 J
+        write_rapl(tmp_path, "intel-rapl:1", 600_000)     # wrapped: +1.6 J
+        write_rapl(tmp_path, "intel-rapl:0:0", 50_000_000)
+    assert meter.method == "rapl"
+    assert meter.energy_kwh == pytest.approx(5.2 / 3.6e6)
+
+
+class FakeNVML:
+    """Stands in for pynvml at EnergyMeter's `nvml` seam: two GPUs whose counters rise by 1500 mJ each read."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
+        self.reads += 1
+        return 10_000 + 1_500 * (self.reads > 2)
+
+
+def test_energy_meter_uses_nvml_when_no_rapl(tmp_path: Path) -> None:
+    with gp.EnergyMeter(powercap_root=tmp_path / "none", nvml=FakeNVML()) as meter:
+        pass
+    assert meter.method == "nvml"
+    assert meter.energy_kwh == pytest.approx(3.0 / 3.6e6)  # 2 GPUs x 1500 mJ
+
+
+def test_energy_meter_falls_back_to_a_labelled_cpu_time_estimate(tmp_path: Path) -> None:
+    clock = iter([10.0, 12.5])
+    with gp.EnergyMeter(powercap_root=tmp_path / "none", use_nvml=False, cpu_time_s=lambda: next(clock)) as meter:
+        pass
+    assert meter.method == "cpu_time_estimate"
+    assert meter.energy_kwh == pytest.approx(2.5 * 4.0 / 3.6e6)  # CodeCarbon's 4 W per core
+
+
+def test_unreadable_rapl_is_not_used(tmp_path: Path) -> None:
+    (tmp_path / "intel-rapl:0").mkdir()
+    (tmp_path / "intel-rapl:0" / "energy_uj").mkdir()  # reading a directory raises OSError, like EACCES
+    assert gp.rapl_domains(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------------------- CLI
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "wattbench.py", "simulate", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_cli_unknown_gpu_names_valid_keys() -> None:
+    out = run_cli("--gpu", "V100", "--params-b", "8")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("error: unknown GPU 'V100'; valid keys: T4, L4, L40S, A100_40GB_SXM")
+    assert out.stderr.count("\n") == 1
+
+
+def test_cli_model_too_big_for_requested_gpus() -> None:
+    out = run_cli("--gpu", "H100_SXM", "--num-gpus", "1", "--params-b", "70")
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: model does not fit: 70B params x 2 bytes = 140.0 GB")
+    assert out.stderr.strip().endswith("the smallest GPU count that fits is 2")
+
+
+def test_cli_json_and_compare() -> None:
+    single = run_cli("--gpu", "H100_SXM", "--params-b", "8", "--batch-size", "64", "--json")
+    assert single.returncode == 0, single.stderr
+    data = json.loads(single.stdout)
+    assert data["gpu"] == "H100_SXM" and data["num_gpus"] == 1 and data["batch_size"] == 64
+    compare = run_cli("--params-b", "8", "--batch-size", "64", "--compare")
+    assert compare.returncode == 0, compare.stderr
+    lines = compare.stdout.splitlines()
+    assert len(lines) == 1 + 1 + len(gp.load_gpus()) + 1  # title, header, one row per GPU, legend
+    assert lines[1].split()[:3] == ["gpu", "n", "batch"]

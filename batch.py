@@ -523,7 +523,7 @@ class BatchProcessor:
     # -- sending ---------------------------------------------------------------------------------------
     async def _warm_up(self, client: httpx.AsyncClient, items: Sequence[WorkItem]) -> None:
         for i in range(self.warmup if items else 0):
-            await self._send_item(client, items[i % len(items)])
+            await self._send_item(client, items[i % len(items)], request_id=f"warmup-{i}")
 
     async def _send_all(self, client: httpx.AsyncClient, items: Sequence[WorkItem], bar: Any) \
             -> list[RequestRecord]:
@@ -548,13 +548,15 @@ class BatchProcessor:
             raise eg.exceptions[0] from None
         return records
 
-    async def _send_item(self, client: httpx.AsyncClient, item: WorkItem) -> RequestRecord:
+    async def _send_item(self, client: httpx.AsyncClient, item: WorkItem, request_id: str | None = None) \
+            -> RequestRecord:
+        """Send one item until it is served or given up on (request_id: the X-Request-ID, default its key)."""
         assert self.limiter is not None
         attempts = rate_limited = transient = 0
         wait_s = 0.0
         while True:
             wait_s += await self.limiter.acquire()
-            attempt = await self._attempt(client, item)
+            attempt = await self._attempt(client, item, request_id or item.key)
             attempts += 1
             if attempt.kind == "rate_limited":
                 rate_limited += 1
@@ -589,13 +591,13 @@ class BatchProcessor:
                 f"({attempt.error}); what was measured is saved: start the service again and rerun with --resume"
             )
 
-    async def _attempt(self, client: httpx.AsyncClient, item: WorkItem) -> _Attempt:
+    async def _attempt(self, client: httpx.AsyncClient, item: WorkItem, request_id: str) -> _Attempt:
         import httpx
 
         body: dict[str, Any] = {"prompt": item.spec.prompt}
         if self.model:
             body["model"] = self.model
-        headers = {"X-Request-ID": f"{self.run_id}/{item.key}" if self.run_id else item.key}
+        headers = {"X-Request-ID": f"{self.run_id}/{request_id}" if self.run_id else request_id}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         started_epoch_s, t0 = time.time(), time.perf_counter()
@@ -1044,8 +1046,9 @@ def _default_token() -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
-    """Raise CliError unless GET <base_url>/health answers 200."""
+def check_service(base_url: str, token: str | None, timeout_s: float = 5.0) -> None:
+    """Raise CliError unless GET <base_url>/health answers 200, says the model is ready, and a token is at hand
+    when the service wants one."""
     import httpx
 
     try:
@@ -1056,6 +1059,16 @@ def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
     if resp.status_code != 200:
         raise CliError(f"the service at {base_url} answered GET /health with HTTP {resp.status_code}: "
                        f"{_error_detail(resp.content)}")
+    try:
+        health = resp.json()
+    except ValueError:
+        health = {}
+    health = health if isinstance(health, dict) else {}
+    if health.get("ready") is False:
+        raise CliError(f"the service at {base_url} is up but its model is not ready: "
+                       f"{health.get('detail') or 'see the service log'}")
+    if health.get("auth_required") and not token:
+        raise CliError(f"the service at {base_url} wants a bearer token: set WATTBENCH_API_TOKEN or pass --token")
 
 
 def _execute(args: argparse.Namespace, options: RunOptions) -> int:
@@ -1090,10 +1103,11 @@ def _send(args: argparse.Namespace, options: RunOptions, items: list[WorkItem], 
 
     token = args.token or _default_token()
     if args.server_url:
-        check_reachable(args.server_url)
+        check_service(args.server_url, token)
         return _send_to(args.server_url, token, args, options, items, todo)
     try:
         with ServiceProcess(log_path=Path(args.out) / "service.log") as service:
+            check_service(service.url, token)
             return _send_to(service.url, token, args, options, items, todo)
     except ServiceStartError as exc:
         raise CliError(str(exc)) from None
@@ -1135,7 +1149,13 @@ def _build_outputs(df: pd.DataFrame, out_dir: Path) -> None:
     import report
 
     if hasattr(report, "build_outputs"):
-        report.build_outputs(df, out_dir)
+        outputs = report.build_outputs(df, out_dir)
+        if isinstance(outputs, Mapping):
+            if outputs.get("report_text"):
+                print(outputs["report_text"])
+            for name in ("index", "report_txt"):
+                if outputs.get(name):
+                    print(f"wrote {outputs[name]}")
 
 
 def summary_line(df: pd.DataFrame) -> str:

@@ -145,20 +145,24 @@ class ChatStub:
     script: Replies used in order for the first /chat requests, then `ok()`.
     answers: prompt -> answer text (default: "stub answer to: <prompt>").
     token: when set, /chat wants `Authorization: Bearer <token>` and answers 401 otherwise.
+    health: the JSON that GET /health answers (default: the service's answer when its model is ready).
     """
 
     def __init__(self, behavior: Behavior | None = None, *, script: Sequence[Reply] = (),
                  answers: Mapping[str, str] | None = None, token: str | None = None,
-                 latency_s: float = 0.01) -> None:
+                 latency_s: float = 0.01, health: Mapping[str, Any] | None = None) -> None:
         self._behavior = behavior
         self._script = list(script)
         self.answers = dict(answers or {})
         self.token = token
         self.latency_s = latency_s
+        self.health = dict(health) if health is not None else {
+            "status": "ok", "model": "stub/echo", "ready": True, "detail": None, "auth_required": token is not None}
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._chat_count = 0
         self._server: ThreadingHTTPServer | None = None
+        self._url: str | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -171,7 +175,7 @@ class ChatStub:
 
             def do_GET(self) -> None:
                 if self.path == "/health":
-                    self._send_json(200, {"status": "ok"})
+                    self._send_json(200, stub.health)
                 else:
                     self._send_json(404, {"detail": f"no route {self.path}"})
 
@@ -197,6 +201,8 @@ class ChatStub:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()
+        host, port = self._server.server_address[:2]
+        self._url = f"http://{host}:{port}"
         return self
 
     def stop(self) -> None:
@@ -213,9 +219,8 @@ class ChatStub:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the stub first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        assert self._url is not None, "start() the stub first"
+        return self._url
 
     # -- what was received -----------------------------------------------------------------------------
     def chat_requests(self) -> list[Received]:

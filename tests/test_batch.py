@@ -159,9 +159,10 @@ def test_concurrency_bounds_requests_in_flight(concurrency: int) -> None:
 def test_rate_mode_spaces_the_sends() -> None:
     items = [WorkItem(PromptSpec(f"p{i}", f"prompt {i}"), 0) for i in range(4)]
     with ChatStub() as stub:
-        send(stub, items, rate_rps=10.0, concurrency=8)
-        arrivals = [r.t_s for r in stub.chat_requests()]
-    assert min(b - a for a, b in zip(arrivals, arrivals[1:])) >= 0.09  # 1/10 s apart, never sooner
+        records = send(stub, items, rate_rps=10.0, concurrency=8)
+    starts = [r.t_start_epoch_s for r in sorted(records, key=lambda r: r.key)]
+    # request i is sent i/10 s after the first, never sooner (0.05 s: the first one's own start-up)
+    assert [t - starts[0] >= i / 10 - 0.05 for i, t in enumerate(starts)] == [True] * 4
 
 
 def test_arrival_offsets_constant_and_poisson() -> None:
@@ -333,3 +334,134 @@ def test_build_dataframe_one_row_per_request_and_profile() -> None:
     failed = df[df["request_id"] == "haiku-r0"]
     assert failed["energy_kwh"].isna().all() and failed["error"].eq("HTTP 500: boom").all()
     assert list(failed["profile"]) == ["A", "B"]
+
+
+# -- the command line ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def prompts_file(tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"id": "capital", "prompt": "What is the capital of France?", "expected": "Paris"}\n'
+                    '{"id": "sum", "prompt": "What is 2+3?", "expected": 5, "grader": "number"}\n'
+                    '{"id": "poem", "prompt": "Write a poem."}\n')
+    return path
+
+
+@pytest.fixture
+def no_env_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from config import get_settings
+
+    monkeypatch.delenv("WATTBENCH_API_TOKEN", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def cli(*argv: str) -> int:
+    return batch.cli_run(["--no-report", "--no-progress", "--profiles", "T4_COLAB,A100_SIMULATED", *argv])
+
+
+def test_cli_writes_one_row_per_request_and_profile(tmp_path: Path, prompts_file: Path, no_env_token: None,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import pandas as pd
+
+    answers = {"What is the capital of France?": "Paris.", "What is 2+3?": "2+3 is 4."}
+    with ChatStub(answers=answers) as stub:
+        code = cli("--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path / "out"),
+                   "--repeats", "2", "--warmup", "1")
+        assert len(stub.chat_requests()) == 1 + 6
+    assert code == 0
+    [csv_path] = (tmp_path / "out").glob("ai_metrics_*.csv")
+    assert f"wrote {csv_path} (6 requests x 2 profiles = 12 rows; run file " in capsys.readouterr().out
+    df = pd.read_csv(csv_path)
+    required = ["request_id", "prompt", "route", "model", "success", "error", "attempts", "retry_wait_s",
+                "latency_s", "ttft_s", "prompt_tokens", "completion_tokens", "cost_usd", "correct", "profile",
+                "energy_kwh", "carbon_gco2e", "energy_cost_usd", "total_cost_usd"]
+    assert [c for c in required if c not in df.columns] == []
+    assert len(df) == 12 and df.groupby(["request_id", "profile"]).size().eq(1).all()
+    correct = df.drop_duplicates("request_id").set_index("request_id")["correct"]
+    assert {k: None if pd.isna(v) else bool(v) for k, v in correct.items()} == {
+        "capital-r0": True, "sum-r0": False, "poem-r0": None, "capital-r1": True, "sum-r1": False, "poem-r1": None}
+    assert df["energy_kwh"].gt(0).all() and df["success"].all()
+
+
+def assert_one_error_line(capsys: pytest.CaptureFixture[str], expected: str) -> None:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert err.strip() == expected, err
+
+
+def test_cli_bad_prompts_file_is_one_line_and_nothing_is_sent(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": }\n')
+    with ChatStub() as stub:
+        code = cli("--server-url", stub.url, "--prompts", str(bad), "--out", str(tmp_path / "out"))
+        assert stub.received == []
+    assert code == 2
+    assert_one_error_line(capsys, "error: bad.jsonl line 2 is not valid JSON (Expecting value at column 12)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_unreachable_server(tmp_path: Path, prompts_file: Path, no_env_token: None,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    assert cli("--server-url", url, "--prompts", str(prompts_file), "--out", str(tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: cannot reach the service at {url} (ConnectError: ")
+    assert err.endswith("start it with `python wattbench.py serve` or leave out --server-url to let run start one\n")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("health", "message"), [
+    ({"status": "degraded", "ready": False, "detail": "the GGUF file is missing"},
+     "error: the service at {url} is up but its model is not ready: the GGUF file is missing"),
+    ({"status": "ok", "ready": True, "auth_required": True},
+     "error: the service at {url} wants a bearer token: set WATTBENCH_API_TOKEN or pass --token"),
+])
+def test_cli_service_not_usable(tmp_path: Path, prompts_file: Path, no_env_token: None, health: dict[str, Any],
+                                message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with ChatStub(health=health) as stub:
+        assert cli("--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path)) == 2
+        assert stub.chat_requests() == []
+    assert_one_error_line(capsys, message.format(url=stub.url))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--concurrency", "0"], "error: --concurrency must be >= 1, not 0"),
+    (["--concurrency", "2", "--rate", "3"], "error: argument --rate: not allowed with argument --concurrency"),
+    (["--rate", "-1"], "error: --rate must be a number of requests per second > 0, not -1.0"),
+    (["--repeats", "x"], "error: argument --repeats: invalid int value: 'x'"),
+    (["--profiles", "T4_COLAB,NOPE"], "error: unknown profile(s) NOPE; choose from: "),
+    (["--resume"], "error: nothing to resume: no run under {out}/runs; drop --resume to start one"),
+])
+def test_cli_bad_options(tmp_path: Path, prompts_file: Path, argv: list[str], message: str,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code = batch.cli_run(["--server-url", "http://127.0.0.1:9", "--prompts", str(prompts_file), "--out", str(out),
+                          "--no-progress", *argv])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(message.format(out=out)), err
+
+
+def test_cli_failed_requests_are_rows_and_exit_1(tmp_path: Path, prompts_file: Path, no_env_token: None,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import pandas as pd
+
+    def behave(index: int, body: dict[str, Any]) -> Reply:
+        return status(500, "model crashed") if body["prompt"] == "Write a poem." else ok()
+
+    with ChatStub(behave) as stub:
+        code = cli("--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path),
+                   "--max-attempts", "2", "--warmup", "0")
+    assert code == 1
+    df = pd.read_csv(next(tmp_path.glob("ai_metrics_*.csv")))
+    poem = df[df["request_id"] == "poem-r0"]
+    assert list(poem["profile"]) == ["T4_COLAB", "A100_SIMULATED"]
+    assert poem["success"].eq(False).all() and poem["error"].eq("HTTP 500: model crashed").all()
+    assert poem["attempts"].eq(2).all() and poem["energy_kwh"].isna().all()
+    assert "served 2/3 requests" in capsys.readouterr().out

@@ -1,0 +1,188 @@
+"""Langfuse tracing of every model call, through LiteLLM's `langfuse_otel` callback.
+
+With LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY set (and LANGFUSE_HOST for a self-hosted Langfuse),
+`configure_tracing(settings)` registers LiteLLM's Langfuse OpenTelemetry logger: each LiteLLM call then
+becomes one OTLP span (a Langfuse "generation") posted as protobuf to
+`$LANGFUSE_HOST/api/public/otel/v1/traces`, carrying the model, the tokens, the cost, the temperature and
+the metadata that app.py passes (request_id, route, temperature, trace_name, generation_name, tags).
+With no keys it returns False, registers nothing, sends nothing and waits for nothing.
+
+The span pipeline (TracerProvider -> BatchSpanProcessor -> OTLP/HTTP exporter) belongs to this module,
+so that `flush_tracing()` / `shutdown_tracing()` can push what is buffered without waiting on a timer.
+The keys travel only in the exporter's Authorization header: they are never printed, logged or returned.
+
+`import litellm` is deferred to `configure_tracing`, and happens only when tracing is on.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+logger = logging.getLogger(__name__)
+
+#: Where Langfuse accepts OTLP/HTTP traces, relative to LANGFUSE_HOST (Langfuse docs, "OpenTelemetry").
+OTLP_TRACES_PATH = "/api/public/otel/v1/traces"
+#: Langfuse's v4 ingestion path; LiteLLM's langfuse_otel sends the same header.
+INGESTION_VERSION_HEADER = ("x-langfuse-ingestion-version", "4")
+#: Upper bound on one OTLP export (seconds): an unreachable Langfuse costs at most this per batch.
+EXPORT_TIMEOUT_S = 5.0
+#: Longest a finished span waits in the batch before export (OTel's default is 5 s). Short, because a service
+#: stopped by SIGTERM may exit without running atexit hooks: app.py should also flush at shutdown.
+EXPORT_DELAY_S = 0.5
+#: The OpenTelemetry service.name of the spans.
+SERVICE_NAME = "wattbench"
+
+
+class LangfuseSettings(Protocol):
+    """The part of config.Settings that tracing reads."""
+
+    langfuse_public_key: str | None
+    langfuse_secret_key: Any  # pydantic SecretStr | None
+    langfuse_host: str
+
+
+@dataclass(frozen=True)
+class TracingTarget:
+    """Where spans go and the headers that authorise them. `repr` never shows the headers."""
+
+    endpoint: str
+    headers: dict[str, str] = field(repr=False)
+
+
+@dataclass
+class _ActiveTracing:
+    provider: TracerProvider
+    callback: object
+
+
+# The one pipeline this process registered (None when tracing is off). Held so that flush and
+# shutdown reach the BatchSpanProcessor that LiteLLM's logger writes into.
+_active: _ActiveTracing | None = None
+
+
+def _secret_value(secret: Any) -> str:
+    """The plain value of a SecretStr, str or None ('' when unset)."""
+    if secret is None:
+        return ""
+    getter = getattr(secret, "get_secret_value", None)
+    return str(getter() if getter is not None else secret)
+
+
+def traces_endpoint(host: str) -> str:
+    """The OTLP traces URL for a Langfuse host ('cloud.langfuse.com' means https)."""
+    host = host.strip()
+    if not host.startswith(("http://", "https://")):
+        host = f"https://{host}"
+    return host.rstrip("/") + OTLP_TRACES_PATH
+
+
+def authorization_header(public_key: str, secret_key: str) -> str:
+    """HTTP Basic credentials, public key as user and secret key as password (Langfuse OTLP auth)."""
+    token = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode()
+    return f"Basic {token}"
+
+
+def tracing_target(settings: LangfuseSettings) -> TracingTarget | None:
+    """The Langfuse endpoint and auth headers, or None when either key is missing."""
+    public_key = (settings.langfuse_public_key or "").strip()
+    secret_key = _secret_value(settings.langfuse_secret_key).strip()
+    if not public_key or not secret_key:
+        return None
+    headers = {
+        "Authorization": authorization_header(public_key, secret_key),
+        INGESTION_VERSION_HEADER[0]: INGESTION_VERSION_HEADER[1],
+    }
+    return TracingTarget(endpoint=traces_endpoint(settings.langfuse_host), headers=headers)
+
+
+def _build_provider(target: TracingTarget) -> TracerProvider:
+    """A TracerProvider that batches spans to the target over OTLP/HTTP (protobuf)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    exporter = OTLPSpanExporter(endpoint=target.endpoint, headers=dict(target.headers), timeout=EXPORT_TIMEOUT_S)
+    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
+    processor = BatchSpanProcessor(
+        exporter,
+        schedule_delay_millis=int(EXPORT_DELAY_S * 1000),
+        export_timeout_millis=int(EXPORT_TIMEOUT_S * 1000),
+    )
+    provider.add_span_processor(processor)
+    return provider
+
+
+def _build_callback(target: TracingTarget, provider: TracerProvider) -> object:
+    """LiteLLM's Langfuse OTel logger writing into our provider (it adds the Langfuse span attributes)."""
+    from litellm.integrations.langfuse.langfuse_otel import LangfuseOtelLogger
+    from litellm.integrations.opentelemetry import OpenTelemetryConfig
+
+    # headers=None: the logger then uses the tracer of the provider passed in rather than building
+    # its own exporter per credential set; the credentials live in our exporter only.
+    config = OpenTelemetryConfig(exporter="otlp_http", endpoint=target.endpoint, headers=None)
+    return LangfuseOtelLogger(config=config, callback_name="langfuse_otel", tracer_provider=provider)
+
+
+def configure_tracing(settings: LangfuseSettings) -> bool:
+    """Trace every LiteLLM call to Langfuse when both keys are set; True when tracing is on.
+
+    Calling it again replaces the previous registration (no duplicate spans). With a key missing it
+    turns off what an earlier call registered, registers nothing and returns False at once.
+    """
+    target = tracing_target(settings)
+    if target is None:
+        shutdown_tracing()
+        return False
+
+    import litellm
+
+    shutdown_tracing()
+    provider = _build_provider(target)
+    callback = _build_callback(target, provider)
+    litellm.callbacks = [*litellm.callbacks, callback]
+    global _active
+    _active = _ActiveTracing(provider=provider, callback=callback)
+    logger.info("tracing: every model call is traced to Langfuse at %s", target.endpoint)
+    return True
+
+
+def tracing_enabled() -> bool:
+    """Whether configure_tracing registered a Langfuse pipeline in this process."""
+    return _active is not None
+
+
+async def flush_tracing(timeout_s: float = EXPORT_TIMEOUT_S) -> bool:
+    """Finish LiteLLM's pending logging callbacks, then export every buffered span.
+
+    Returns True when everything was exported within `timeout_s` (or tracing is off).
+    """
+    if _active is None:
+        return True
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+    try:
+        await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout=timeout_s)
+    except TimeoutError:
+        logger.warning("tracing: LiteLLM's logging callbacks did not finish within %.1f s", timeout_s)
+        return False
+    provider = _active.provider
+    return await asyncio.to_thread(provider.force_flush, int(timeout_s * 1000))
+
+
+def shutdown_tracing() -> None:
+    """Export what is buffered, stop the exporter and unregister the callback (no-op when off)."""
+    global _active
+    if _active is None:
+        return
+    active, _active = _active, None
+    import litellm
+
+    litellm.callbacks = [cb for cb in litellm.callbacks if cb is not active.callback]
+    active.provider.shutdown()

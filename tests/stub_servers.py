@@ -161,6 +161,7 @@ class ChatStub:
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._chat_count = 0
+        self._in_flight = 0
         self._server: ThreadingHTTPServer | None = None
         self._url: str | None = None
         self._thread: threading.Thread | None = None
@@ -241,7 +242,26 @@ class ChatStub:
                 return self._script[index] if index < len(self._script) else ok()
         return self._behavior(index, body)
 
+    def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """Wait until no request is being answered (e.g. after its client was killed); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._in_flight == 0:
+                    return True
+            time.sleep(0.005)
+        return False
+
     def _handle_chat(self, handler: Any, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            self._handle_chat_counted(handler, body)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _handle_chat_counted(self, handler: Any, body: dict[str, Any]) -> None:
         t_s = time.monotonic()
         headers = {k.lower(): v for k, v in handler.headers.items()}
         if handler.path != "/chat":

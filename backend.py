@@ -115,7 +115,7 @@ class LiteLLMBackend:
         litellm.suppress_debug_info = True
         litellm.drop_params = True  # e.g. temperature for models that fix it
         self._local = None
-        if settings.default_model() == LOCAL_MODEL:
+        if settings.default_model() == LOCAL_MODEL and settings.mock_response is None:
             self.local()  # register early so /health can say whether the model is there
 
     def local(self) -> Any:
@@ -131,10 +131,12 @@ class LiteLLMBackend:
 
     def warm_up(self) -> None:
         """Load the local model now (startup), so the first request is not the one that pays for it."""
-        if self._settings.default_model() == LOCAL_MODEL:
+        if self._settings.default_model() == LOCAL_MODEL and self._settings.mock_response is None:
             self.local().load()
 
     def ready(self, model: str) -> tuple[bool, str]:
+        if self._settings.mock_response is not None:
+            return True, "mock responses (WATTBENCH_MOCK_RESPONSE)"
         if model == LOCAL_MODEL:
             try:
                 path = self.local().model_path
@@ -146,7 +148,7 @@ class LiteLLMBackend:
         check = self._litellm.validate_environment(model=model)
         missing = check.get("missing_keys") or []
         if missing:
-            return False, f"missing key: set {', '.join(missing)}"
+            return False, f"missing key: set {key_variable(model, self._settings)}"
         return True, "key present"
 
     def model_params_b(self, model: str) -> float | None:
@@ -172,9 +174,11 @@ class LiteLLMBackend:
             max_retries=0,
             metadata=request.metadata,
         )
+        if self._settings.mock_response is not None:
+            kwargs["mock_response"] = self._settings.mock_response
+            return kwargs
         if request.model == LOCAL_MODEL:
             self.local()
-            kwargs.pop("stream_options")
             return kwargs
         if self._settings.api_base:
             kwargs["api_base"] = self._settings.api_base
@@ -187,7 +191,7 @@ class LiteLLMBackend:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
         litellm = self._litellm
         kwargs = self._call_kwargs(request)
-        if "api_key" not in kwargs and request.model != LOCAL_MODEL:
+        if "api_key" not in kwargs and "mock_response" not in kwargs and request.model != LOCAL_MODEL:
             ok, why = self.ready(request.model)
             if not ok:
                 raise UpstreamUnavailable(f"{why} to use model {request.model}")

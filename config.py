@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     local_n_ctx: int = Field(2048, ge=256, validation_alias=_env("WATTBENCH_LOCAL_N_CTX"))
     local_n_threads: int | None = Field(None, ge=1, validation_alias=_env("WATTBENCH_LOCAL_N_THREADS"))
 
+    # A fixed answer instead of a model call (LiteLLM's mock_response): measures the service's own overhead.
+    mock_response: str | None = Field(None, validation_alias=_env("WATTBENCH_MOCK_RESPONSE"))
+
     # The service.
     api_token: SecretStr | None = Field(None, validation_alias=_env("WATTBENCH_API_TOKEN"))
     request_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("WATTBENCH_REQUEST_TIMEOUT_S"))

@@ -130,6 +130,8 @@ class LocalLlama(CustomLLM):
     ) -> Iterator[tuple[str, GenerationStats | None]]:
         """Yield (text_piece, None) per token, then ("", stats). Blocking: run it in a worker thread."""
         with self._gen_lock:
+            import llama_cpp
+
             llm = self.load()
             t0_wall, t0_cpu = time.perf_counter(), time.process_time()
             tokens = self.prompt_tokens(messages)
@@ -149,7 +151,7 @@ class LocalLlama(CustomLLM):
             finish = "length"
             sampler = dict(temp=temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1)
             for token in llm.generate(tokens, reset=True, **sampler):
-                if llm._model.token_is_eog(token):
+                if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                     finish = "stop"
                     break
                 stats.completion_tokens += 1

@@ -1,0 +1,88 @@
+"""The real path: uvicorn on 127.0.0.1 serving the embedded SmolLM2 model, no keys, no internet."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("uvicorn") / "service.log"
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"GEMINI_API_KEY", "WATTBENCH_MODEL", "WATTBENCH_API_BASE", "WATTBENCH_API_TOKEN"}}
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1",
+                                 "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                health = httpx.get(f"{url}/health", timeout=2)
+                if health.status_code == 200 and health.json()["ready"]:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"service did not become ready:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_health_names_the_embedded_model(service):
+    body = httpx.get(f"{service}/health").json()
+    assert body["model"] == "wattbench-local/smollm2-135m-instruct"
+    assert body["ready"] is True and body["detail"] == "local GGUF SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_chat_gets_real_text_from_smollm2(service):
+    response = httpx.post(f"{service}/chat", json={"prompt": "What is the capital of France?", "max_tokens": 24},
+                          timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "wattbench-local/smollm2-135m-instruct"
+    assert body["route"] == "Precise" and body["temperature"] == 0.1
+    assert len(body["text"].split()) >= 2
+    assert body["token_source"] == "provider"
+    assert 1 <= body["completion_tokens"] <= 24
+    assert body["prompt_tokens"] >= 10  # the chat template wraps the 7 words in role markers
+    assert body["total_tokens"] == body["prompt_tokens"] + body["completion_tokens"]
+    assert 0 < body["ttft_s"] <= body["latency_s"]
+    assert body["tokens_per_s"] == pytest.approx(body["completion_tokens"] / body["latency_s"])
+    assert body["cost_usd"] == 0.0
+    assert body["model_params_b"] == pytest.approx(0.1345, abs=0.001)
+    assert body["measured_energy_kwh"] > 0
+    assert body["measured_energy_method"] in {"rapl", "nvml", "cpu_time_estimate"}
+
+
+def test_batch_gets_real_text_for_each_prompt_in_order(service):
+    prompts = ["Write a haiku about the sea.", "Write a Python function that adds two numbers."]
+    response = httpx.post(f"{service}/batch", json={"prompts": prompts, "max_tokens": 16}, timeout=180)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["route"] for r in results] == ["Creative", "Coder"]
+    assert all(r["text"].strip() and 1 <= r["completion_tokens"] <= 16 for r in results)

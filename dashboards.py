@@ -26,7 +26,8 @@ DEFAULT_MAX_POINTS = 2000
 PCT_SHOWN: tuple[int, ...] = (50, 90, 99)
 SIM = f"[{report.LENS_SIMULATED}]"
 PROV = f"[{report.LENS_PROVIDER}]"
-PCT_COLORS = {50: "#4C78A8", 90: "#F58518", 99: "#E45756"}
+PCT_COLORS = {50: "#9ECAE1", 90: "#4292C6", 99: "#08519C"}  # light to dark: higher percentile, darker
+MODEL_COLORS = ("#7B4FA0", "#E8833A", "#2A9D8F", "#C8553D", "#8D99AE", "#B5838D")
 PART_COLORS = {"compute": "#4C78A8", "idle": "#BAB0AC", "PUE overhead": "#F58518"}
 LENS_NOTE = ("Lenses: simulated = modelled GPU x datacenter profile; provider-side (EcoLogits) = the API "
              "provider's datacenter; measured / estimated = the machine that served the local model.")
@@ -46,17 +47,28 @@ def _models(df: pd.DataFrame) -> list[str]:
     return sorted(df["model"].dropna().astype(str).unique())
 
 
+def short_model(model: str) -> str:
+    """The model name without its provider prefix: 'gemini/gemini-2.5-flash' -> 'gemini-2.5-flash'."""
+    return str(model).rsplit("/", 1)[-1]
+
+
+def model_color(model: str, models: list[str]) -> str:
+    """The same colour for a model on every panel."""
+    return MODEL_COLORS[models.index(model) % len(MODEL_COLORS)] if model in models else MODEL_COLORS[-1]
+
+
 def _group_label(frame: pd.DataFrame, key: str, multi_model: bool) -> list[str]:
-    """x labels: the key, plus the model when the frame holds several models."""
+    """Category labels: the key, plus the short model name when the frame holds several models."""
     if not multi_model:
         return frame[key].astype(str).tolist()
-    return [f"{k} ({m})" for k, m in zip(frame[key].astype(str), frame["model"].astype(str))]
+    return [f"{k} · {short_model(m)}" for k, m in zip(frame[key].astype(str), frame["model"].astype(str))]
 
 
 def _base_layout(fig: go.Figure, title: str, n_rows: int, note: str = LENS_NOTE) -> go.Figure:
     """Title, size, legend and the footnote shared by all dashboards."""
-    fig.update_layout(title=dict(text=title, x=0.01), height=max(450, 420 * n_rows), template="plotly_white",
-                      barmode="group", legend=dict(orientation="h", y=-0.08), margin=dict(t=90, b=90))
+    fig.update_layout(title=dict(text=title, x=0.01), height={1: 500, 2: 860}.get(n_rows, 1000),
+                      template="plotly_white",
+                      barmode="group", legend=dict(orientation="h", y=-0.08), margin=dict(t=110, b=90))
     if note:
         fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.16, showarrow=False,
                            font=dict(size=11, color="#555"), xanchor="left", yanchor="top")
@@ -64,9 +76,33 @@ def _base_layout(fig: go.Figure, title: str, n_rows: int, note: str = LENS_NOTE)
 
 
 def _no_data(fig: go.Figure, row: int, col: int, text: str) -> None:
-    """Write `text` in an empty subplot."""
-    fig.add_annotation(text=text, row=row, col=col, showarrow=False, x=0.5, y=0.5,
-                       xref="x domain", yref="y domain", font=dict(color="#888"))
+    """Write `text` in the middle of an empty subplot."""
+    sub = fig.get_subplot(row, col)
+    xref = sub.xaxis.plotly_name.replace("axis", "")
+    yref = sub.yaxis.plotly_name.replace("axis", "")
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref=f"{xref} domain", yref=f"{yref} domain",
+                       font=dict(color="#888"))
+
+
+PCT_OPACITY = {50: 1.0, 90: 0.6, 99: 0.3}
+
+
+def _percentile_bars(fig: go.Figure, table: pd.DataFrame, xcol: str, models: list[str], row: int, col: int,
+                     *, legend: bool, unit: str = "s") -> None:
+    """p99, p90 and p50 bars drawn over each other (one offset group per model, darker = lower percentile).
+
+    table: model, xcol, p50, p90, p99.
+    """
+    for model in models:
+        frame = table[table["model"] == model]
+        if frame.empty:
+            continue
+        for q in sorted(PCT_SHOWN, reverse=True):
+            fig.add_trace(go.Bar(name=f"{short_model(model)} p{q}", x=frame[xcol].astype(str), y=frame[f"p{q}"],
+                                 offsetgroup=model, marker_color=model_color(model, models),
+                                 marker_opacity=PCT_OPACITY[q], legendgroup=f"{model}-p{q}", showlegend=legend,
+                                 hovertemplate="%{x}<br>p" + str(q) + " %{y:.4g} " + unit
+                                               + "<extra>%{fullData.name}</extra>"), row=row, col=col)
 
 
 # ----------------------------------------------------------------------------------------------- 1. GPUs
@@ -81,10 +117,11 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
     """
     df = report.prepare(df)
     eff = report.efficiency_table(df).sort_values(["model", "profile"])
+    models = _models(df)
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1, subplot_titles=(
         f"Carbon per 1K tokens, gCO2e {SIM} (bars: min-max)",
         f"Total cost per 1K tokens, USD (API price + energy cost {SIM})",
-        "Latency, s: measured request vs simulated on each profile (p50/p90/p99)",
+        "Latency, s: measured vs simulated on each profile (p50 dark, p90, p99 light)",
         "Energy per 1K tokens, kWh, every lens (bars: min-max)"))
     for model, frame in eff.groupby("model", sort=True):
         fig.add_trace(go.Bar(name=f"{model}", x=frame["profile"], y=frame["carbon_gco2e_per_1k_tokens"],
@@ -94,13 +131,13 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
                              customdata=np.stack([frame["gpu"], frame["location"]], axis=-1),
                              hovertemplate="%{x}<br>%{customdata[0]}, %{customdata[1]}<br>%{y:.4g} gCO2e/1K "
                                            "tokens [simulated]<extra>%{fullData.name}</extra>",
-                             legendgroup=model), row=1, col=1)
+                             legendgroup=model, marker_color=model_color(model, models)), row=1, col=1)
         fig.add_trace(go.Bar(name=f"{model}", x=frame["profile"], y=frame["total_cost_usd_per_1k_tokens"],
-                             showlegend=False, legendgroup=model,
+                             showlegend=False, legendgroup=model, marker_color=model_color(model, models),
                              hovertemplate="%{x}<br>$%{y:.6g} per 1K tokens<extra>%{fullData.name}</extra>"),
                       row=1, col=2)
     _latency_panel(fig, df, row=2, col=1)
-    _lens_energy_panel(fig, df, row=2, col=2)
+    _lens_energy_panel(fig, df, models, row=2, col=2)
     fig.update_yaxes(title_text="gCO2e / 1K tokens", row=1, col=1)
     fig.update_yaxes(title_text="USD / 1K tokens", row=1, col=2)
     fig.update_yaxes(title_text="seconds", row=2, col=1)
@@ -109,89 +146,108 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
 
 
 def latency_by_profile(df: pd.DataFrame) -> pd.DataFrame:
-    """p50/p90/p99 latency: 'measured' (the request as served) and sim_latency_s on each profile.
+    """p50/p90/p99 latency per model: as measured, and sim_latency_s on each profile.
 
-    Columns: source, p50, p90, p99 (seconds); successful requests only.
+    Columns: model, source ('measured' or '<profile> [simulated]'), p50, p90, p99 (seconds); successful
+    requests only.
     """
+    rows = []
     req = report.successful(report.requests_of(df))
-    rows = [dict(source="measured", **{f"p{q}": req["latency_s"].quantile(q / 100) for q in PCT_SHOWN})]
+    for model, frame in req.groupby("model", sort=True):
+        rows.append(dict(model=model, source="measured",
+                         **{f"p{q}": frame["latency_s"].quantile(q / 100) for q in PCT_SHOWN}))
     ok = report.successful(df)
-    for profile, frame in ok.groupby("profile", sort=True):
-        rows.append(dict(source=f"{profile} {SIM}",
+    for (model, profile), frame in ok.groupby(["model", "profile"], sort=True):
+        rows.append(dict(model=model, source=f"{profile} {SIM}",
                          **{f"p{q}": frame["sim_latency_s"].quantile(q / 100) for q in PCT_SHOWN}))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["model", "source", *(f"p{q}" for q in PCT_SHOWN)])
 
 
 def _latency_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> None:
     """Grouped p50/p90/p99 bars of measured and simulated latency."""
-    lat = latency_by_profile(df)
-    for q in PCT_SHOWN:
-        fig.add_trace(go.Bar(name=f"p{q}", x=lat["source"], y=lat[f"p{q}"], marker_color=PCT_COLORS[q],
-                             legendgroup=f"p{q}", hovertemplate="%{x}<br>p" + str(q) + " %{y:.3f} s<extra></extra>"),
-                      row=row, col=col)
+    _percentile_bars(fig, latency_by_profile(df), "source", _models(df), row, col, legend=False)
 
 
-def _lens_energy_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> None:
+def lens_labels(lenses: pd.DataFrame) -> list[str]:
+    """Bar labels for report.lens_table rows: '<profile> [simulated]', 'provider-side (EcoLogits)',
+    '<lens>: <method>' for measured / estimated."""
+    return [f"{s} [{lens}]" if lens == report.LENS_SIMULATED else lens if lens == report.LENS_PROVIDER
+            else f"{lens}: {s}" for s, lens in zip(lenses["source"], lenses["lens"])]
+
+
+def _lens_energy_panel(fig: go.Figure, df: pd.DataFrame, models: list[str], row: int, col: int) -> None:
     """Energy per 1K tokens under every lens, one bar per (lens, source), per model."""
     lenses = report.lens_table(df)
     if lenses.empty:
         _no_data(fig, row, col, "no successful request")
         return
-    lenses = lenses.assign(label=[f"{s} [{lens}]" if lens == report.LENS_SIMULATED else f"{lens}: {s}"
-                                  for s, lens in zip(lenses["source"], lenses["lens"])])
+    lenses = lenses.assign(label=lens_labels(lenses))
+    order = list(dict.fromkeys(lenses.sort_values(["lens", "source"], key=_lens_order)["label"]))
+    fig.update_xaxes(categoryorder="array", categoryarray=order, row=row, col=col)
     for model, frame in lenses.groupby("model", sort=True):
         fig.add_trace(go.Bar(name=f"{model}", x=frame["label"], y=frame["energy_kwh_per_1k_tokens"],
                              error_y=_error_y(frame["energy_kwh_per_1k_tokens"],
                                               frame["energy_kwh_per_1k_tokens_min"],
                                               frame["energy_kwh_per_1k_tokens_max"]),
-                             showlegend=False, legendgroup=model,
+                             showlegend=False, legendgroup=model, marker_color=model_color(model, models),
                              hovertemplate="%{x}<br>%{y:.4g} kWh/1K tokens<extra>%{fullData.name}</extra>"),
                       row=row, col=col)
+
+
+def _lens_order(col: pd.Series) -> pd.Series:
+    """Sort key: simulated first, then provider-side, then measured / estimated; other columns as they are."""
+    if col.name != "lens":
+        return col
+    rank = {report.LENS_SIMULATED: 0, report.LENS_PROVIDER: 1, report.LENS_MEASURED: 2, report.LENS_ESTIMATED: 3}
+    return col.map(lambda v: rank.get(v, 9))
 
 
 # ----------------------------------------------------------------------------------------------- 2. models
 
 
 def make_model_performance(df: pd.DataFrame) -> go.Figure:
-    """Model / route performance: API cost, throughput, accuracy, and latency, TTFT, TPOT percentiles."""
+    """Model / route performance: API cost, throughput, accuracy, and latency, TTFT, TPOT percentiles
+    (p50/p90/p99 drawn over each other, darker = lower percentile). One colour per model."""
     df = report.prepare(df)
+    models = _models(df)
     routes = report.route_latency_table(df).sort_values(["model", "route"], ignore_index=True)
-    multi = len(_models(df)) > 1
-    x = _group_label(routes, "route", multi)
     acc = report.accuracy_table(df)
-    acc = acc[acc["route"] != "(all)"].sort_values(["model", "route"], ignore_index=True)
+    graded = acc[(acc["route"] != "(all)") & (acc["graded"] > 0)].sort_values(["model", "route"])
     pct = report.percentile_table(df, by=("model", "route"), percentiles=PCT_SHOWN)
-    pct = pct.sort_values(["model", "route"], ignore_index=True)
-    x_pct = _group_label(pct, "route", multi)
-    fig = make_subplots(rows=2, cols=3, vertical_spacing=0.18, horizontal_spacing=0.07, subplot_titles=(
+    fig = make_subplots(rows=2, cols=3, vertical_spacing=0.2, horizontal_spacing=0.07, subplot_titles=(
         "API cost per request, USD (mean)", "Throughput, output tokens/s (mean)",
-        "Accuracy, % of graded prompts", "Latency, s (p50/p90/p99)", "TTFT, s (p50/p90/p99)",
-        "TPOT, s per output token (p50/p90/p99)"))
-    fig.add_trace(go.Bar(name="API cost", x=x, y=routes["cost_usd_mean"], marker_color="#54A24B", showlegend=False,
-                         customdata=routes["requests"], hovertemplate="%{x}<br>$%{y:.6g} per request"
-                         "<br>%{customdata} requests<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Bar(name="tokens/s", x=x, y=routes["tokens_per_s_mean"], marker_color="#72B7B2",
-                         showlegend=False, hovertemplate="%{x}<br>%{y:.1f} tokens/s<extra></extra>"), row=1, col=2)
-    graded = acc[acc["graded"] > 0]
+        "Accuracy, % of graded prompts (text: correct/graded)", "Latency, s (p50 dark, p90, p99 light)",
+        "TTFT, s (p50 dark, p90, p99 light)", "TPOT, s per output token (p50 dark, p90, p99 light)"))
+    for model in models:
+        color = model_color(model, models)
+        r = routes[routes["model"] == model]
+        fig.add_trace(go.Bar(name=short_model(model), x=r["route"], y=r["cost_usd_mean"], marker_color=color,
+                             legendgroup=model, customdata=r["requests"],
+                             hovertemplate="%{x}<br>$%{y:.6g} per request<br>%{customdata} requests"
+                                           "<extra>%{fullData.name}</extra>"), row=1, col=1)
+        fig.add_trace(go.Bar(name=short_model(model), x=r["route"], y=r["tokens_per_s_mean"], marker_color=color,
+                             legendgroup=model, showlegend=False,
+                             hovertemplate="%{x}<br>%{y:.1f} tokens/s<extra>%{fullData.name}</extra>"), row=1, col=2)
+        g = graded[graded["model"] == model]
+        if not g.empty:
+            fig.add_trace(go.Bar(name=short_model(model), x=g["route"], y=g["accuracy"] * 100, marker_color=color,
+                                 text=[f"{c}/{n}" for c, n in zip(g["correct"], g["graded"])], textposition="auto",
+                                 textangle=0, legendgroup=model, showlegend=False,
+                                 hovertemplate="%{x}<br>%{y:.1f}% (%{text} correct)<extra>%{fullData.name}</extra>"),
+                          row=1, col=3)
     if graded.empty:
         _no_data(fig, 1, 3, "no graded prompt in this run")
-    else:
-        fig.add_trace(go.Bar(name="accuracy", x=_group_label(graded, "route", multi), y=graded["accuracy"] * 100,
-                             text=[f"{c}/{g}" for c, g in zip(graded["correct"], graded["graded"])],
-                             textposition="auto", marker_color="#B279A2", showlegend=False,
-                             hovertemplate="%{x}<br>%{y:.1f}% (%{text} correct)<extra></extra>"), row=1, col=3)
     for col, metric in ((1, "latency_s"), (2, "ttft_s"), (3, "tpot_s")):
-        for q in PCT_SHOWN:
-            fig.add_trace(go.Bar(name=f"p{q}", x=x_pct, y=pct[f"{metric}_p{q}"], marker_color=PCT_COLORS[q],
-                                 legendgroup=f"p{q}", showlegend=col == 1,
-                                 hovertemplate="%{x}<br>p" + str(q) + " %{y:.4f} s<extra></extra>"), row=2, col=col)
+        table = pct[["model", "route"]].assign(**{f"p{q}": pct[f"{metric}_p{q}"] for q in PCT_SHOWN})
+        _percentile_bars(fig, table, "route", models, 2, col, legend=False)
     fig.update_yaxes(title_text="USD", row=1, col=1)
     fig.update_yaxes(title_text="tokens/s", row=1, col=2)
     fig.update_yaxes(title_text="%", range=[0, 105], row=1, col=3)
     for col in (1, 2, 3):
         fig.update_yaxes(title_text="seconds", row=2, col=col)
     return _base_layout(fig, "Model and route performance: cost, throughput, accuracy, latency percentiles", 2,
-                        note="Measured per request by the benchmark client (no energy lens on this page).")
+                        note="Measured per request by the benchmark client (no energy lens on this page). "
+                             "Percentile bars: darkest p50, then p90, lightest p99.")
 
 
 # ----------------------------------------------------------------------------------------------- 3. carbon
@@ -273,8 +329,10 @@ def _carbon_lens_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> 
     if table.empty:
         _no_data(fig, row, col, "no successful request")
         return
+    models = _models(df)
     for model, frame in table.groupby("model", sort=True):
         fig.add_trace(go.Bar(name=str(model), x=frame["label"], y=frame["mid"], showlegend=False,
+                             marker_color=model_color(str(model), models),
                              error_y=_error_y(frame["mid"], frame["low"], frame["high"]),
                              hovertemplate="%{x}<br>%{y:.4g} gCO2e/1K tokens<extra>%{fullData.name}</extra>"),
                       row=row, col=col)
@@ -315,18 +373,22 @@ def make_time_series(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) -> 
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=(
         f"Latency and TTFT per request, s ({note}); lines: p50/p90/p99 of latency over time",
         "Output tokens/s per request", f"Cumulative carbon per profile, gCO2e {SIM} (all requests)"))
+    models = _models(df)
     for model, frame in ok_shown.groupby("model", sort=True):
+        color = model_color(str(model), models)
         fig.add_trace(go.Scattergl(name=f"latency {model}", x=frame["t_start_s"], y=frame["latency_s"],
-                                   mode="markers", marker=dict(size=5, opacity=0.6), legendgroup=str(model),
+                                   mode="markers", marker=dict(size=5, opacity=0.6, color=color),
+                                   legendgroup=str(model),
                                    customdata=frame["route"],
                                    hovertemplate="t=%{x:.1f}s<br>latency %{y:.3f}s<br>%{customdata}<extra></extra>"),
                       row=1, col=1)
         fig.add_trace(go.Scattergl(name=f"TTFT {model}", x=frame["t_start_s"], y=frame["ttft_s"], mode="markers",
-                                   marker=dict(size=4, symbol="diamond", opacity=0.6), legendgroup=str(model),
+                                   marker=dict(size=4, symbol="diamond", opacity=0.35, color=color),
+                                   legendgroup=str(model),
                                    hovertemplate="t=%{x:.1f}s<br>TTFT %{y:.3f}s<extra></extra>"), row=1, col=1)
         fig.add_trace(go.Scattergl(name=f"tokens/s {model}", x=frame["t_start_s"], y=frame["tokens_per_s"],
-                                   mode="markers", marker=dict(size=4, opacity=0.6), legendgroup=str(model),
-                                   showlegend=False, hovertemplate="t=%{x:.1f}s<br>%{y:.1f} tokens/s<extra></extra>"),
+                                   mode="markers", marker=dict(size=4, opacity=0.6, color=color),
+                                   legendgroup=str(model), showlegend=False, hovertemplate="t=%{x:.1f}s<br>%{y:.1f} tokens/s<extra></extra>"),
                       row=2, col=1)
     bins = binned_percentiles(req, "latency_s")
     for q in PCT_SHOWN:
@@ -405,7 +467,8 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
     memory per GPU (gpu_memory_from_profiles() gives it when gpu_profiles is importable)."""
     df = report.prepare(df)
     hw = hardware_table(df, gpu_memory_gb)
-    labels = [f"{p} ({g} x{c:.0f})" for p, g, c in zip(hw["profile"], hw["gpu"], hw["gpu_count"])]
+    hover = [f"{p}<br>{g} x{c:.0f}, {loc}" for p, g, c, loc in
+             zip(hw["profile"], hw["gpu"], hw["gpu_count"], hw["location"])]
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1, subplot_titles=(
         f"TDP per GPU, W vs carbon per 1K tokens, gCO2e {SIM}",
         f"GPU memory, GB vs output tokens/s {SIM}",
@@ -413,37 +476,36 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
         f"Average power per GPU while computing, W {SIM}, vs idle power and TDP"))
     err = _error_y(hw["carbon_gco2e_per_1k_tokens"], hw["carbon_gco2e_per_1k_tokens_min"],
                    hw["carbon_gco2e_per_1k_tokens_max"])
-    fig.add_trace(go.Scatter(name="profiles", x=hw["tdp_w"], y=hw["carbon_gco2e_per_1k_tokens"], text=labels,
-                             mode="markers+text", textposition="top center", error_y=err, showlegend=False,
-                             marker=dict(size=12, color="#4C78A8"),
-                             hovertemplate="%{text}<br>TDP %{x:.0f} W<br>%{y:.4g} gCO2e/1K tokens<extra></extra>"),
-                  row=1, col=1)
+    points = dict(mode="markers+text", textposition="top center", showlegend=False, cliponaxis=False)
+    fig.add_trace(go.Scatter(name="TDP", x=hw["tdp_w"], y=hw["carbon_gco2e_per_1k_tokens"], text=hw["profile"],
+                             error_y=err, marker=dict(size=12, color="#4C78A8"), customdata=hover,
+                             hovertemplate="%{customdata}<br>TDP %{x:.0f} W<br>%{y:.4g} gCO2e/1K tokens"
+                                           "<extra>simulated</extra>", **points), row=1, col=1)
     known = hw[hw["memory_gb"].notna()]
     if known.empty:
-        _no_data(fig, 1, 2, "GPU memory unknown: gpu_profiles not importable or GPUs not in it")
+        _no_data(fig, 1, 2, "GPU memory unknown: gpu_profiles not importable or its GPUs not in this CSV")
     else:
         fig.add_trace(go.Scatter(name="memory", x=known["memory_gb"], y=known["sim_tokens_per_s"],
-                                 text=[lab for lab, m in zip(labels, hw["memory_gb"].notna()) if m],
-                                 mode="markers+text", textposition="top center", showlegend=False,
-                                 marker=dict(size=12, color="#72B7B2"),
-                                 hovertemplate="%{text}<br>%{x:.0f} GB<br>%{y:.1f} tokens/s<extra></extra>"),
-                      row=1, col=2)
+                                 text=known["profile"], marker=dict(size=12, color="#2A9D8F"),
+                                 customdata=[h for h, m in zip(hover, hw["memory_gb"].notna()) if m],
+                                 hovertemplate="%{customdata}<br>%{x:.0f} GB per GPU<br>%{y:.1f} output tokens/s"
+                                               "<extra>simulated</extra>", **points), row=1, col=2)
     fig.add_trace(go.Scatter(name="grid", x=hw["grid_gco2e_per_kwh"], y=hw["carbon_gco2e_per_1k_tokens"],
-                             text=labels, mode="markers+text", textposition="top center", error_y=err,
-                             showlegend=False, marker=dict(size=12, color="#54A24B"),
-                             hovertemplate="%{text}<br>%{x:.0f} gCO2e/kWh<br>%{y:.4g} gCO2e/1K tokens"
-                                           "<extra></extra>"), row=2, col=1)
-    for name, col, color in (("idle power", "idle_w", "#BAB0AC"), ("average compute power", "avg_power_w_per_gpu",
-                                                                    "#F58518"), ("TDP", "tdp_w", "#E45756")):
-        fig.add_trace(go.Bar(name=name, x=hw["profile"], y=hw[col], marker_color=color,
+                             text=hw["profile"], error_y=err, marker=dict(size=12, color="#54A24B"),
+                             customdata=hover, hovertemplate="%{customdata}<br>%{x:.0f} gCO2e/kWh<br>%{y:.4g} "
+                                                             "gCO2e/1K tokens<extra>simulated</extra>", **points),
+                  row=2, col=1)
+    for name, column, color in (("idle power", "idle_w", "#BAB0AC"),
+                                ("average compute power", "avg_power_w_per_gpu", "#F58518"),
+                                ("TDP", "tdp_w", "#E45756")):
+        fig.add_trace(go.Bar(name=name, x=hw["profile"], y=hw[column], marker_color=color,
                              hovertemplate="%{x}<br>" + name + " %{y:.0f} W per GPU<extra>simulated</extra>"),
                       row=2, col=2)
-    fig.update_xaxes(title_text="TDP per GPU, W", row=1, col=1)
-    fig.update_yaxes(title_text="gCO2e / 1K tokens", row=1, col=1)
-    fig.update_xaxes(title_text="memory per GPU, GB", row=1, col=2)
-    fig.update_yaxes(title_text="output tokens/s (simulated)", row=1, col=2)
-    fig.update_xaxes(title_text="grid gCO2e/kWh", row=2, col=1)
-    fig.update_yaxes(title_text="gCO2e / 1K tokens", row=2, col=1)
+    for row, col, title in ((1, 1, "TDP per GPU, W"), (1, 2, "memory per GPU, GB"), (2, 1, "grid gCO2e/kWh")):
+        fig.update_xaxes(title_text=title, row=row, col=col, rangemode="tozero")
+    fig.update_yaxes(title_text="gCO2e / 1K tokens", row=1, col=1, rangemode="tozero")
+    fig.update_yaxes(title_text="output tokens/s (simulated)", row=1, col=2, rangemode="tozero")
+    fig.update_yaxes(title_text="gCO2e / 1K tokens", row=2, col=1, rangemode="tozero")
     fig.update_yaxes(title_text="W per GPU", row=2, col=2)
     return _base_layout(fig, "Advanced hardware metrics: TDP, memory, grid and power per profile", 2)
 
@@ -476,45 +538,54 @@ def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = report.DEFA
     per model, and the ranking table."""
     df = report.prepare(df)
     eff = report.efficiency_table(df)
-    multi = len(_models(df)) > 1
-    eff = eff.assign(label=_group_label(eff, "profile", multi))
+    models = _models(df)
+    eff = eff.assign(label=_group_label(eff, "profile", len(models) > 1),
+                     color=[model_color(m, models) for m in eff["model"]])
     gp = report.goodput_table(df, slo_ttft_s, slo_tpot_s)
-    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.16,
-                        specs=[[{}, {}], [{}, {"type": "table"}]], subplot_titles=(
-        f"Total cost per 1K tokens, USD (API + energy {SIM}), best at top",
-        f"Carbon per 1K tokens, gCO2e {SIM}, best at top (bars: min-max)",
-        f"Goodput, requests/s meeting TTFT <= {slo_ttft_s:g} s and TPOT <= {slo_tpot_s:g} s",
-        "Ranking per 1K tokens"))
+    fig = make_subplots(rows=2, cols=3, vertical_spacing=0.14, horizontal_spacing=0.17,
+                        row_heights=[0.58, 0.42],
+                        specs=[[{}, {}, {}], [{"type": "table", "colspan": 3}, None, None]], subplot_titles=(
+        f"Total cost per 1K tokens, USD<br>(API + energy {SIM}), best at top",
+        f"Carbon per 1K tokens, gCO2e {SIM}<br>best at top (bars: min-max)",
+        f"Goodput, requests/s<br>meeting TTFT <= {slo_ttft_s:g} s and TPOT <= {slo_tpot_s:g} s",
+        "Ranking per 1K tokens, per model (1 = best)"))
     by_cost = eff.sort_values("total_cost_usd_per_1k_tokens", ascending=False)
     fig.add_trace(go.Bar(name="total cost", orientation="h", y=by_cost["label"],
-                         x=by_cost["total_cost_usd_per_1k_tokens"], marker_color="#54A24B", showlegend=False,
+                         x=by_cost["total_cost_usd_per_1k_tokens"], marker_color=by_cost["color"], showlegend=False,
                          hovertemplate="%{y}<br>$%{x:.6g} per 1K tokens<extra></extra>"), row=1, col=1)
     by_carbon = eff.sort_values("carbon_gco2e_per_1k_tokens", ascending=False)
     fig.add_trace(go.Bar(name="carbon", orientation="h", y=by_carbon["label"],
-                         x=by_carbon["carbon_gco2e_per_1k_tokens"], marker_color="#4C78A8", showlegend=False,
+                         x=by_carbon["carbon_gco2e_per_1k_tokens"], marker_color=by_carbon["color"],
+                         showlegend=False,
                          error_x=_error_y(by_carbon["carbon_gco2e_per_1k_tokens"],
                                           by_carbon["carbon_gco2e_per_1k_tokens_min"],
                                           by_carbon["carbon_gco2e_per_1k_tokens_max"]),
                          hovertemplate="%{y}<br>%{x:.4g} gCO2e per 1K tokens<extra>simulated</extra>"), row=1, col=2)
-    fig.add_trace(go.Bar(name="throughput (all successes)", x=gp["model"], y=gp["throughput_rps"],
-                         marker_color="#BAB0AC", hovertemplate="%{x}<br>%{y:.4g} req/s<extra></extra>"), row=2, col=1)
-    fig.add_trace(go.Bar(name="goodput (meeting SLO)", x=gp["model"], y=gp["goodput_rps"], marker_color="#F58518",
-                         text=[f"{report.fmt_pct(a)} meet SLO" for a in gp["slo_attainment"]],
+    gp_x = [short_model(m) for m in gp["model"]]
+    fig.add_trace(go.Bar(name="throughput (all successes)", x=gp_x, y=gp["throughput_rps"],
+                         marker_color="#BAB0AC", hovertemplate="%{x}<br>%{y:.4g} req/s<extra></extra>"), row=1, col=3)
+    fig.add_trace(go.Bar(name="goodput (meeting the SLOs)", x=gp_x, y=gp["goodput_rps"], marker_color="#F58518",
+                         text=[f"{report.fmt_pct(a)} meet" for a in gp["slo_attainment"]], textangle=0,
                          textposition="auto", hovertemplate="%{x}<br>%{y:.4g} req/s (%{text})<extra></extra>"),
-                  row=2, col=1)
+                  row=1, col=3)
     ranked = eff.sort_values(["model", "rank_carbon", "profile"])
     fig.add_trace(go.Table(
-        header=dict(values=["model", "profile", "GPU", "location", "carbon rank", "cost rank", "USD / 1K tok",
-                            "gCO2e / 1K tok [sim.]", "kWh / 1K tok [sim.]"], align="left", fill_color="#eeeeee"),
-        cells=dict(values=[ranked["model"], ranked["profile"], ranked["gpu"], ranked["location"],
-                           ranked["rank_carbon"].astype(str), ranked["rank_cost"].astype(str),
+        columnwidth=[2.2, 1.6, 1.6, 1.4, 0.8, 0.8, 1.2, 1.4, 1.4],
+        header=dict(values=["model", "profile", "GPU", "location", "carbon rank", "cost rank", "USD / 1K tokens",
+                            "gCO2e / 1K tokens [simulated]", "kWh / 1K tokens [simulated]"],
+                    align="left", fill_color="#eeeeee"),
+        cells=dict(values=[ranked["model"], ranked["profile"],
+                           [f"{g} x{c:.0f}" for g, c in zip(ranked["gpu"], ranked["gpu_count"])],
+                           ranked["location"], ranked["rank_carbon"].astype(str), ranked["rank_cost"].astype(str),
                            [report.fmt_num(v, ".6g") for v in ranked["total_cost_usd_per_1k_tokens"]],
-                           [report.fmt_num(v, ".4g") for v in ranked["carbon_gco2e_per_1k_tokens"]],
+                           [report._range(m, lo, hi, ".4g") for m, lo, hi in zip(
+                               ranked["carbon_gco2e_per_1k_tokens"], ranked["carbon_gco2e_per_1k_tokens_min"],
+                               ranked["carbon_gco2e_per_1k_tokens_max"])],
                            [report.fmt_num(v, ".4g") for v in ranked["energy_kwh_per_1k_tokens"]]],
-                   align="left")), row=2, col=2)
+                   align="left")), row=2, col=1)
     fig.update_xaxes(title_text="USD / 1K tokens", row=1, col=1)
     fig.update_xaxes(title_text="gCO2e / 1K tokens", row=1, col=2)
-    fig.update_yaxes(title_text="requests/s", row=2, col=1)
+    fig.update_yaxes(title_text="requests/s", row=1, col=3)
     return _base_layout(fig, "Efficiency comparison: cost and carbon rankings, goodput", 2)
 
 

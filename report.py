@@ -36,7 +36,7 @@ LENS_MEASURED = "measured"
 LENS_ESTIMATED = "estimated"
 MEASURED_METHODS = {"rapl": LENS_MEASURED, "nvml": LENS_MEASURED, "cpu_time_estimate": LENS_ESTIMATED}
 
-REQUEST_LEVEL = "request"  # lens of columns that the client/service measures directly (time, tokens, price)
+REQUEST_LEVEL = "client"  # columns the benchmark client / service records directly (time, tokens, price)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ CSV_SCHEMA: dict[str, Column] = {
     "correct": Column("bool", _R, "True/False for graded prompts, empty otherwise"),
     "response_text": Column("", _R, "the model's answer"),
     "measured_energy_kwh": Column("kWh", _M, "energy of this generation on the serving machine (local model only)"),
-    "measured_energy_method": Column("", _M, "rapl | nvml (measured) or cpu_time_estimate (estimated)"),
+    "measured_energy_method": Column("", _M, "rapl or nvml (measured), cpu_time_estimate (estimated)"),
     "provider_energy_kwh": Column("kWh", _P, "provider's datacenter energy for this request (EcoLogits)"),
     "provider_energy_kwh_min": Column("kWh", _P, "low end of the EcoLogits range"),
     "provider_energy_kwh_max": Column("kWh", _P, "high end of the EcoLogits range"),
@@ -90,7 +90,7 @@ CSV_SCHEMA: dict[str, Column] = {
     "provider_carbon_gco2e_max": Column("gCO2e", _P, "high end of the EcoLogits range"),
     "profile": Column("", _S, "deployment profile name (GPU x datacenter), e.g. A100_SIMULATED"),
     "gpu": Column("", _S, "GPU model of the profile"),
-    "gpu_count": Column("", _S, "GPUs per replica (tensor parallel)"),
+    "gpu_count": Column("", _S, "GPUs per replica (tensor parallel; raised to the fewest the model fits on)"),
     "datacenter": Column("", _S, "datacenter / cloud region id"),
     "location": Column("", _S, "where the datacenter is"),
     "tdp_w": Column("W", _S, "GPU thermal design power, per GPU"),
@@ -98,16 +98,18 @@ CSV_SCHEMA: dict[str, Column] = {
     "pue": Column("", _S, "datacenter power usage effectiveness (facility / IT energy)"),
     "grid_gco2e_per_kwh": Column("gCO2e/kWh", _S, "carbon intensity of the datacenter's grid"),
     "electricity_usd_per_kwh": Column("USD/kWh", _S, "electricity price at the datacenter"),
-    "energy_method": Column("", _S, "how the simulated energy was computed (e.g. roofline)"),
-    "sim_latency_s": Column("s", _S, "predicted time of this request on the profile's GPU(s)"),
-    "idle_s": Column("s", _S, "idle time charged to this request (gap to the previous one)"),
+    "energy_method": Column("", _S, "roofline (model size known) or measured_latency_x_tdp (the original's "
+                            "accounting: TDP x GPUs x measured latency)"),
+    "sim_latency_s": Column("s", _S, "predicted time of this request on the profile's GPUs (roofline), or the "
+                            "measured latency for measured_latency_x_tdp"),
+    "idle_s": Column("s", _S, "time the service sat idle before this request, charged to it"),
     "compute_energy_kwh": Column("kWh", _S, "GPU energy while computing this request"),
     "idle_energy_kwh": Column("kWh", _S, "GPU energy while idle, charged to this request"),
     "pue_overhead_kwh": Column("kWh", _S, "facility overhead: (PUE - 1) x IT energy"),
     "energy_kwh": Column("kWh", _S, "compute + idle + PUE overhead"),
     "energy_kwh_min": Column("kWh", _S, "low end of the energy range"),
     "energy_kwh_max": Column("kWh", _S, "high end of the energy range"),
-    "carbon_gco2e": Column("gCO2e", _S, "energy_kwh x grid intensity (+ embodied share where known)"),
+    "carbon_gco2e": Column("gCO2e", _S, "energy_kwh x grid intensity (operational carbon)"),
     "carbon_gco2e_min": Column("gCO2e", _S, "low end of the carbon range"),
     "carbon_gco2e_max": Column("gCO2e", _S, "high end of the carbon range"),
     "energy_cost_usd": Column("USD", _S, "energy_kwh x electricity price"),
@@ -126,6 +128,13 @@ TEXT_COLUMNS: tuple[str, ...] = ("run_id", "request_id", "model", "route", "prof
 
 class ReportInputError(ValueError):
     """Input the report cannot use; the message names the file and says what to fix."""
+
+
+def schema_markdown() -> str:
+    """The CSV schema as a Markdown table (the README's copy is checked against it by the tests)."""
+    lines = ["| column | unit | lens | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{name}` | {col.unit} | {col.lens} | {col.meaning} |" for name, col in CSV_SCHEMA.items()]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------- input
@@ -447,11 +456,20 @@ def summary_table(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
 # ----------------------------------------------------------------------------------------------- sources
 
 
-def profile_sources(profiles: Iterable[str]) -> dict[str, dict[str, str]]:
-    """Sources of each profile's assumptions from gpu_profiles.load_profiles(), {} when it is unavailable.
+SOURCE_FIELDS: tuple[tuple[str, str, str], ...] = (
+    # (label in the report, "gpu" or "datacenter", key in that object's `sources`)
+    ("TDP", "gpu", "tdp_w"), ("idle power", "gpu", "idle_w"), ("PUE", "datacenter", "pue"),
+    ("grid intensity", "datacenter", "grid_gco2e_per_kwh"),
+    ("electricity price", "datacenter", "electricity_usd_per_kwh"),
+)
 
-    Keys per profile: 'gpu' (TDP, idle power) and 'datacenter' (PUE, grid intensity, price), each a citation
-    string. The report works from the CSV alone; this only adds the citations.
+
+def profile_sources(profiles: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Citations of each profile's TDP, idle power, PUE, grid intensity and price from
+    gpu_profiles.load_profiles(): {profile: {label: citation}}.
+
+    The report works from the CSV alone; this only adds the citations. When gpu_profiles cannot be read the
+    result is {"__error__": {"error": reason}}.
     """
     try:
         import gpu_profiles  # noqa: PLC0415 - optional: the report must work from the CSV alone
@@ -461,26 +479,24 @@ def profile_sources(profiles: Iterable[str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for name in profiles:
         prof = loaded.get(name)
-        if prof is None:
-            continue
-        out[name] = {"gpu": _source_of(getattr(prof, "gpu", None)),
-                     "datacenter": _source_of(getattr(prof, "datacenter", None))}
+        if prof is not None:
+            out[name] = sources_of_profile(prof)
     return out
 
 
-def _source_of(obj: object) -> str:
-    """A citation string from an object with a `source` / `sources` attribute ('' when none)."""
-    if obj is None:
-        return ""
-    for attr in ("source", "sources"):
-        val = getattr(obj, attr, None)
-        if isinstance(val, str):
-            return val
-        if isinstance(val, Mapping):
-            return "; ".join(f"{k}: {v}" for k, v in val.items())
-        if isinstance(val, (list, tuple)):
-            return "; ".join(str(v) for v in val)
-    return ""
+def sources_of_profile(profile: object) -> dict[str, str]:
+    """{label: citation} for one gpu_profiles.DeploymentProfile (missing citations are left out)."""
+    out: dict[str, str] = {}
+    for label, part, key in SOURCE_FIELDS:
+        obj = getattr(profile, part, None)
+        cited = getattr(obj, "sources", None) or {}
+        text = str(cited.get(key, "")) if isinstance(cited, Mapping) else ""
+        if key == "grid_gco2e_per_kwh" and getattr(obj, "grid_source_used", ""):
+            used = str(getattr(obj, "grid_source_used"))
+            text = used if not text or text in used else f"{used} (data file: {text})"
+        if text:
+            out[label] = text
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- text
@@ -709,7 +725,7 @@ def _profiles_text(profiles: pd.DataFrame, sources: Mapping[str, Mapping[str, st
         ("grid_gco2e_per_kwh", "grid gCO2e/kWh", _f(".4g")),
         ("electricity_usd_per_kwh", "$/kWh", _f(".3g")), ("location", "location", None),
         ("energy_method", "method", None)])
-    lines = [text, "sources:"]
+    lines = [text, "sources (from gpu_profiles as installed here; the numbers above are the CSV's):"]
     if "__error__" in sources:
         lines.append(f"  gpu_profiles could not be read ({sources['__error__']['error']}); the numbers above come "
                      "from the CSV")
@@ -719,8 +735,8 @@ def _profiles_text(profiles: pd.DataFrame, sources: Mapping[str, Mapping[str, st
             lines.append(f"  {name}: not known to gpu_profiles here; see the data files of the run that wrote "
                          "the CSV")
             continue
-        lines.append(f"  {name}: GPU (TDP, idle): {src.get('gpu') or 'n/a'}")
-        lines.append(f"  {' ' * len(str(name))}  datacenter (PUE, grid, price): {src.get('datacenter') or 'n/a'}")
+        lines.append(f"  {name}:")
+        lines.extend(f"    {label}: {citation}" for label, citation in src.items())
     return "\n".join(lines)
 
 

@@ -161,7 +161,9 @@ def synthetic_frame(n_rows: int, *, n_profiles: int = 4, seed: int = 0) -> pd.Da
     n_req = max(1, n_rows // n_profiles)
     routes = np.array(["Flash-Precise", "Flash-Coder", "Flash-Creative", "Flash-Analyst", "Flash-Balanced"])
     models = np.array([GEMINI, LOCAL])
-    route = routes[rng.integers(0, len(routes), n_req)]
+    route_idx = rng.integers(0, len(routes), n_req)
+    route = routes[route_idx]
+    category = np.array(["factual", "code", "creative", "analysis", "general"])[route_idx]
     model = models[rng.integers(0, len(models), n_req)]
     success = rng.random(n_req) > 0.03
     prompt_tokens = rng.integers(8, 400, n_req).astype(float)
@@ -172,7 +174,9 @@ def synthetic_frame(n_rows: int, *, n_profiles: int = 4, seed: int = 0) -> pd.Da
     for arr in (prompt_tokens, completion, ttft, latency):
         arr[~success] = np.nan
     total = prompt_tokens + completion
-    tpot = np.where(completion >= 2, (latency - ttft) / (completion - 1), np.nan)
+    tpot = np.full(n_req, np.nan)
+    multi = completion >= 2
+    tpot[multi] = (latency[multi] - ttft[multi]) / (completion[multi] - 1)
     cost = np.where(model == GEMINI, prompt_tokens * 0.30e-6 + completion * 2.50e-6, 0.0)
     graded = rng.random(n_req) < 0.5
     correct = pd.array(np.where(graded, rng.random(n_req) < 0.8, False), dtype="boolean")
@@ -183,7 +187,7 @@ def synthetic_frame(n_rows: int, *, n_profiles: int = 4, seed: int = 0) -> pd.Da
     base = pd.DataFrame({
         "run_id": "run-synthetic", "request_id": ids, "prompt_id": np.char.add("p", (np.arange(n_req) % 40).astype(str)),
         "repeat": np.arange(n_req) // 40, "prompt": "Explain the difference between a list and a tuple in Python.",
-        "category": "mixed", "route": route, "route_reason": "keyword rule", "temperature": 0.3, "model": model,
+        "category": category, "route": route, "route_reason": "keyword rule", "temperature": 0.3, "model": model,
         "success": success, "error": np.where(success, None, "HTTP 429: rate limited"),
         "status_code": np.where(success, 200, 429), "attempts": np.where(success, 1, 3),
         "retry_wait_s": np.where(success, 0.0, 4.0),

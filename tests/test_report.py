@@ -1,0 +1,323 @@
+"""report.py: tables, text, summary CSV, input checks and `wattbench.py report`, on the hand-made fixture.
+
+Expected numbers are worked out by hand from tests/fixtures_frame.py (the sums are written there).
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import report
+from fixtures_frame import ALL_COLUMNS, GEMINI, LOCAL, fixture_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+approx = pytest.approx
+
+
+@pytest.fixture(scope="module")
+def df() -> pd.DataFrame:
+    return report.prepare(fixture_frame())
+
+
+def _row(table: pd.DataFrame, **keys) -> pd.Series:
+    mask = pd.Series(True, index=table.index)
+    for k, v in keys.items():
+        mask &= table[k] == v
+    rows = table[mask]
+    assert len(rows) == 1, f"{keys}: {len(rows)} rows"
+    return rows.iloc[0]
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def test_efficiency_per_1k_tokens_and_ranks(df):
+    eff = report.efficiency_table(df)
+    t4 = _row(eff, model=GEMINI, profile="T4_COLAB")
+    a100 = _row(eff, model=GEMINI, profile="A100_SIMULATED")
+    # 400 tokens -> divide by 0.4. T4: carbon 0.06 g, total cost 0.00075 + 1.5e-5 $; A100: 0.0121 g, 0.0007984 $
+    assert t4["requests"] == 4  # the failed request has no energy and is not ranked
+    assert t4["carbon_gco2e_per_1k_tokens"] == approx(0.15)
+    assert t4["carbon_gco2e_per_1k_tokens_min"] == approx(0.075)
+    assert t4["carbon_gco2e_per_1k_tokens_max"] == approx(0.3)
+    assert t4["total_cost_usd_per_1k_tokens"] == approx(0.0019125)
+    assert t4["energy_kwh_per_1k_tokens"] == approx(3.75e-4)
+    assert a100["carbon_gco2e_per_1k_tokens"] == approx(0.03025)
+    assert a100["total_cost_usd_per_1k_tokens"] == approx(0.001996)
+    assert (a100["rank_carbon"], a100["rank_cost"]) == (1, 2)
+    assert (t4["rank_carbon"], t4["rank_cost"]) == (2, 1)
+    local_t4 = _row(eff, model=LOCAL, profile="T4_COLAB")
+    # local: 80 tokens; T4 energy (8e-6 + 4e-5) * 1.25 = 6e-5 kWh -> 0.024 g -> 0.3 g per 1K tokens
+    assert local_t4["carbon_gco2e_per_1k_tokens"] == approx(0.3)
+    assert local_t4["cost_usd_per_1k_tokens"] == approx(0.0)
+
+
+def test_idle_vs_compute_shares(df):
+    bd = report.energy_breakdown(df)
+    t4 = _row(bd, model=GEMINI, profile="T4_COLAB")
+    assert t4["compute_energy_kwh"] == approx(4e-5)
+    assert t4["idle_energy_kwh"] == approx(8e-5)
+    assert t4["pue_overhead_kwh"] == approx(3e-5)
+    assert (t4["compute_share"], t4["idle_share"], t4["pue_overhead_share"]) == approx((0.4 / 1.5, 0.8 / 1.5, 0.2))
+    a100 = _row(bd, model=GEMINI, profile="A100_SIMULATED")
+    assert a100["idle_share"] == approx(2e-4 / 2.42e-4)
+
+
+def test_percentiles_count_each_request_once(df):
+    pct = report.percentile_table(df, by=("model",))
+    g = _row(pct, model=GEMINI)
+    # latencies of the 4 successful Gemini requests, sorted: 1.0, 1.5, 2.0, 4.0 (linear interpolation)
+    assert g["requests"] == 4
+    assert (g["latency_s_p50"], g["latency_s_p90"], g["latency_s_p95"], g["latency_s_p99"]) == approx(
+        (1.75, 3.4, 3.7, 3.94))
+    # TTFT 0.2, 0.3, 0.4, 0.6
+    assert (g["ttft_s_p50"], g["ttft_s_p90"]) == approx((0.35, 0.54))
+    assert g["tpot_s_p99"] == approx(0.02)  # r4 has 1 output token: no tpot, not a zero
+
+
+def test_latency_per_route(df):
+    routes = report.route_latency_table(df)
+    coder = _row(routes, model=GEMINI, route="Flash-Coder")
+    assert (coder["requests"], coder["successes"]) == (3, 2)
+    assert coder["latency_s_mean"] == approx(2.75)
+    assert coder["latency_s_p90"] == approx(1.5 + 0.9 * 2.5)
+    assert coder["tokens_per_s_mean"] == approx((171 / 4.0 + 1 / 1.5) / 2)
+
+
+def test_accuracy_counts_only_graded_prompts(df):
+    acc = report.accuracy_table(df)
+    assert _row(acc, model=GEMINI, route="(all)")[["graded", "correct", "accuracy"]].tolist() == [2, 1, 0.5]
+    coder = _row(acc, model=GEMINI, route="Flash-Coder")
+    assert coder["graded"] == 0 and pd.isna(coder["accuracy"])
+    assert _row(acc, model=LOCAL, route="Flash-Precise")["accuracy"] == 1.0
+
+
+def test_goodput_default_slo(df):
+    gp = report.goodput_table(df)
+    g = _row(gp, model=GEMINI)
+    # r1 (ttft .2), r2 (.4), r4 (.3, one token: TTFT only) meet; r3 (.6) misses; r5 failed. Span 0 .. 7 + 1.5
+    assert (g["requests"], g["successes"], g["meeting_slo"]) == (5, 4, 3)
+    assert g["slo_attainment"] == approx(0.6)
+    assert g["span_s"] == approx(8.5)
+    assert g["goodput_rps"] == approx(3 / 8.5)
+    assert g["throughput_rps"] == approx(4 / 8.5)
+    local = _row(gp, model=LOCAL)
+    assert (local["meeting_slo"], local["span_s"], local["goodput_rps"]) == (1, approx(2.0), approx(0.5))
+
+
+def test_goodput_follows_the_users_slos(df):
+    loose = _row(report.goodput_table(df, slo_ttft_s=1.0, slo_tpot_s=0.05), model=GEMINI)
+    assert loose["meeting_slo"] == 4
+    tight_tpot = _row(report.goodput_table(df, slo_ttft_s=1.0, slo_tpot_s=0.01), model=GEMINI)
+    assert tight_tpot["meeting_slo"] == 1  # every tpot is 0.02 s; only the 1-token r4 passes
+
+
+def test_goodput_spans_add_up_over_runs(df):
+    two_runs = pd.concat([df, df.assign(run_id="run-c")], ignore_index=True)
+    g = _row(report.goodput_table(two_runs), model=GEMINI)
+    assert (g["meeting_slo"], g["span_s"]) == (6, approx(17.0))
+
+
+def test_energy_by_lens(df):
+    lenses = report.lens_table(df)
+    prov = _row(lenses, model=GEMINI, lens=report.LENS_PROVIDER)
+    # 4.1e-5 + 8.1e-5 + 1.71e-4 + 1e-6 = 2.94e-4 kWh over 400 tokens
+    assert prov["energy_kwh"] == approx(2.94e-4)
+    assert (prov["energy_kwh_per_1k_tokens"], prov["energy_kwh_per_1k_tokens_min"],
+            prov["energy_kwh_per_1k_tokens_max"]) == approx((7.35e-4, 3.675e-4, 1.47e-3))
+    est = _row(lenses, model=LOCAL, lens=report.LENS_ESTIMATED)
+    assert est["source"] == "cpu_time_estimate"
+    assert est["energy_kwh_per_1k_tokens"] == approx(4e-6 / 0.08)
+    assert len(lenses[lenses["lens"] == report.LENS_SIMULATED]) == 4
+
+
+def test_summary_row_per_model_route_profile(df):
+    summary = report.summary_table(df)
+    assert len(summary) == 6  # gemini x 2 routes x 2 profiles + local x 1 route x 2 profiles
+    row = _row(summary, model=GEMINI, route="Flash-Coder", profile="T4_COLAB")
+    assert (row["requests"], row["successes"], row["graded"]) == (3, 2, 0)
+    assert row["success_rate"] == approx(2 / 3)
+    assert row["slo_attainment"] == approx(1 / 3)
+    # r3: (2e-5 + 2e-5) * 1.25 = 5e-5 kWh; r4: (5e-6 + 2e-5) * 1.25 = 3.125e-5 kWh; x 400 g/kWh; 250 tokens
+    assert row["energy_kwh"] == approx(8.125e-5)
+    assert row["carbon_gco2e_per_1k_tokens"] == approx(8.125e-5 * 400 / 0.25)
+    assert row["latency_s_p50"] == approx(2.75)
+    assert pd.isna(row["accuracy"])
+
+
+def test_failures_listed(df):
+    fail = report.failures_table(df)
+    assert fail[["model", "status_code", "requests"]].values.tolist() == [[GEMINI, 429.0, 1]]
+
+
+# ----------------------------------------------------------------------------------------------- text
+
+
+def test_report_text_sections_and_numbers(df):
+    sources = {"T4_COLAB": {"TDP": "T4 datasheet (2019): 70 W", "grid intensity": "codecarbon gcp us-central1"}}
+    text = report.render_report(df, sources=sources)
+    for title in ("EFFICIENCY RANKINGS PER 1K TOKENS", "IDLE VS COMPUTE ENERGY", "LATENCY PER ROUTE",
+                  "PERCENTILES PER MODEL", "ACCURACY", "GOODPUT (SLO: ttft <= 0.5 s and tpot <= 0.05 s",
+                  "ENERGY BY LENS", "FAILURES", "PROFILE ASSUMPTIONS"):
+        assert title in text
+    assert "requests: 7 (6 successful, 1 failed); rows (request x profile): 14" in text
+    assert "lowest carbon per 1K tokens: A100_SIMULATED; lowest total cost per 1K tokens: T4_COLAB" in text
+    assert "0.15 [0.075-0.3]" in text  # T4 gCO2e per 1K tokens with its range
+    assert "4e-05 (26.7%)" in text and "8e-05 (53.3%)" in text  # T4 compute and idle energy with shares
+    assert re.search(r"gemini/gemini-2\.5-flash\s+5\s+4\s+3\s+60\.0%\s+8\.50\s+0\.4706\s+0\.3529", text)
+    assert "    TDP: T4 datasheet (2019): 70 W" in text
+    assert "A100_SIMULATED: not known to gpu_profiles here" in text
+
+
+def test_report_cites_gpu_profiles_sources_when_profiles_match(df):
+    real = pytest.importorskip("gpu_profiles")
+    names = list(real.load_profiles())
+    sources = report.profile_sources(names[:1])
+    prof = real.load_profiles()[names[0]]
+    assert sources[names[0]]["TDP"] == prof.gpu.sources["tdp_w"]
+    assert sources[names[0]]["PUE"] == prof.datacenter.sources["pue"]
+
+
+def test_custom_slo_in_report_title(df):
+    text = report.render_report(df, slo_ttft_s=1.0, slo_tpot_s=0.01, sources={})
+    assert "GOODPUT (SLO: ttft <= 1 s and tpot <= 0.01 s" in text
+
+
+# ----------------------------------------------------------------------------------------------- input
+
+
+def test_csv_round_trip_keeps_values(tmp_path, df):
+    path = tmp_path / "ai_metrics_20261127_120000.csv"
+    fixture_frame().to_csv(path, index=False)
+    back = report.read_metrics_csv(path)
+    assert back["success"].dtype == bool
+    assert back["correct"].dtype == "boolean"
+    assert int(back["correct"].sum()) == 2 * 3  # r1, r6, r7 on both profiles
+    assert _row(report.efficiency_table(back), model=GEMINI, profile="T4_COLAB")["carbon_gco2e_per_1k_tokens"] \
+        == approx(0.15)
+
+
+def test_missing_columns_named(tmp_path):
+    path = tmp_path / "ai_metrics_x.csv"
+    fixture_frame().drop(columns=["ttft_s", "carbon_gco2e"]).to_csv(path, index=False)
+    with pytest.raises(report.ReportInputError) as err:
+        report.read_metrics_csv(path)
+    assert str(err.value) == (f"{path}: not a wattbench metrics CSV, missing 2 column(s): ttft_s, carbon_gco2e "
+                              "(schema: docs/architecture.md)")
+
+
+def test_empty_and_header_only_csv(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(report.ReportInputError, match=r"empty\.csv: file is empty \(no header, no rows\)"):
+        report.read_metrics_csv(empty)
+    header = tmp_path / "header.csv"
+    header.write_text(",".join(ALL_COLUMNS) + "\n")
+    with pytest.raises(report.ReportInputError, match=r"header\.csv: has a header but no rows; nothing to report"):
+        report.read_metrics_csv(header)
+
+
+def test_run_dir_resolves_to_newest_csv(tmp_path):
+    old, new = tmp_path / "ai_metrics_20260101_000000.csv", tmp_path / "ai_metrics_20260102_000000.csv"
+    for i, path in enumerate((old, new)):
+        path.write_text("x\n1\n")
+        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
+    (tmp_path / report.SUMMARY_CSV).write_text("y\n")
+    assert report.resolve_csv(tmp_path) == new
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    with pytest.raises(report.ReportInputError, match=r"empty: no ai_metrics_\*\.csv in this directory"):
+        report.resolve_csv(empty_dir)
+    with pytest.raises(report.ReportInputError, match="no such file or directory"):
+        report.resolve_csv(tmp_path / "nope.csv")
+
+
+# ----------------------------------------------------------------------------------------------- outputs + CLI
+
+
+def test_build_outputs_writes_everything_once(tmp_path):
+    result = report.build_outputs(fixture_frame(), tmp_path, sources={})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted([
+        "advanced_hardware_metrics.html", "carbon_energy_analysis.html", "efficiency_comparison.html",
+        "gpu_comparison_dashboard.html", "index.html", "model_performance_analysis.html", "plotly.min.js",
+        "report.md", "report.txt", "summary_model_route_profile.csv", "time_series_analysis.html"])
+    assert result["report_txt"].read_text() == result["report_text"]
+    summary = pd.read_csv(result["summary_csv"])
+    assert len(summary) == 6
+    for path in result["dashboards"].values():
+        page = path.read_text()
+        assert '<script charset="utf-8" src="plotly.min.js"></script>' in page
+        assert "cdn.plot.ly" not in page
+        assert path.stat().st_size < 100_000  # plotly.js (4.8 MB) is not inlined
+
+
+def test_cli_report_run_dir(tmp_path, capsys):
+    csv = tmp_path / "ai_metrics_20261127_120000.csv"
+    fixture_frame().to_csv(csv, index=False)
+    out = tmp_path / "out"
+    assert report.cli_report([str(tmp_path), "--out", str(out), "--slo-ttft-s", "1", "--slo-tpot-s", "0.05"]) == 0
+    stdout = capsys.readouterr().out
+    assert "GOODPUT (SLO: ttft <= 1 s and tpot <= 0.05 s" in stdout
+    assert f"read {csv}" in stdout
+    assert (out / "efficiency_comparison.html").is_file() and (out / "report.txt").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["/nonexistent/run.csv"], "error: /nonexistent/run.csv: no such file or directory"),
+    (["x.csv", "--slo-ttft-s", "-1"], "error: argument --slo-ttft-s: '-1' must be a positive number of seconds"),
+    (["x.csv", "--slo-tpot-s", "fast"], "error: argument --slo-tpot-s: 'fast' is not a number"),
+    ([], "error: the following arguments are required: source"),
+])
+def test_cli_report_bad_input_is_one_line(argv, message, capsys):
+    assert report.cli_report(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == message + "\n"
+    assert captured.out == ""
+
+
+def test_cli_report_wrong_schema_through_wattbench(tmp_path):
+    bad = tmp_path / "ai_metrics_bad.csv"
+    bad.write_text("latency,tokens\n1.0,20\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "wattbench.py"), "report", str(bad)], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: {bad}: not a wattbench metrics CSV, missing 62 column(s): run_id, ")
+    assert "Traceback" not in proc.stderr
+
+
+def test_analysis_modules_do_not_import_litellm():
+    code = "import sys, report, dashboards; print('litellm' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------- schema docs
+
+
+def _architecture_columns() -> list[str]:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## The CSV", 1)[1]
+    lists = re.findall(r"Per (?:request|profile)[^\n]*\n`([^`]+)`", section)
+    assert len(lists) == 2, "docs/architecture.md CSV section changed shape"
+    return [c.strip() for block in lists for c in block.replace("\n", " ").split(",")]
+
+
+def test_schema_matches_architecture_contract():
+    assert list(report.CSV_SCHEMA) == _architecture_columns()
+    assert list(report.CSV_SCHEMA) == list(ALL_COLUMNS)
+
+
+def test_readme_documents_every_column():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- section:analysis -->", 1)[1].split("<!-- /section:analysis -->", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]*) \|", section, flags=re.M))
+    assert list(rows) == list(report.CSV_SCHEMA)
+    assert all(rows[name].strip() == (col.unit or "") for name, col in report.CSV_SCHEMA.items())

@@ -403,6 +403,7 @@ PARAMS_PER_LAYER_PER_HIDDEN2 = 12.0
 #: shared experts): from config.json of Mixtral-8x7B (0.12), Qwen3-30B-A3B (0.45), Qwen3-235B-A22B (0.35),
 #: gpt-oss-120b (0.29), DeepSeek-V3 (0.45); rounded mean 0.35.
 MOE_SHARED_FRACTION_OF_ACTIVE = 0.35
+DEFAULT_KV_HEADS_DENSE, DEFAULT_KV_HEADS_MOE = 8, 4  # see model_shape
 #: Valid tensor-parallel sizes tried when looking for the smallest GPU count that fits.
 TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -412,43 +413,56 @@ class Efficiency:
     """Achievable fractions of datasheet peaks, fixed overheads, and the power model's coefficients.
 
     Sources (README "Energy model" lists them with the checks):
-    * hbm_fraction: decode kernels reach ~70-90% of datasheet HBM bandwidth; vLLM Llama-3.1-8B bf16 on one
-      H100 SXM at batch 1 runs ~6-7 ms per token = 16 GB / (3.35 TB/s x ~0.8) + step overhead.
-    * mfu / mfu_prefill: large bf16 GEMMs on H100 reach ~60-70% of dense peak (NVIDIA cuBLAS results);
-      a serving step mixes small GEMMs, so 0.5 for decode steps, 0.6 for a whole prompt.
+    * hbm_fraction: weight-streaming GEMV/GEMM kernels reach ~75-90% of datasheet HBM bandwidth; vLLM
+      Llama-3.1-8B bf16 on one H100 SXM at batch 1 runs ~6-7 ms per token = 16 GB / (3.35 TB/s x ~0.8)
+      + step overhead.
+    * kv_hbm_fraction: paged-attention decode kernels read the KV cache in small blocks through block
+      tables and reach ~50-60% of HBM bandwidth at contexts of a few thousand tokens (FlashInfer paper,
+      Ye et al. 2025, arXiv:2501.01005, decode attention bandwidth utilisation, approx.).
+    * mfu: large bf16 GEMMs on H100 reach ~65-75% of dense peak (NVIDIA cuBLAS / Transformer Engine
+      results); a serving step's mix of GEMM shapes, attention and norms gets ~60%. Small-row GEMMs are
+      memory-bound, which the roofline itself captures. fp8_mfu_factor: fp8 GEMMs reach a lower share of
+      their (2x) peak, ~80% of bf16's share.
     * moe_compute_factor: grouped expert GEMMs run at ~70% of dense GEMM efficiency (vLLM fused-MoE
-      kernels at batch >= 64, approx.).
+      kernels, approx.).
     * link_fraction / allreduce latency: NCCL / vLLM custom all-reduce reach ~70% of NVLink bandwidth;
-      small-message latency ~10 us on NVLink, ~30 us over PCIe (nccl-tests, approx.).
-    * step_overhead_s / per_sequence_overhead_s: vLLM scheduling, sampling and detokenisation per step,
-      ~0.5-1 ms plus ~10 us per running sequence (vLLM v0.6 performance blog, 2024, approx.).
+      small-message latency ~15 us on NVLink, ~30 us over PCIe (nccl-tests, approx.).
+    * step_overhead_s / per_sequence_overhead_s: vLLM scheduling, input preparation, sampling and
+      detokenisation, ~0.6 ms per step plus ~20 us per running sequence (vLLM v0.6 performance blog, 2024:
+      CPU overhead was a large share of ITL at high batch; approx.).
+    * max_batched_tokens: vLLM's default token budget per step for chunked prefill (8192, approx.).
     * power_*_coeff: share of (TDP - idle) drawn while HBM streams / tensor cores are busy, combined as
-      1 - (1 - a_m m)(1 - a_c c); chosen so that batch-1 decode on H100 draws ~45% of TDP, large-batch
-      decode 60-85% and prefill ~90% (ML.ENERGY benchmark, Chung et al. 2025, arXiv:2505.06371).
+      1 - (1 - a_m m)(1 - a_c c); chosen so that batch-1 decode on H100 draws ~50% of TDP, large-batch
+      decode ~60-85% and prefill ~90% (Splitwise, Patel et al. ISCA 2024: token phase well below TDP,
+      prompt phase near it; ML.ENERGY benchmark, Chung et al. 2025, arXiv:2505.06371).
     * roofline_sharpness: memory and compute overlap imperfectly; step = (m^k + c^k)^(1/k), k = 4.
     """
 
     hbm_fraction: float = 0.80
-    mfu: float = 0.50
-    mfu_prefill: float = 0.60
+    kv_hbm_fraction: float = 0.55
+    mfu: float = 0.60
+    fp8_mfu_factor: float = 0.80
     moe_compute_factor: float = 0.70
     link_fraction: float = 0.70
-    allreduce_latency_nvlink_s: float = 10e-6
+    allreduce_latency_nvlink_s: float = 15e-6
     allreduce_latency_pcie_s: float = 30e-6
     step_overhead_s: float = 0.6e-3
-    per_sequence_overhead_s: float = 10e-6
-    power_memory_coeff: float = 0.45
-    power_compute_coeff: float = 0.90
+    per_sequence_overhead_s: float = 20e-6
+    max_batched_tokens: int = 8192
+    power_memory_coeff: float = 0.50
+    power_compute_coeff: float = 1.00
     roofline_sharpness: float = 4.0
 
 
 NOMINAL = Efficiency()
 #: The fast, frugal end of the range (min energy / latency).
-OPTIMISTIC = Efficiency(hbm_fraction=0.88, mfu=0.60, mfu_prefill=0.70, link_fraction=0.80, step_overhead_s=0.4e-3,
-                        per_sequence_overhead_s=7e-6, power_memory_coeff=0.38, power_compute_coeff=0.77)
+OPTIMISTIC = Efficiency(hbm_fraction=0.88, kv_hbm_fraction=0.70, mfu=0.70, link_fraction=0.80,
+                        allreduce_latency_nvlink_s=10e-6, step_overhead_s=0.4e-3, per_sequence_overhead_s=10e-6,
+                        power_memory_coeff=0.43, power_compute_coeff=0.85)
 #: The slow, power-hungry end of the range (max energy / latency).
-PESSIMISTIC = Efficiency(hbm_fraction=0.70, mfu=0.40, mfu_prefill=0.50, link_fraction=0.60, step_overhead_s=1.0e-3,
-                         per_sequence_overhead_s=15e-6, power_memory_coeff=0.52, power_compute_coeff=1.0)
+PESSIMISTIC = Efficiency(hbm_fraction=0.70, kv_hbm_fraction=0.42, mfu=0.48, link_fraction=0.60,
+                         allreduce_latency_nvlink_s=25e-6, step_overhead_s=1.0e-3, per_sequence_overhead_s=35e-6,
+                         power_memory_coeff=0.58, power_compute_coeff=1.0)
 
 
 @dataclass(frozen=True)
@@ -482,16 +496,23 @@ def default_hidden_size(active_params_b: float, num_layers: int) -> int:
 
 
 def model_shape(*, active_params_b: float, total_params_b: float | None = None, num_layers: int | None = None,
-                hidden_size: int | None = None, num_kv_heads: int = 8, head_dim: int = 128,
+                hidden_size: int | None = None, num_kv_heads: int | None = None, head_dim: int = 128,
                 kv_bytes_per_value: float = 2.0, num_experts: int | None = None,
                 experts_per_token: int | None = None) -> ModelShape:
-    """The model's shape, with documented defaults for what is not given (8 KV heads x 128, as Llama 3)."""
+    """The model's shape, with documented defaults for what is not given.
+
+    KV heads default to 8 x 128 for a dense model (Llama 3.x, Qwen2.5/3 dense >= 8B, Mistral) and 4 x 128 for
+    a mixture of experts (Qwen3-30B-A3B and -235B-A22B config.json; DeepSeek's MLA cache is smaller still).
+    """
     total = active_params_b if total_params_b is None else total_params_b
     if total < active_params_b:
         raise ValueError(f"total_params_b ({total:g}) must be >= active_params_b ({active_params_b:g})")
     layers = num_layers or default_num_layers(active_params_b, total)
     hidden = hidden_size or default_hidden_size(active_params_b, layers)
-    if total <= active_params_b * 1.0001:
+    dense = total <= active_params_b * 1.0001
+    if num_kv_heads is None:
+        num_kv_heads = DEFAULT_KV_HEADS_DENSE if dense else DEFAULT_KV_HEADS_MOE
+    if dense:
         return ModelShape(active_params_b, total, layers, hidden, num_kv_heads, head_dim, kv_bytes_per_value,
                           shared_params_b=total, routed_fraction_per_token=1.0)
     shared = MOE_SHARED_FRACTION_OF_ACTIVE * active_params_b
@@ -572,27 +593,31 @@ class StepTime:
 
 
 def step_time(*, gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_param: float, decode_tokens: float,
-              prefill_tokens: float, decode_context_tokens: float, prefill_context_tokens: float, mfu: float,
+              prefill_tokens: float, decode_context_tokens: float, prefill_context_tokens: float,
               eff: Efficiency) -> StepTime:
     """One engine step: `decode_tokens` sequences each emit a token, plus `prefill_tokens` prompt tokens.
 
-    memory: weights read once per step (shared by the batch; for a MoE the experts touched) + KV cache of
-    every sequence, split over the GPUs, at hbm_fraction of datasheet bandwidth. compute: 2 FLOPs per
-    active parameter per token + attention (4 x layers x hidden x context). comm: two all-reduces per layer
-    under tensor parallelism. overhead: the server's per-step and per-sequence CPU work.
+    memory: weights read once per step (shared by the batch; for a MoE the experts its tokens touch) at
+    hbm_fraction of datasheet bandwidth, plus every sequence's KV cache at kv_hbm_fraction, split over the
+    GPUs. compute: 2 FLOPs per active parameter per token + attention (4 x layers x hidden x context) at
+    eff.mfu(tokens) of the dense peak. comm: two all-reduces per layer under tensor parallelism.
+    overhead: the server's per-step and per-sequence CPU work.
     """
     tokens = decode_tokens + prefill_tokens
     routed_b = shape.total_params_b - shape.shared_params_b
     params_read_b = shape.shared_params_b + routed_b * moe_fraction_touched(shape.routed_fraction_per_token, tokens)
     weight_bytes = params_read_b * 1e9 * bytes_per_param / num_gpus
     kv_bytes = decode_tokens * decode_context_tokens * kv_bytes_per_token(shape) / kv_shards(shape, num_gpus)
-    memory_s = (weight_bytes + kv_bytes) / (gpu.memory_bandwidth_gb_s * 1e9 * eff.hbm_fraction)
+    bandwidth = gpu.memory_bandwidth_gb_s * 1e9
+    memory_s = weight_bytes / (bandwidth * eff.hbm_fraction) + kv_bytes / (bandwidth * eff.kv_hbm_fraction)
 
     attention_flops = 4.0 * shape.num_layers * shape.hidden_size * (
         decode_tokens * decode_context_tokens + prefill_tokens * prefill_context_tokens)
     flops = 2.0 * shape.active_params_b * 1e9 * tokens + attention_flops
-    mfu_used = mfu * (eff.moe_compute_factor if shape.is_moe else 1.0)
-    compute_s = flops / (num_gpus * peak_tflops(gpu, bytes_per_param) * 1e12 * mfu_used)
+    mfu = eff.mfu * (eff.moe_compute_factor if shape.is_moe else 1.0)
+    if bytes_per_param <= 1.0 and gpu.fp8_dense_tflops:
+        mfu *= eff.fp8_mfu_factor
+    compute_s = flops / (num_gpus * peak_tflops(gpu, bytes_per_param) * 1e12 * mfu)
 
     comm_s = 0.0
     if num_gpus > 1:
@@ -608,7 +633,10 @@ def step_time(*, gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_param
 
 
 def utilisation(step: StepTime, eff: Efficiency) -> float:
-    """Share of (TDP - idle) drawn: 1 - (1 - a_m x memory busy)(1 - a_c x compute busy)."""
+    """Share of (TDP - idle) drawn: 1 - (1 - a_m x memory busy)(1 - a_c x compute busy).
+
+    memory busy: share of the step that HBM streams; compute busy: share that the tensor cores need at mfu.
+    """
     memory_busy = min(step.memory_s / step.step_s, 1.0)
     compute_busy = min(step.compute_s / step.step_s, 1.0)
     a_m, a_c = min(eff.power_memory_coeff, 1.0), min(eff.power_compute_coeff, 1.0)
@@ -625,41 +653,73 @@ def effective_batch_size(gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_p
 
 
 @dataclass(frozen=True)
+class PrefillSchedule:
+    """How prompts mix into a steady stream of decode steps (vLLM chunked prefill).
+
+    A server running `batch` sequences of `output_tokens` starts batch / output_tokens new ones per step,
+    i.e. prefills that many prompts' tokens per step on average. They arrive in chunks of `chunk_tokens`
+    (a whole prompt, or the step's token budget) in a share `prefill_step_share` of the steps.
+    """
+
+    chunk_tokens: float
+    prefill_step_share: float
+
+
+def prefill_schedule(batch: int, prompt_tokens: int, output_tokens: int, max_batched_tokens: int
+                     ) -> PrefillSchedule:
+    """Chunk size and share of steps that carry prompt tokens, in steady state."""
+    per_step = batch * prompt_tokens / output_tokens
+    if per_step <= 0:
+        return PrefillSchedule(0.0, 0.0)
+    budget = max(max_batched_tokens - batch, 1)
+    chunk = min(max(float(prompt_tokens), per_step), float(budget))
+    return PrefillSchedule(chunk, min(1.0, per_step / chunk))
+
+
+@dataclass(frozen=True)
 class _Point:
     prefill_s: float
-    decode_s_per_token: float
-    energy_step_s: float        # step time including the prompts' share (what energy is charged on)
-    gpu_power_w: float
+    decode_s_per_token: float   # mean inter-token latency: decode steps and prompt-carrying steps
+    median_step_s: float        # the step most tokens see (decode-only unless most steps carry a prompt)
+    gpu_power_w: float          # time-weighted mean board power per GPU
     utilisation: float
     gpu_energy_j_per_token: float
-    step: StepTime
+    bound: str
 
 
 def _simulate_point(gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_param: float, batch: int,
                     prompt_tokens: int, output_tokens: int, eff: Efficiency) -> _Point:
     """Latency and GPU energy per output token at one set of efficiencies, in steady state.
 
-    In steady state a server running `batch` sequences starts batch / output_tokens new ones per step, so
-    each step also prefills batch x prompt / output prompt tokens (chunked prefill). The inter-token
-    latency a sequence sees includes the other sequences' prompts; energy per token includes all of them.
+    Steps are of two kinds: decode-only (batch tokens), and decode + a prompt chunk (PrefillSchedule).
+    Energy per output token averages both kinds, so it includes the prompts' work, as a power meter sees it.
     """
     mean_context = prompt_tokens + output_tokens / 2.0
-    prompt_share = prompt_tokens / output_tokens
     common = dict(gpu=gpu, num_gpus=num_gpus, shape=shape, bytes_per_param=bytes_per_param,
                   decode_context_tokens=mean_context, prefill_context_tokens=prompt_tokens / 2.0, eff=eff)
-    itl_step = step_time(decode_tokens=batch, prefill_tokens=(batch - 1) * prompt_share, mfu=eff.mfu, **common)
-    energy_step = step_time(decode_tokens=batch, prefill_tokens=batch * prompt_share, mfu=eff.mfu, **common)
-    prefill = step_time(decode_tokens=0, prefill_tokens=prompt_tokens, mfu=eff.mfu_prefill, **common)
-    util = utilisation(energy_step, eff)
-    power = gpu_power_w(gpu.tdp_w, gpu.idle_w, util)
-    j_per_token = power * num_gpus * energy_step.step_s / batch
-    return _Point(prefill.step_s, itl_step.step_s, energy_step.step_s, power, util, j_per_token, energy_step)
+    schedule = prefill_schedule(batch, prompt_tokens, output_tokens, eff.max_batched_tokens)
+    decode = step_time(decode_tokens=batch, prefill_tokens=0, **common)
+    mixed = step_time(decode_tokens=batch, prefill_tokens=schedule.chunk_tokens, **common)
+    alone = step_time(decode_tokens=batch - 1, prefill_tokens=prompt_tokens, **common)
+    share = schedule.prefill_step_share
+    power_decode = gpu_power_w(gpu.tdp_w, gpu.idle_w, utilisation(decode, eff))
+    power_mixed = gpu_power_w(gpu.tdp_w, gpu.idle_w, utilisation(mixed, eff))
+    mean_step = (1 - share) * decode.step_s + share * mixed.step_s
+    energy_per_step_j = num_gpus * ((1 - share) * decode.step_s * power_decode + share * mixed.step_s * power_mixed)
+    mean_power = energy_per_step_j / num_gpus / mean_step
+    typical = decode if share < 0.5 else mixed
+    return _Point(
+        prefill_s=alone.step_s, decode_s_per_token=mean_step, median_step_s=typical.step_s, gpu_power_w=mean_power,
+        utilisation=(mean_power - gpu.idle_w) / (gpu.tdp_w - gpu.idle_w),
+        gpu_energy_j_per_token=energy_per_step_j / batch, bound=typical.bound)
 
 
 @dataclass(frozen=True)
 class InferenceEstimate:
     """A predicted request on a deployment: latency, power, energy (GPU boards and whole request), carbon.
 
+    decode_s_per_token: the mean inter-token latency a sequence sees over its life (its TPOT), counting the
+    steps that also prefill other requests' prompts; decode_s_per_token_median: the step most tokens see.
     gpu_energy_j_per_token: all GPUs' boards per output token (prompt work included), no host, no PUE.
     energy_kwh: this request's share of GPUs + host, times PUE. carbon_gco2e: operational + embodied share.
     *_min / *_max: the OPTIMISTIC / PESSIMISTIC efficiency sets.
@@ -678,6 +738,7 @@ class InferenceEstimate:
     decode_s_per_token: float
     decode_s_per_token_min: float
     decode_s_per_token_max: float
+    decode_s_per_token_median: float
     latency_s: float
     latency_s_min: float
     latency_s_max: float
@@ -724,7 +785,8 @@ def _require_positive(name: str, value: float, *, allow_zero: bool = False) -> N
 def simulate_inference(*, gpu: GPUSpec | str, num_gpus: int = 1, active_params_b: float,
                        total_params_b: float | None = None, bytes_per_param: float = 2.0, batch_size: int = 1,
                        prompt_tokens: int, output_tokens: int, datacenter: Datacenter | str | None = None,
-                       num_layers: int | None = None, hidden_size: int | None = None, num_kv_heads: int = 8,
+                       num_layers: int | None = None, hidden_size: int | None = None,
+                       num_kv_heads: int | None = None,
                        head_dim: int = 128, kv_bytes_per_value: float = 2.0, num_experts: int | None = None,
                        experts_per_token: int | None = None, host_w_per_gpu: float = HOST_W_PER_GPU,
                        efficiency: Efficiency = NOMINAL,
@@ -777,28 +839,29 @@ def simulate_inference(*, gpu: GPUSpec | str, num_gpus: int = 1, active_params_b
         return p.gpu_energy_j_per_token * output_tokens / J_PER_KWH
 
     def host_kwh(p: _Point) -> float:
-        return host_w_per_gpu * num_gpus * p.energy_step_s * output_tokens / batch / J_PER_KWH
+        return host_w_per_gpu * num_gpus * p.decode_s_per_token * output_tokens / batch / J_PER_KWH
 
     def total_kwh(p: _Point) -> float:
         return (gpu_kwh(p) + host_kwh(p)) * dc.pue
 
     def embodied_g(p: _Point) -> float:
-        gpu_seconds = num_gpus * p.energy_step_s * output_tokens / batch
+        gpu_seconds = num_gpus * p.decode_s_per_token * output_tokens / batch
         per_gpu_kg = gpu_spec.embodied_kgco2e + SERVER_EMBODIED_KGCO2E_PER_GPU
         return per_gpu_kg * 1000.0 * gpu_seconds / HARDWARE_LIFETIME_S
 
     def carbon(p: _Point) -> float:
         return carbon_gco2e(total_kwh(p), dc.grid_gco2e_per_kwh) + embodied_g(p)
 
-    rental_per_token = gpu_spec.rental_usd_per_gpu_hour * num_gpus / 3600.0 * mid.energy_step_s / batch
+    rental_per_token = gpu_spec.rental_usd_per_gpu_hour * num_gpus / 3600.0 * mid.decode_s_per_token / batch
     return InferenceEstimate(
         gpu=gpu_spec.key, num_gpus=num_gpus, datacenter=dc.key, batch_size=batch_size,
         effective_batch_size=batch, kv_limited=batch < batch_size, prompt_tokens=prompt_tokens,
-        output_tokens=output_tokens, bound=mid.step.bound,
+        output_tokens=output_tokens, bound=mid.bound,
         prefill_s=mid.prefill_s, decode_s_per_token=mid.decode_s_per_token,
         decode_s_per_token_min=low.decode_s_per_token, decode_s_per_token_max=high.decode_s_per_token,
+        decode_s_per_token_median=mid.median_step_s,
         latency_s=latency(mid), latency_s_min=latency(low), latency_s_max=latency(high),
-        tokens_per_s=1.0 / mid.decode_s_per_token, throughput_tokens_per_s=batch / mid.energy_step_s,
+        tokens_per_s=1.0 / mid.decode_s_per_token, throughput_tokens_per_s=batch / mid.decode_s_per_token,
         gpu_utilisation=mid.utilisation, gpu_power_w=mid.gpu_power_w,
         gpu_energy_j_per_token=mid.gpu_energy_j_per_token, gpu_energy_j_per_token_min=low.gpu_energy_j_per_token,
         gpu_energy_j_per_token_max=high.gpu_energy_j_per_token,
@@ -1141,7 +1204,7 @@ def build_simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--datacenter", default="world_average", help="datacenter key (see --list)")
     p.add_argument("--layers", type=_positive_int, default=None, help="number of layers (default: from size)")
     p.add_argument("--hidden-size", type=_positive_int, default=None)
-    p.add_argument("--kv-heads", type=_positive_int, default=8)
+    p.add_argument("--kv-heads", type=_positive_int, default=None, help="KV heads (default 8 dense, 4 MoE)")
     p.add_argument("--head-dim", type=_positive_int, default=128)
     p.add_argument("--experts", type=_positive_int, default=None, help="routed experts (mixture of experts)")
     p.add_argument("--experts-per-token", type=_positive_int, default=None)

@@ -150,8 +150,8 @@ def test_original_accounting_by_hand() -> None:
     assert row["carbon_gco2e"] == pytest.approx(1950 / 3.6e6 * 400)
     assert row["energy_cost_usd"] == pytest.approx(1950 / 3.6e6 * 0.10)
     assert row["total_cost_usd"] == pytest.approx(0.001 + 1950 / 3.6e6 * 0.10)
-    # range: compute at idle + 45% of (TDP - idle) = 235 W -> 470 J, + 500 J idle, x 1.5
-    assert row["energy_kwh_min"] == pytest.approx(1455 / 3.6e6)
+    # range: compute at idle + 50% of (TDP - idle) = 250 W -> 500 J, + 500 J idle, x 1.5
+    assert row["energy_kwh_min"] == pytest.approx(1500 / 3.6e6)
     assert row["energy_kwh_max"] == pytest.approx(row["energy_kwh"])
 
 
@@ -199,25 +199,23 @@ def test_step_time_by_hand() -> None:
     # 8B dense, bf16, 32 layers, hidden 4096, 8 KV heads x 128, one sequence at context 1000 on TESTGPU.
     shape = gp.model_shape(active_params_b=8.0, num_layers=32, hidden_size=4096)
     step = gp.step_time(gpu=make_gpu(), num_gpus=1, shape=shape, bytes_per_param=2.0, decode_tokens=1,
-                        prefill_tokens=0, decode_context_tokens=1000, prefill_context_tokens=0, mfu=0.5,
-                        eff=gp.NOMINAL)
-    # weights 16e9 B + KV 131072 B x 1000 = 16.131072e9 B at 1000 GB/s x 0.8 -> 0.02016384 s
-    assert step.memory_s == pytest.approx(0.02016384)
-    # 2 x 8e9 + 4 x 32 x 4096 x 1000 = 1.6524288e10 FLOP at 100 TFLOPS x 0.5 -> 3.3048576e-4 s
-    assert step.compute_s == pytest.approx(3.3048576e-4)
-    assert step.comm_s == 0.0 and step.overhead_s == pytest.approx(0.61e-3)
-    # (0.02016384^4 + 0.00033049^4)^(1/4) = 0.0201638 (memory-bound), + 0.61 ms
-    assert step.step_s == pytest.approx(0.0207738, rel=1e-5)
+                        prefill_tokens=0, decode_context_tokens=1000, prefill_context_tokens=0, eff=gp.NOMINAL)
+    # weights 16e9 B at 1000 GB/s x 0.8 = 0.02 s; KV 131072 B x 1000 at 1000 GB/s x 0.55 = 2.383127e-4 s
+    assert step.memory_s == pytest.approx(0.0202383127)
+    # 2 x 8e9 + 4 x 32 x 4096 x 1000 = 1.6524288e10 FLOP at 100 TFLOPS x 0.6 -> 2.754048e-4 s
+    assert step.compute_s == pytest.approx(2.754048e-4)
+    assert step.comm_s == 0.0 and step.overhead_s == pytest.approx(0.62e-3)  # 0.6 ms + 20 us x 1
+    # (0.0202383^4 + 0.0002754^4)^(1/4) = 0.0202383 (memory-bound), + 0.62 ms
+    assert step.step_s == pytest.approx(0.0208583, rel=1e-5)
     assert step.bound == "memory"
 
 
 def test_tensor_parallel_allreduce_by_hand() -> None:
     shape = gp.model_shape(active_params_b=8.0, num_layers=32, hidden_size=4096)
     step = gp.step_time(gpu=make_gpu(), num_gpus=2, shape=shape, bytes_per_param=2.0, decode_tokens=10,
-                        prefill_tokens=0, decode_context_tokens=100, prefill_context_tokens=0, mfu=0.5,
-                        eff=gp.NOMINAL)
-    # message 10 x 4096 x 2 = 81920 B; ring moves 2 x (1/2) of it at 200 GB/s x 0.7 -> 5.851e-7 s + 10 us
-    assert step.comm_s == pytest.approx(64 * (10e-6 + 81920 / 140e9))
+                        prefill_tokens=0, decode_context_tokens=100, prefill_context_tokens=0, eff=gp.NOMINAL)
+    # message 10 x 4096 x 2 = 81920 B; ring moves 2 x (1/2) of it at 200 GB/s x 0.7 -> 5.851e-7 s + 15 us
+    assert step.comm_s == pytest.approx(64 * (15e-6 + 81920 / 140e9))
 
 
 def test_kv_cache_and_power_formulas_by_hand() -> None:
@@ -225,8 +223,8 @@ def test_kv_cache_and_power_formulas_by_hand() -> None:
     assert gp.kv_bytes_per_token(shape) == 2 * 80 * 8 * 128 * 2 == 327_680
     assert gp.gpu_power_w(700, 80, 0.5) == 390
     step = gp.StepTime(memory_s=1.0, compute_s=0.5, comm_s=0.0, overhead_s=0.0, step_s=1.0)
-    # 1 - (1 - 0.45 x 1.0)(1 - 0.9 x 0.5) = 1 - 0.55 x 0.55 = 0.6975
-    assert gp.utilisation(step, gp.NOMINAL) == pytest.approx(0.6975)
+    # 1 - (1 - 0.5 x 1.0)(1 - 1.0 x 0.5) = 1 - 0.5 x 0.5 = 0.75
+    assert gp.utilisation(step, gp.NOMINAL) == pytest.approx(0.75)
 
 
 def test_moe_reads_more_experts_as_the_batch_grows() -> None:
@@ -235,7 +233,7 @@ def test_moe_reads_more_experts_as_the_batch_grows() -> None:
     assert shape.routed_fraction_per_token == pytest.approx(1 / 16)
     assert shape.shared_params_b == pytest.approx(1.05)
     common = dict(gpu=make_gpu(), num_gpus=1, shape=shape, bytes_per_param=2.0, prefill_tokens=0,
-                  decode_context_tokens=0, prefill_context_tokens=0, mfu=0.5, eff=gp.NOMINAL)
+                  decode_context_tokens=0, prefill_context_tokens=0, eff=gp.NOMINAL)
     one = gp.step_time(decode_tokens=1, **common)
     # batch 1: shared 1.05B + 28.95B x 1/16 = 2.859375B params x 2 B at 800 GB/s
     assert one.memory_s == pytest.approx(2.859375e9 * 2 / 800e9)
@@ -441,3 +439,31 @@ def test_cli_json_and_compare() -> None:
     lines = compare.stdout.splitlines()
     assert len(lines) == 1 + 1 + len(gp.load_gpus()) + 1  # title, header, one row per GPU, legend
     assert lines[1].split()[:3] == ["gpu", "n", "batch"]
+
+
+def test_prefill_schedule_by_hand() -> None:
+    # 64 sequences of 256 output tokens: 0.25 new requests per step, each a 512-token prompt in one chunk
+    assert gp.prefill_schedule(64, 512, 256, 8192) == gp.PrefillSchedule(512.0, 0.25)
+    # 512 sequences: 2 new requests per step -> 1024 prompt tokens in every step
+    assert gp.prefill_schedule(512, 512, 256, 8192) == gp.PrefillSchedule(1024.0, 1.0)
+    # a 20000-token prompt is cut to the step budget (8192 - 8 decode tokens)
+    assert gp.prefill_schedule(8, 20000, 1000, 8192) == gp.PrefillSchedule(8184.0, pytest.approx(160 / 8184))
+    assert gp.prefill_schedule(8, 0, 100, 8192) == gp.PrefillSchedule(0.0, 0.0)
+
+
+def test_energy_per_token_averages_decode_and_prompt_steps() -> None:
+    gpu, shape = make_gpu(), gp.model_shape(active_params_b=8.0)
+    est = gp.simulate_inference(gpu=gpu, active_params_b=8, batch_size=64, prompt_tokens=512, output_tokens=256,
+                                datacenter=make_dc())
+    common = dict(gpu=gpu, num_gpus=1, shape=shape, bytes_per_param=2.0, decode_tokens=64,
+                  decode_context_tokens=640, prefill_context_tokens=256, eff=gp.NOMINAL)
+    decode = gp.step_time(prefill_tokens=0, **common)
+    mixed = gp.step_time(prefill_tokens=512, **common)
+
+    def power(step: gp.StepTime) -> float:
+        return gp.gpu_power_w(400, 100, gp.utilisation(step, gp.NOMINAL))
+
+    expected = (0.75 * decode.step_s * power(decode) + 0.25 * mixed.step_s * power(mixed)) / 64
+    assert est.gpu_energy_j_per_token == pytest.approx(expected)
+    assert est.decode_s_per_token == pytest.approx(0.75 * decode.step_s + 0.25 * mixed.step_s)
+    assert est.decode_s_per_token_median == pytest.approx(decode.step_s)

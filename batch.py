@@ -785,11 +785,12 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def latest_by_key(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def latest_by_key(records: Iterable[Mapping[str, Any] | RequestRecord]) -> dict[str, dict[str, Any]]:
     """The last record of each request key (a resumed run may have retried a failed request)."""
     latest: dict[str, dict[str, Any]] = {}
     for record in records:
-        latest[record["key"]] = dict(record)
+        row = asdict(record) if isinstance(record, RequestRecord) else dict(record)
+        latest[row["key"]] = row
     return latest
 
 
@@ -869,11 +870,12 @@ def request_row(record: Mapping[str, Any], run_id: str, t0_epoch_s: float) -> di
     return row
 
 
-def build_dataframe(records: Iterable[Mapping[str, Any]], profiles: Mapping[str, Any], *, run_id: str,
+def build_dataframe(records: Iterable[Mapping[str, Any] | RequestRecord], profiles: Mapping[str, Any], *, run_id: str,
                     enhance: Callable[..., Mapping[str, Any]] | None = None,
                     provider_estimate: Callable[..., Mapping[str, Any] | None] | None = None) -> pd.DataFrame:
     """One row per request (the last record of each key) x profile, in the column order of the CSV contract.
 
+    records: RequestRecords, or their dicts as read back from a run file (RunStore.load_records()).
     profiles: name -> DeploymentProfile (gpu_profiles.load_profiles()). enhance / provider_estimate default to
     gpu_profiles.calculate_enhanced_metrics / provider_side_estimate. A failed request still gets its rows, with
     empty energy columns."""

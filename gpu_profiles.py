@@ -600,7 +600,7 @@ def step_time(*, gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_param
     memory: weights read once per step (shared by the batch; for a MoE the experts its tokens touch) at
     hbm_fraction of datasheet bandwidth, plus every sequence's KV cache at kv_hbm_fraction, split over the
     GPUs. compute: 2 FLOPs per active parameter per token + attention (4 x layers x hidden x context) at
-    eff.mfu(tokens) of the dense peak. comm: two all-reduces per layer under tensor parallelism.
+    mfu of the dense peak (fp8 peak for 1-byte weights). comm: two all-reduces per layer under tensor parallelism.
     overhead: the server's per-step and per-sequence CPU work.
     """
     tokens = decode_tokens + prefill_tokens
@@ -635,9 +635,10 @@ def step_time(*, gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_param
 def utilisation(step: StepTime, eff: Efficiency) -> float:
     """Share of (TDP - idle) drawn: 1 - (1 - a_m x memory busy)(1 - a_c x compute busy).
 
-    memory busy: share of the step that HBM streams; compute busy: share that the tensor cores need at mfu.
+    memory busy: share of the step that HBM streams, all-reduces included (NVLink all-reduce kernels stream
+    HBM and keep SMs spinning); compute busy: share that the tensor cores need at mfu.
     """
-    memory_busy = min(step.memory_s / step.step_s, 1.0)
+    memory_busy = min((step.memory_s + step.comm_s) / step.step_s, 1.0)
     compute_busy = min(step.compute_s / step.step_s, 1.0)
     a_m, a_c = min(eff.power_memory_coeff, 1.0), min(eff.power_compute_coeff, 1.0)
     return 1.0 - (1.0 - a_m * memory_busy) * (1.0 - a_c * compute_busy)

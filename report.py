@@ -36,6 +36,7 @@ LENS_MEASURED = "measured"
 LENS_ESTIMATED = "estimated"
 MEASURED_METHODS = {"rapl": LENS_MEASURED, "nvml": LENS_MEASURED, "cpu_time_estimate": LENS_ESTIMATED}
 
+UNKNOWN = "(unknown)"
 REQUEST_LEVEL = "client"  # columns the benchmark client / service records directly (time, tokens, price)
 
 
@@ -207,6 +208,9 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     for col in TEXT_COLUMNS:
         if col in out.columns and not pd.api.types.is_string_dtype(out[col]):
             out[col] = out[col].astype("string")
+    for col in ("model", "route", "run_id"):
+        if col in out.columns:
+            out[col] = out[col].fillna(UNKNOWN)  # a request the service never answered still counts
     if "success" in out.columns:
         out["success"] = _to_bool(out["success"], nullable=False)
     if "correct" in out.columns:

@@ -321,3 +321,12 @@ def test_readme_documents_every_column():
     rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]*) \|", section, flags=re.M))
     assert list(rows) == list(report.CSV_SCHEMA)
     assert all(rows[name].strip() == (col.unit or "") for name, col in report.CSV_SCHEMA.items())
+
+
+def test_request_without_model_or_route_still_counts(df):
+    raw = fixture_frame()
+    raw.loc[raw["request_id"] == "r5", ["model", "route"]] = None
+    gp = report.goodput_table(report.prepare(raw))
+    assert gp["model"].tolist() == ["(unknown)", GEMINI, LOCAL]
+    assert gp["requests"].tolist() == [1, 4, 2]
+    assert report.failures_table(report.prepare(raw))["model"].tolist() == ["(unknown)"]

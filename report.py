@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 DEFAULT_SLO_TTFT_S = 0.5  # interactive-chat TTFT target (DESIGN.md: "ttft <= 0.5 s")
@@ -744,7 +743,7 @@ def _profiles_text(profiles: pd.DataFrame, sources: Mapping[str, Mapping[str, st
     return "\n".join(lines)
 
 
-def render_markdown(df: pd.DataFrame, text: str) -> str:
+def render_markdown(text: str) -> str:
     """report.md: the text report in a code block, under a title (renders the same on any viewer)."""
     return f"# wattbench report\n\n```text\n{text}```\n"
 
@@ -782,7 +781,7 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
     summary_table(df, slo_ttft_s, slo_tpot_s).to_csv(summary_path, index=False)
     txt_path, md_path = out / REPORT_TXT, out / REPORT_MD
     txt_path.write_text(text, encoding="utf-8")
-    md_path.write_text(render_markdown(df, text), encoding="utf-8")
+    md_path.write_text(render_markdown(text), encoding="utf-8")
     return {"dashboards": written["dashboards"], "index": written["index"], "plotly_js": written["plotly_js"],
             "summary_csv": summary_path, "report_txt": txt_path, "report_md": md_path, "report_text": text}
 

@@ -467,3 +467,32 @@ def test_energy_per_token_averages_decode_and_prompt_steps() -> None:
     assert est.gpu_energy_j_per_token == pytest.approx(expected)
     assert est.decode_s_per_token == pytest.approx(0.75 * decode.step_s + 0.25 * mixed.step_s)
     assert est.decode_s_per_token_median == pytest.approx(decode.step_s)
+
+
+def test_cli_profile_supplies_gpu_count_datacenter_and_batch(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"profiles": [{"key": "MINE", "gpu": "H200", "gpu_count": 2,
+                                              "datacenter": "aws_eu_north_1", "batch_size": 32, "bytes_per_param": 1}]}))
+    out = run_cli("--params-b", "70", "--profile", "MINE", "--profiles-file", str(path), "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert (data["gpu"], data["num_gpus"], data["datacenter"], data["batch_size"]) == ("H200", 2, "aws_eu_north_1", 32)
+    expected = gp.simulate_inference(gpu="H200", num_gpus=2, active_params_b=70, total_params_b=70, bytes_per_param=1,
+                                     batch_size=32, prompt_tokens=512, output_tokens=256, datacenter="aws_eu_north_1")
+    assert data["gpu_energy_j_per_token"] == pytest.approx(expected.gpu_energy_j_per_token)
+
+
+def test_cli_requires_params_and_lists_keys() -> None:
+    missing = run_cli("--gpu", "H100_SXM")
+    assert missing.returncode == 2
+    assert missing.stderr == "error: --params-b is required: the model size in billions of parameters, e.g. --params-b 8\n"
+    listing = run_cli("--list")
+    assert listing.returncode == 0
+    assert "  H100_SXM          700 W    80 GB   3350 GB/s    989 bf16 TFLOPS  NVIDIA H100 SXM5 80GB" in listing.stdout
+    assert "T4_COLAB" in listing.stdout and "world_average" in listing.stdout
+
+
+def test_cli_bad_number_is_an_argparse_error() -> None:
+    out = run_cli("--params-b", "-3")
+    assert out.returncode == 2
+    assert "argument --params-b: must be > 0, got '-3'" in out.stderr and "Traceback" not in out.stderr

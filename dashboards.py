@@ -36,6 +36,12 @@ LENS_NOTE = ("Lenses: simulated = modelled GPU x datacenter profile; provider-si
 # ----------------------------------------------------------------------------------------------- helpers
 
 
+def _checked(df: pd.DataFrame) -> pd.DataFrame:
+    """A prepared copy of df; report.ReportInputError naming the missing columns when it is not in the schema."""
+    report.check_frame(df)
+    return report.prepare(df)
+
+
 def _error_y(mid: pd.Series, low: pd.Series, high: pd.Series) -> dict:
     """Asymmetric error bars from a min/max range (none where the range is missing)."""
     return dict(type="data", symmetric=False, array=(high - mid).to_numpy(dtype=float),
@@ -115,7 +121,7 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
     request and of the simulated time on each profile; the energy panel adds the provider-side and
     measured/estimated lenses as their own bars.
     """
-    df = report.prepare(df)
+    df = _checked(df)
     eff = report.efficiency_table(df).sort_values(["model", "profile"])
     models = _models(df)
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1, subplot_titles=(
@@ -208,7 +214,7 @@ def _lens_order(col: pd.Series) -> pd.Series:
 def make_model_performance(df: pd.DataFrame) -> go.Figure:
     """Model / route performance: API cost, throughput, accuracy, and latency, TTFT, TPOT percentiles
     (p50/p90/p99 drawn over each other, darker = lower percentile). One colour per model."""
-    df = report.prepare(df)
+    df = _checked(df)
     models = _models(df)
     routes = report.route_latency_table(df).sort_values(["model", "route"], ignore_index=True)
     acc = report.accuracy_table(df)
@@ -265,7 +271,7 @@ def carbon_by_location(df: pd.DataFrame) -> pd.DataFrame:
 def make_carbon_energy(df: pd.DataFrame) -> go.Figure:
     """Carbon by location, idle vs compute vs PUE-overhead energy with shares, carbon per 1K tokens by lens,
     and carbon by prompt category."""
-    df = report.prepare(df)
+    df = _checked(df)
     loc = carbon_by_location(df)
     bd = report.energy_breakdown(df).groupby("profile", sort=True)[
         ["compute_energy_kwh", "idle_energy_kwh", "pue_overhead_kwh", "energy_kwh"]].sum(min_count=1).reset_index()
@@ -363,7 +369,7 @@ def binned_percentiles(req: pd.DataFrame, metric: str, n_bins: int = 40) -> pd.D
 def make_time_series(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) -> go.Figure:
     """Performance over the run: latency and TTFT per request (sampled to max_points), rolling p50/p90/p99,
     tokens/s, failures, and cumulative simulated carbon per profile."""
-    df = report.prepare(df)
+    df = _checked(df)
     req = report.requests_of(df).sort_values("t_start_s", kind="stable", ignore_index=True)
     keep = sample_positions(len(req), max_points)
     shown = req.iloc[keep]
@@ -465,7 +471,7 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
     """Hardware: TDP vs carbon per 1K tokens, GPU memory vs simulated throughput, grid intensity vs carbon,
     and average simulated power per GPU against idle power and TDP. gpu_memory_gb maps the CSV's gpu names to
     memory per GPU (gpu_memory_from_profiles() gives it when gpu_profiles is importable)."""
-    df = report.prepare(df)
+    df = _checked(df)
     hw = hardware_table(df, gpu_memory_gb)
     hover = [f"{p}<br>{g} x{c:.0f}, {loc}" for p, g, c, loc in
              zip(hw["profile"], hw["gpu"], hw["gpu_count"], hw["location"])]
@@ -536,7 +542,7 @@ def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = report.DEFA
                                slo_tpot_s: float = report.DEFAULT_SLO_TPOT_S) -> go.Figure:
     """Efficiency rankings: total cost and carbon per 1K tokens (ranked, with ranges), goodput against the SLOs
     per model, and the ranking table."""
-    df = report.prepare(df)
+    df = _checked(df)
     eff = report.efficiency_table(df)
     models = _models(df)
     eff = eff.assign(label=_group_label(eff, "profile", len(models) > 1),
@@ -609,7 +615,7 @@ def make_all(df: pd.DataFrame, *, slo_ttft_s: float = report.DEFAULT_SLO_TTFT_S,
              slo_tpot_s: float = report.DEFAULT_SLO_TPOT_S, gpu_memory_gb: Mapping[str, float] | None = None,
              max_points: int = DEFAULT_MAX_POINTS) -> dict[str, go.Figure]:
     """The six figures by name (keys of DASHBOARDS), from one prepared copy of df."""
-    df = report.prepare(df)
+    df = _checked(df)
     makers: dict[str, Callable[[], go.Figure]] = {
         "gpu_comparison": lambda: make_gpu_comparison(df),
         "model_performance": lambda: make_model_performance(df),

@@ -184,3 +184,10 @@ def test_failed_only_run_still_draws(df):
     failed = df[~df["success"]]
     for name, fig in dashboards.make_all(failed).items():
         assert isinstance(fig, go.Figure), name
+
+
+def test_frame_without_schema_columns_is_a_clear_error(df):
+    with pytest.raises(report.ReportInputError) as err:
+        dashboards.make_gpu_comparison(df.drop(columns=["energy_kwh"]))
+    assert str(err.value) == ("DataFrame: not a wattbench metrics CSV, missing 1 column(s): energy_kwh "
+                              "(schema: docs/architecture.md)")

@@ -91,16 +91,19 @@ class SmoothRateLimiter:
             return None
 
 
-def rate_limited(per_minute: float, burst: int = 1) -> Callable[[int, dict[str, Any]], Reply]:
+def rate_limited(per_minute: float, burst: int = 1, *,
+                 with_ms: bool = True) -> Callable[[int, dict[str, Any]], Reply]:
     """A behavior: answer while under `per_minute`, else 429 with Retry-After (integer seconds, rounded up)
-    and retry-after-ms (milliseconds, rounded up; the header OpenAI and Azure OpenAI send)."""
+    and, when with_ms, retry-after-ms (milliseconds, rounded up; the header OpenAI and Azure OpenAI send)."""
     limiter = SmoothRateLimiter(per_minute, burst)
 
     def behave(_index: int, _body: dict[str, Any]) -> Reply:
         wait_s = limiter.check()
         if wait_s is None:
             return ok()
-        headers = {"Retry-After": str(max(1, math.ceil(wait_s))), "retry-after-ms": str(math.ceil(wait_s * 1000))}
+        headers = {"Retry-After": str(max(1, math.ceil(wait_s)))}
+        if with_ms:
+            headers["retry-after-ms"] = str(math.ceil(wait_s * 1000))
         return Reply("status", status_code=429, detail="rate limit exceeded; retry later", headers=headers)
 
     return behave

@@ -238,8 +238,16 @@ def grid_intensity_from_package(source: GridSource, package_dirs: Mapping[str, P
                                 ) -> tuple[float, str] | None:
     """(gCO2e/kWh, description) from the maintained dataset that CodeCarbon or EcoLogits ships, or None.
 
-    None when the package is not installed or does not list the key.
+    None when the package is not installed, its file is unreadable, or it does not list the key.
     """
+    try:
+        return _read_package_grid(source, package_dirs)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the caller falls back to the data file's value and says so in grid_source_used
+
+
+def _read_package_grid(source: GridSource, package_dirs: Mapping[str, Path | None] | None
+                       ) -> tuple[float, str] | None:
     dirs = package_dirs if package_dirs is not None else {
         "codecarbon": _package_dir("codecarbon"), "ecologits": _package_dir("ecologits")}
     if source.dataset == "ecologits_zone":
@@ -330,12 +338,13 @@ def load_profiles(extra_path: Path | str | None = None) -> dict[str, DeploymentP
     if extra_path is None:
         return profiles
     path = Path(extra_path)
-    gpus = {**gpus, **_validate_rows(path, "gpus", _read_section(path, "gpus"), GPUSpec)}
+    user_gpus = _validate_rows(path, "gpus", _read_section(path, "gpus"), GPUSpec)
     user_dcs = _validate_rows(path, "datacenters", _read_section(path, "datacenters"), Datacenter)
-    datacenters = {**datacenters, **{k: resolve_grid(v) for k, v in user_dcs.items()}}
     user_rows = _validate_rows(path, "profiles", _read_section(path, "profiles"), ProfileRow)
-    if not user_rows and not user_dcs and len(gpus) == len(load_gpus()):
+    if not (user_gpus or user_dcs or user_rows):
         raise DataFileError(f"{path}: no 'profiles', 'gpus' or 'datacenters' rows found")
+    gpus = {**gpus, **user_gpus}
+    datacenters = {**datacenters, **{k: resolve_grid(v) for k, v in user_dcs.items()}}
     return {**profiles, **_build_profiles(path, user_rows, gpus, datacenters)}
 
 

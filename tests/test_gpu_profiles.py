@@ -73,6 +73,33 @@ def test_user_profile_file_adds_a_profile(tmp_path: Path) -> None:
     assert "T4_COLAB" in profiles
 
 
+def test_user_file_adds_a_gpu_and_a_datacenter(tmp_path: Path) -> None:
+    gpu = make_gpu(key="MI300X").model_dump()
+    dc = make_dc(key="my_dc", grid={"dataset": "codecarbon_country", "key": "FRA"}).model_dump()
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"gpus": [gpu], "datacenters": [dc], "profiles": [
+        {"key": "MINE", "gpu": "MI300X", "gpu_count": 1, "datacenter": "my_dc"}]}))
+    mine = gp.load_profiles(path)["MINE"]
+    assert mine.gpu.tdp_w == 400 and mine.datacenter.pue == 1.5
+    assert mine.datacenter.grid_gco2e_per_kwh == pytest.approx(56.039)  # CodeCarbon's France 2023 value
+
+
+def test_empty_user_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.json"
+    path.write_text("{}")
+    with pytest.raises(gp.DataFileError, match=r"empty.json: no 'profiles', 'gpus' or 'datacenters' rows found$"):
+        gp.load_profiles(path)
+
+
+def test_corrupt_package_file_falls_back_to_the_data_file(tmp_path: Path) -> None:
+    mix = tmp_path / "cc" / "data" / "private_infra"
+    mix.mkdir(parents=True)
+    (mix / "global_energy_mix.json").write_text("{not json")
+    dc = make_dc(grid={"dataset": "codecarbon_country", "key": "FRA"})
+    resolved = gp.resolve_grid(dc, {"codecarbon": tmp_path / "cc"})
+    assert resolved.grid_gco2e_per_kwh == 400.0 and resolved.grid_source_used == "data file: test"
+
+
 def test_bad_profile_row_names_the_row_and_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"profiles": [

@@ -1089,6 +1089,7 @@ class EnergyMeter:
     method "cpu_time_estimate": no counter readable; this process's CPU seconds x watts_per_cpu_core
     (CodeCarbon's fallback constant, 4 W per core). An estimate, never called a measurement. CPU time counts
     every thread of this process, so overlapping generations share it.
+    If a counter that worked at the start fails at the end, energy_kwh stays None and .unavailable says why.
     """
 
     def __init__(self, *, powercap_root: Path | str = "/sys/class/powercap", nvml: Any | None = None,
@@ -1101,57 +1102,75 @@ class EnergyMeter:
         self._watts_per_cpu_core = watts_per_cpu_core
         self.method: str | None = None
         self.energy_kwh: float | None = None
+        self.unavailable: str | None = None
         self._rapl: list[RaplDomain] = []
-        self._start: list[int] | float = 0.0
+        self._start_rapl_uj: list[int] = []
+        self._start_value = 0.0
 
     def _nvml_module(self) -> Any | None:
-        """pynvml initialised with at least one GPU, or None."""
+        """pynvml (or the injected stand-in), or None when it is not installed or not wanted."""
         if not self._use_nvml:
             return None
-        module = self._nvml
-        if module is None:
-            if importlib.util.find_spec("pynvml") is None:
-                return None
-            import pynvml as module  # noqa: PLC0415 - optional dependency
-        try:
-            module.nvmlInit()
-            if module.nvmlDeviceGetCount() < 1:
-                return None
-        except module.NVMLError:
+        if self._nvml is not None:
+            return self._nvml
+        if importlib.util.find_spec("pynvml") is None:
             return None
-        return module
+        import pynvml  # noqa: PLC0415 - optional dependency (nvidia-ml-py)
 
-    def _nvml_total_mj(self) -> int:
-        nv = self._nvml
+        return pynvml
+
+    @staticmethod
+    def _nvml_total_mj(nv: Any) -> int:
         return sum(nv.nvmlDeviceGetTotalEnergyConsumption(nv.nvmlDeviceGetHandleByIndex(i))
                    for i in range(nv.nvmlDeviceGetCount()))
 
+    def _start_nvml(self) -> bool:
+        nv = self._nvml_module()
+        if nv is None:
+            return False
+        try:
+            nv.nvmlInit()
+            if nv.nvmlDeviceGetCount() < 1:
+                return False
+            self._start_value = float(self._nvml_total_mj(nv))
+        except nv.NVMLError:  # no driver, no GPU, or a GPU without an energy counter (pre-Volta)
+            return False
+        self._nvml = nv
+        return True
+
     def __enter__(self) -> "EnergyMeter":
-        self.energy_kwh = None
+        self.energy_kwh, self.unavailable = None, None
         self._rapl = rapl_domains(self._powercap_root)
         if self._rapl:
-            self.method = "rapl"
-            self._start = [int(d.energy_path.read_text()) for d in self._rapl]
-            return self
-        nvml = self._nvml_module()
-        if nvml is not None:
-            self._nvml = nvml
+            try:
+                self._start_rapl_uj = [int(d.energy_path.read_text()) for d in self._rapl]
+                self.method = "rapl"
+                return self
+            except (OSError, ValueError):
+                self._rapl = []
+        if self._start_nvml():
             self.method = "nvml"
-            self._start = float(self._nvml_total_mj())
             return self
         self.method = "cpu_time_estimate"
-        self._start = self._cpu_time_s()
+        self._start_value = self._cpu_time_s()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self.method == "rapl":
-            assert isinstance(self._start, list)
-            joules = sum(rapl_delta_uj(s, int(d.energy_path.read_text()), d.max_energy_uj)
-                         for s, d in zip(self._start, self._rapl)) / 1e6
+            try:
+                joules = sum(rapl_delta_uj(s, int(d.energy_path.read_text()), d.max_energy_uj)
+                             for s, d in zip(self._start_rapl_uj, self._rapl)) / 1e6
+            except (OSError, ValueError) as exc:
+                self.unavailable = f"RAPL counter unreadable at the end: {exc}"
+                return
         elif self.method == "nvml":
-            joules = (self._nvml_total_mj() - float(self._start)) / 1000.0  # type: ignore[arg-type]
+            try:
+                joules = (self._nvml_total_mj(self._nvml) - self._start_value) / 1000.0
+            except self._nvml.NVMLError as exc:
+                self.unavailable = f"NVML energy counter unreadable at the end: {exc}"
+                return
         else:
-            joules = (self._cpu_time_s() - float(self._start)) * self._watts_per_cpu_core  # type: ignore[arg-type]
+            joules = (self._cpu_time_s() - self._start_value) * self._watts_per_cpu_core
         self.energy_kwh = max(joules, 0.0) / J_PER_KWH
 
 

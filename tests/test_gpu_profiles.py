@@ -421,6 +421,28 @@ def test_energy_meter_uses_nvml_when_no_rapl(tmp_path: Path) -> None:
     assert meter.energy_kwh == pytest.approx(3.0 / 3.6e6)  # 2 GPUs x 1500 mJ
 
 
+class NoCounterNVML(FakeNVML):
+    """A GPU without an energy counter (pre-Volta): the read raises NVMLError."""
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
+        raise self.NVMLError("Not Supported")
+
+
+def test_energy_meter_skips_nvml_without_energy_counter(tmp_path: Path) -> None:
+    clock = iter([1.0, 2.0])
+    with gp.EnergyMeter(powercap_root=tmp_path / "none", nvml=NoCounterNVML(), cpu_time_s=lambda: next(clock)) as m:
+        pass
+    assert m.method == "cpu_time_estimate" and m.energy_kwh == pytest.approx(4.0 / 3.6e6)
+
+
+def test_energy_meter_reports_none_and_why_when_rapl_vanishes(tmp_path: Path) -> None:
+    write_rapl(tmp_path, "intel-rapl:0", 1000)
+    with gp.EnergyMeter(powercap_root=tmp_path, use_nvml=False) as meter:
+        (tmp_path / "intel-rapl:0" / "energy_uj").unlink()
+    assert meter.method == "rapl" and meter.energy_kwh is None
+    assert meter.unavailable is not None and meter.unavailable.startswith("RAPL counter unreadable at the end: ")
+
+
 def test_energy_meter_falls_back_to_a_labelled_cpu_time_estimate(tmp_path: Path) -> None:
     clock = iter([10.0, 12.5])
     with gp.EnergyMeter(powercap_root=tmp_path / "none", use_nvml=False, cpu_time_s=lambda: next(clock)) as meter:

@@ -499,6 +499,7 @@ class BatchProcessor:
         try:
             self.limiter = AdaptiveLimiter(self.concurrency)
             await self._warm_up(client, items)
+            self._totals = Progress()  # tokens/s counts from here, after the warm-up
             bar = self._make_bar(total if total is not None else len(items) + done_before, done_before)
             try:
                 return await self._send_all(client, items, bar)
@@ -644,8 +645,8 @@ class BatchProcessor:
         totals.retries += record.attempts - 1
         totals.completion_tokens += int((record.response or {}).get("completion_tokens") or 0)
         if bar is not None:
-            bar.update(1)
             bar.set_postfix(totals.postfix(), refresh=False)
+            bar.update(1)  # redraws, with the postfix just set
 
 
 def classify_response(status_code: int, headers: Mapping[str, str], content: bytes) -> _Attempt:
@@ -973,18 +974,51 @@ class RunOptions:
     store: RunStore | None = None
 
 
+@dataclass
+class RunResult:
+    """What one `run` produced: exit_code 0 (every request served) or 1 (some failed, or the run stopped early:
+    `stopped` says why; what was measured is saved)."""
+
+    exit_code: int
+    run_id: str
+    csv_path: Path
+    frame: pd.DataFrame
+    stopped: str | None = None
+
+
 def cli_run(argv: Sequence[str]) -> int:
     """`python wattbench.py run ...`: returns 0 when every request was served, 1 when some failed or the run
     stopped early (what was measured is saved), 2 for bad input."""
     try:
         args = _parser().parse_args(list(argv))
-        options = _prepare(args)
+        result = _execute(args, _prepare(args))
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    return _execute(args, options)
+    if result.stopped:
+        print(f"error: {result.stopped}", file=sys.stderr)
+    return result.exit_code
+
+
+def run_benchmark(server_url: str | None = None, **options: Any) -> RunResult:
+    """`wattbench.py run` from Python (a notebook): keyword arguments are the command's long options with
+    underscores (prompts="my.jsonl", concurrency=4, rate=2.0, repeats=3, profiles="T4_COLAB,A100_SIMULATED",
+    out="outputs", resume="latest", token=..., no_report=True, ...). Raises ValueError for bad input."""
+    args = _parser().parse_args([])
+    unknown = [k for k in options if not hasattr(args, k)]
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; use the long options of `wattbench.py run`")
+    args.server_url = server_url
+    for key, value in options.items():
+        setattr(args, key, value)
+    if args.concurrency is not None and args.rate is not None:
+        raise ValueError("give concurrency or rate, not both")
+    try:
+        return _execute(args, _prepare(args))
+    except CliError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _prepare(args: argparse.Namespace) -> RunOptions:
@@ -1073,16 +1107,13 @@ def check_service(base_url: str, token: str | None, timeout_s: float = 5.0) -> N
         raise CliError(f"the service at {base_url} wants a bearer token: set WATTBENCH_API_TOKEN or pass --token")
 
 
-def _execute(args: argparse.Namespace, options: RunOptions) -> int:
+def _execute(args: argparse.Namespace, options: RunOptions) -> RunResult:
+    """Send what is missing, then build the CSV (and the report) from the whole run file."""
     items = plan_requests(options.prompts, options.repeats)
     store, stopped = options.store, None
     todo = pending_items(items, store.load_records()) if store is not None else items
     if todo:
-        try:
-            store, stopped = _send(args, options, items, todo)
-        except CliError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        store, stopped = _send(args, options, items, todo)
     assert store is not None
     df = build_dataframe(store.load_records(), options.profiles, run_id=store.run_id)
     csv_path = write_csv(df, Path(args.out))
@@ -1091,10 +1122,8 @@ def _execute(args: argparse.Namespace, options: RunOptions) -> int:
     if not args.no_report:
         _build_outputs(df, Path(args.out))
     print(summary_line(df))
-    if stopped:
-        print(f"error: {stopped}", file=sys.stderr)
-        return 1
-    return 0 if bool(df["success"].all()) else 1
+    code = 1 if stopped or not bool(df["success"].all()) else 0
+    return RunResult(code, store.run_id, csv_path, df, stopped)
 
 
 def _send(args: argparse.Namespace, options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) \
@@ -1112,7 +1141,8 @@ def _send(args: argparse.Namespace, options: RunOptions, items: list[WorkItem], 
             check_service(service.url, token)
             return _send_to(service.url, token, args, options, items, todo)
     except ServiceStartError as exc:
-        raise CliError(str(exc)) from None
+        lines = str(exc).splitlines()
+        raise CliError(lines[0] + (f" (last log line: {lines[-1].strip()})" if len(lines) > 1 else "")) from None
 
 
 def _send_to(url: str, token: str | None, args: argparse.Namespace, options: RunOptions,

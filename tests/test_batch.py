@@ -465,3 +465,17 @@ def test_cli_failed_requests_are_rows_and_exit_1(tmp_path: Path, prompts_file: P
     assert poem["success"].eq(False).all() and poem["error"].eq("HTTP 500: model crashed").all()
     assert poem["attempts"].eq(2).all() and poem["energy_kwh"].isna().all()
     assert "served 2/3 requests" in capsys.readouterr().out
+
+
+def test_run_benchmark_from_python(tmp_path: Path, prompts_file: Path, no_env_token: None) -> None:
+    with ChatStub(answers={"What is the capital of France?": "Paris"}) as stub:
+        result = batch.run_benchmark(stub.url, prompts=str(prompts_file), out=str(tmp_path), concurrency=2,
+                                     profiles="T4_COLAB", no_report=True, no_progress=True, warmup=0)
+    assert (result.exit_code, result.stopped) == (0, None)
+    assert result.csv_path.parent == tmp_path and result.csv_path.exists()
+    assert sorted(result.frame["request_id"]) == ["capital-r0", "poem-r0", "sum-r0"]
+    assert result.frame.set_index("request_id").loc["capital-r0", "correct"] is True
+    with pytest.raises(ValueError, match="^unknown option\\(s\\) colour; use the long options of `wattbench.py run`$"):
+        batch.run_benchmark(stub.url, colour="red")
+    with pytest.raises(ValueError, match="^--repeats must be >= 1, not 0$"):
+        batch.run_benchmark(stub.url, prompts=str(prompts_file), repeats=0)

@@ -17,6 +17,7 @@ import csv
 import importlib.util
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -87,6 +88,7 @@ class GPUSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     key: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
     name: str
     tdp_w: float = Field(gt=0)
     idle_w: float = Field(ge=0)
@@ -784,6 +786,21 @@ class InferenceEstimate:
         return asdict(self)
 
 
+def _normalise_name(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip()).upper()
+
+
+def find_gpu(gpus: Mapping[str, GPUSpec], name: str) -> GPUSpec:
+    """The GPU whose key or alias is `name` (case-insensitive, '-' or ' ' for '_'); ValueError listing keys."""
+    if name in gpus:
+        return gpus[name]
+    wanted = _normalise_name(name)
+    for gpu in gpus.values():
+        if wanted in {_normalise_name(n) for n in (gpu.key, *gpu.aliases)}:
+            return gpu
+    raise ValueError(f"unknown GPU {name!r}; valid keys: {', '.join(gpus)}")
+
+
 def _lookup(table: Mapping[str, Any], key: str, what: str) -> Any:
     if key not in table:
         raise ValueError(f"unknown {what} {key!r}; valid keys: {', '.join(table)}")
@@ -813,7 +830,7 @@ def simulate_inference(*, gpu: GPUSpec | str, num_gpus: int = 1, active_params_b
     `datacenter` (key or object; default "world_average") sets PUE and grid intensity.
     Raises ModelDoesNotFitError naming the smallest GPU count that fits, ValueError for bad input.
     """
-    gpu_spec = _lookup(load_gpus(), gpu, "GPU") if isinstance(gpu, str) else gpu
+    gpu_spec = find_gpu(load_gpus(), gpu) if isinstance(gpu, str) else gpu
     if datacenter is None or isinstance(datacenter, str):
         dc = _lookup(load_datacenters(), datacenter or "world_average", "datacenter")
     else:
@@ -1272,7 +1289,7 @@ def _resolve_workload(args: argparse.Namespace, gpus: Mapping[str, GPUSpec],
         profile = _lookup(load_profiles(args.profiles_file), args.profile, "profile")
     elif args.profiles_file:
         raise _CliError("--profiles-file needs --profile NAME")
-    gpu = _lookup(gpus, args.gpu, "GPU") if args.gpu else (profile.gpu if profile else gpus["H100_SXM"])
+    gpu = find_gpu(gpus, args.gpu) if args.gpu else (profile.gpu if profile else gpus["H100_SXM"])
     dc = (_lookup(datacenters, args.datacenter, "datacenter") if args.datacenter
           else profile.datacenter if profile else _lookup(datacenters, "world_average", "datacenter"))
     num_gpus = args.num_gpus or (profile.gpu_count if profile and not args.gpu else None)

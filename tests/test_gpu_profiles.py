@@ -49,6 +49,15 @@ def test_builtin_gpus_cover_the_issue_list_with_datasheet_values() -> None:
     assert gpus["T4"].tdp_w == 70 and gpus["T4"].fp8_dense_tflops is None
 
 
+def test_gpus_are_found_by_alias() -> None:
+    gpus = gp.load_gpus()
+    assert gp.find_gpu(gpus, "h100").key == "H100_SXM"
+    assert gp.find_gpu(gpus, "H100-SXM5").key == "H100_SXM"
+    assert gp.find_gpu(gpus, "a100 80gb").key == "A100_80GB_SXM"
+    with pytest.raises(ValueError, match=r"^unknown GPU 'V100'; valid keys: T4, L4, L40S, A100_40GB_SXM"):
+        gp.find_gpu(gpus, "V100")
+
+
 def test_every_builtin_number_cites_a_source() -> None:
     for gpu in gp.load_gpus().values():
         assert set(gpu.sources) >= {"tdp_w", "idle_w", "memory_gb", "memory_bandwidth_gb_s", "embodied_kgco2e"}

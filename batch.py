@@ -490,8 +490,8 @@ class BatchProcessor:
             -> list[RequestRecord]:
         """Send the warm-up requests, then every item; return the records in the order they finished.
 
-        Raises ServiceGoneError / AuthRejectedError when going on is pointless; every record finished
-        before that has already been passed to on_record."""
+        Raises ServiceGoneError / AuthRejectedError when going on is pointless (RunStoreError when on_record
+        cannot write); every record finished before that has already been passed to on_record."""
         import httpx
 
         own_client = self._client is None
@@ -535,7 +535,11 @@ class BatchProcessor:
                 await asyncio.sleep(delay_s)
             record = await self._send_item(client, item)
             if self.on_record is not None:
-                self.on_record(record)  # persisted before it counts as done
+                try:
+                    self.on_record(record)  # persisted before it counts as done
+                except OSError as exc:
+                    raise RunStoreError(f"cannot write the run file ({exc}); free the disk and rerun with "
+                                        "--resume: what was written so far is kept") from None
             records.append(record)
             self._count(record, bar)
 
@@ -545,7 +549,7 @@ class BatchProcessor:
             async with asyncio.TaskGroup() as group:
                 for item, offset in zip(items, offsets):
                     group.create_task(one(item, offset))
-        except* (ServiceGoneError, AuthRejectedError) as eg:
+        except* (ServiceGoneError, AuthRejectedError, RunStoreError) as eg:
             raise eg.exceptions[0] from None
         return records
 
@@ -1158,7 +1162,7 @@ def _send_to(url: str, token: str | None, args: argparse.Namespace, options: Run
           + (" (resumed)" if options.store is not None else ""), flush=True)
     try:
         processor.run_sync(todo, done_before=len(items) - len(todo), total=len(items))
-    except (ServiceGoneError, AuthRejectedError) as exc:
+    except (ServiceGoneError, AuthRejectedError, RunStoreError) as exc:
         return store, str(exc)
     finally:
         store.close()

@@ -479,3 +479,14 @@ def test_run_benchmark_from_python(tmp_path: Path, prompts_file: Path, no_env_to
         batch.run_benchmark(stub.url, colour="red")
     with pytest.raises(ValueError, match="^--repeats must be >= 1, not 0$"):
         batch.run_benchmark(stub.url, prompts=str(prompts_file), repeats=0)
+
+
+def test_a_run_file_that_cannot_be_written_stops_the_run_with_a_message() -> None:
+    def full_disk(record: batch.RequestRecord) -> None:
+        raise OSError(28, "No space left on device")
+
+    with ChatStub() as stub:
+        with pytest.raises(RunStoreError) as info:
+            send(stub, one_item(), on_record=full_disk)
+    assert str(info.value) == ("cannot write the run file ([Errno 28] No space left on device); free the disk and "
+                               "rerun with --resume: what was written so far is kept")

@@ -79,3 +79,14 @@ def test_batch_item_errors_do_not_fail_the_batch(real_client):
     assert response.status_code == 200
     results = response.json()["results"]
     assert [(r["prompt_index"], r["status_code"], r["retry_after"]) for r in results] == [(0, 429, "7"), (1, 429, "7")]
+
+
+def test_unknown_model_string_is_a_422_that_says_what_to_use(make_client):
+    from backend import LiteLLMBackend
+
+    settings = Settings(_env_file=None)
+    response = make_client(settings, backend=LiteLLMBackend(settings)).post(
+        "/chat", json={"prompt": "hi", "model": "not-a-real-model"})
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "unknown model 'not-a-real-model': use a LiteLLM model string such as gemini/gemini-2.5-flash"}

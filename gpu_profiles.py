@@ -20,9 +20,10 @@ import math
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -76,7 +77,7 @@ class ModelDoesNotFitError(ValueError):
 
 def _check_sources(row: BaseModel, fields: tuple[str, ...]) -> None:
     """Raise if a number in `fields` has no citation in `row.sources`."""
-    sources: dict[str, str] = getattr(row, "sources")
+    sources: dict[str, str] = row.sources
     for name in fields:
         if getattr(row, name) is not None and not str(sources.get(name, "")).strip():
             raise ValueError(f"sources.{name} is missing: cite where the number {getattr(row, name)} comes from")
@@ -103,7 +104,7 @@ class GPUSpec(BaseModel):
     sources: dict[str, str]
 
     @model_validator(mode="after")
-    def _consistent(self) -> "GPUSpec":
+    def _consistent(self) -> GPUSpec:
         if self.idle_w >= self.tdp_w:
             raise ValueError(f"idle_w ({self.idle_w:g}) must be below tdp_w ({self.tdp_w:g})")
         _check_sources(self, (
@@ -143,7 +144,7 @@ class Datacenter(BaseModel):
     grid_source_used: str = ""
 
     @model_validator(mode="after")
-    def _cited(self) -> "Datacenter":
+    def _cited(self) -> Datacenter:
         _check_sources(self, ("pue", "wue_l_per_kwh", "grid_gco2e_per_kwh", "electricity_usd_per_kwh"))
         return self
 
@@ -215,7 +216,7 @@ def _validate_rows(path: Path, section: str, rows: list[Any], model: type[Row]) 
             where = ".".join(str(p) for p in err["loc"])
             field = f"field {where!r}: " if where else ""
             raise DataFileError(f"{path}: {label}: {field}{err['msg']}") from None
-        key = getattr(row, "key")
+        key = row.key
         if key in out:
             raise DataFileError(f"{path}: {label}: duplicate key {key!r}")
         out[key] = row
@@ -233,7 +234,7 @@ def _package_dir(name: str) -> Path | None:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def grid_intensity_from_package(source: GridSource, package_dirs: Mapping[str, Path | None] | None = None
@@ -710,8 +711,8 @@ def _simulate_point(gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_pa
     Energy per output token averages both kinds, so it includes the prompts' work, as a power meter sees it.
     """
     mean_context = prompt_tokens + output_tokens / 2.0
-    common = dict(gpu=gpu, num_gpus=num_gpus, shape=shape, bytes_per_param=bytes_per_param,
-                  decode_context_tokens=mean_context, prefill_context_tokens=prompt_tokens / 2.0, eff=eff)
+    common = {"gpu": gpu, "num_gpus": num_gpus, "shape": shape, "bytes_per_param": bytes_per_param,
+                  "decode_context_tokens": mean_context, "prefill_context_tokens": prompt_tokens / 2.0, "eff": eff}
     schedule = prefill_schedule(batch, prompt_tokens, output_tokens, eff.max_batched_tokens)
     decode = step_time(decode_tokens=batch, prefill_tokens=0, **common)
     mixed = step_time(decode_tokens=batch, prefill_tokens=schedule.chunk_tokens, **common)
@@ -917,7 +918,7 @@ LATENCY_X_TDP_MIN_UTILISATION = NOMINAL.power_memory_coeff
 
 def _number(measured: Mapping[str, Any], key: str) -> float:
     value = measured.get(key)
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
         raise ValueError(f"measured[{key!r}] must be a number >= 0 (got {value!r})")
     return float(value)
 
@@ -1025,7 +1026,7 @@ def provider_side_unavailable_reason(model: str) -> str | None:
         return f"EcoLogits has no provider for {model!r} (local or self-hosted model)"
     if importlib.util.find_spec("ecologits") is None:
         return "EcoLogits is not installed (pip install ecologits)"
-    from ecologits.model_repository import models  # noqa: PLC0415 - lazy: 0.3 s of JSON parsing
+    from ecologits.model_repository import models
 
     if models.find_model(provider=ident[0], model_name=ident[1]) is None:
         return f"EcoLogits does not list model {ident[1]!r} for provider {ident[0]!r}"
@@ -1050,7 +1051,7 @@ def provider_side_estimate(model: str, completion_tokens: int, latency_s: float)
         raise ValueError(f"completion_tokens and latency_s must be >= 0 (got {completion_tokens}, {latency_s})")
     if provider_side_unavailable_reason(model) is not None:
         return None
-    from ecologits.tracers.utils import llm_impacts  # noqa: PLC0415 - lazy; does not import litellm
+    from ecologits.tracers.utils import llm_impacts
 
     provider, name = ecologits_model_id(model)  # type: ignore[misc]
     impacts = llm_impacts(provider=provider, model_name=name, output_token_count=completion_tokens,
@@ -1132,7 +1133,7 @@ class EnergyMeter:
             return self._nvml
         if importlib.util.find_spec("pynvml") is None:
             return None
-        import pynvml  # noqa: PLC0415 - optional dependency (nvidia-ml-py)
+        import pynvml
 
         return pynvml
 
@@ -1155,7 +1156,7 @@ class EnergyMeter:
         self._nvml = nv
         return True
 
-    def __enter__(self) -> "EnergyMeter":
+    def __enter__(self) -> Self:
         self.energy_kwh, self.unavailable = None, None
         self._rapl = rapl_domains(self._powercap_root)
         if self._rapl:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import gpu_profiles as gp  # noqa: E402
+import gpu_profiles as gp
 
-WORKLOAD = dict(prompt_tokens=512, output_tokens=512)
+WORKLOAD = {"prompt_tokens": 512, "output_tokens": 512}
 
 
 @dataclass(frozen=True)
@@ -95,11 +95,11 @@ def main() -> int:
     print("2. Batch sweep (512 prompt + 512 output tokens): roofline vs EcoLogits' fixed batch 64")
     print(f"  {'model':<22} {'batch':>5} {'eff':>5} {'ITL ms':>7} {'W/GPU':>6} {'J/tok':>7} {'range':>13} "
           f"{'EcoLogits J/tok':>15} {'ratio':>6}")
-    for label, kw in (("8B bf16, 1 x H100", dict(num_gpus=1, active_params_b=8)),
-                      ("70B bf16, 4 x H100", dict(num_gpus=4, active_params_b=70)),
-                      ("405B fp8, 8 x H100", dict(num_gpus=8, active_params_b=405, bytes_per_param=1)),
-                      ("30B-A3B MoE, 1 x H100", dict(num_gpus=1, active_params_b=3.3, total_params_b=30.5)),
-                      ("8B bf16, 1 x B200", dict(num_gpus=1, active_params_b=8, gpu="B200"))):
+    for label, kw in (("8B bf16, 1 x H100", {"num_gpus": 1, "active_params_b": 8}),
+                      ("70B bf16, 4 x H100", {"num_gpus": 4, "active_params_b": 70}),
+                      ("405B fp8, 8 x H100", {"num_gpus": 8, "active_params_b": 405, "bytes_per_param": 1}),
+                      ("30B-A3B MoE, 1 x H100", {"num_gpus": 1, "active_params_b": 3.3, "total_params_b": 30.5}),
+                      ("8B bf16, 1 x B200", {"num_gpus": 1, "active_params_b": 8, "gpu": "B200"})):
         args = {"gpu": "H100_SXM", **kw}
         eco = ecologits_gpu_j_per_token(float(args["active_params_b"]),  # type: ignore[arg-type]
                                         float(args.get("total_params_b") or args["active_params_b"]))  # type: ignore[arg-type]

@@ -15,18 +15,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 def make_gpu(**overrides: object) -> gp.GPUSpec:
     """A round-number GPU so that expectations can be computed by hand."""
-    fields: dict[str, object] = dict(
-        key="TESTGPU", name="Test GPU", tdp_w=400.0, idle_w=100.0, memory_gb=80.0, bf16_dense_tflops=100.0,
-        fp8_dense_tflops=200.0, memory_bandwidth_gb_s=1000.0, interconnect="nvlink", interconnect_gb_s=400.0,
-        embodied_kgco2e=100.0, rental_usd_per_gpu_hour=2.0)
+    fields: dict[str, object] = {
+        "key": "TESTGPU", "name": "Test GPU", "tdp_w": 400.0, "idle_w": 100.0, "memory_gb": 80.0, "bf16_dense_tflops": 100.0,
+        "fp8_dense_tflops": 200.0, "memory_bandwidth_gb_s": 1000.0, "interconnect": "nvlink", "interconnect_gb_s": 400.0,
+        "embodied_kgco2e": 100.0, "rental_usd_per_gpu_hour": 2.0}
     fields.update(overrides)
     fields["sources"] = {k: "test" for k in fields if k not in ("key", "name", "interconnect")}
     return gp.GPUSpec.model_validate(fields)
 
 
 def make_dc(**overrides: object) -> gp.Datacenter:
-    fields: dict[str, object] = dict(key="testdc", name="Test DC", location="Testland", pue=1.5, wue_l_per_kwh=1.0,
-                                     grid_gco2e_per_kwh=400.0, electricity_usd_per_kwh=0.10)
+    fields: dict[str, object] = {"key": "testdc", "name": "Test DC", "location": "Testland", "pue": 1.5, "wue_l_per_kwh": 1.0,
+                                     "grid_gco2e_per_kwh": 400.0, "electricity_usd_per_kwh": 0.10}
     fields.update(overrides)
     fields["sources"] = {k: "test" for k in ("pue", "wue_l_per_kwh", "grid_gco2e_per_kwh", "electricity_usd_per_kwh")}
     return gp.Datacenter.model_validate(fields)
@@ -268,8 +268,8 @@ def test_moe_reads_more_experts_as_the_batch_grows() -> None:
     shape = gp.model_shape(active_params_b=3.0, total_params_b=30.0, num_experts=128, experts_per_token=8)
     assert shape.routed_fraction_per_token == pytest.approx(1 / 16)
     assert shape.shared_params_b == pytest.approx(1.05)
-    common = dict(gpu=make_gpu(), num_gpus=1, shape=shape, bytes_per_param=2.0, prefill_tokens=0,
-                  decode_context_tokens=0, prefill_context_tokens=0, eff=gp.NOMINAL)
+    common = {"gpu": make_gpu(), "num_gpus": 1, "shape": shape, "bytes_per_param": 2.0, "prefill_tokens": 0,
+                  "decode_context_tokens": 0, "prefill_context_tokens": 0, "eff": gp.NOMINAL}
     one = gp.step_time(decode_tokens=1, **common)
     # batch 1: shared 1.05B + 28.95B x 1/16 = 2.859375B params x 2 B at 800 GB/s
     assert one.memory_s == pytest.approx(2.859375e9 * 2 / 800e9)
@@ -470,7 +470,7 @@ def test_unreadable_rapl_is_not_used(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "wattbench.py", "simulate", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
 
 
 def test_cli_unknown_gpu_names_valid_keys() -> None:
@@ -513,8 +513,8 @@ def test_energy_per_token_averages_decode_and_prompt_steps() -> None:
     gpu, shape = make_gpu(), gp.model_shape(active_params_b=8.0)
     est = gp.simulate_inference(gpu=gpu, active_params_b=8, batch_size=64, prompt_tokens=512, output_tokens=256,
                                 datacenter=make_dc())
-    common = dict(gpu=gpu, num_gpus=1, shape=shape, bytes_per_param=2.0, decode_tokens=64,
-                  decode_context_tokens=640, prefill_context_tokens=256, eff=gp.NOMINAL)
+    common = {"gpu": gpu, "num_gpus": 1, "shape": shape, "bytes_per_param": 2.0, "decode_tokens": 64,
+                  "decode_context_tokens": 640, "prefill_context_tokens": 256, "eff": gp.NOMINAL}
     decode = gp.step_time(prefill_tokens=0, **common)
     mixed = gp.step_time(prefill_tokens=512, **common)
 

@@ -738,6 +738,7 @@ class InferenceEstimate:
     steps that also prefill other requests' prompts; decode_s_per_token_median: the step most tokens see.
     gpu_energy_j_per_token: all GPUs' boards per output token (prompt work included), no host, no PUE.
     energy_kwh: this request's share of GPUs + host, times PUE. carbon_gco2e: operational + embodied share.
+    water_l: on-site cooling water, IT energy x the datacenter's WUE (The Green Grid's definition).
     *_min / *_max: the OPTIMISTIC / PESSIMISTIC efficiency sets.
     """
 
@@ -780,6 +781,7 @@ class InferenceEstimate:
     carbon_gco2e_min: float
     carbon_gco2e_max: float
     energy_cost_usd: float
+    water_l: float
     rental_usd_per_million_tokens: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -903,6 +905,7 @@ def simulate_inference(*, gpu: GPUSpec | str, num_gpus: int = 1, active_params_b
         operational_carbon_gco2e=carbon_gco2e(total_kwh(mid), dc.grid_gco2e_per_kwh),
         embodied_carbon_gco2e=embodied_g(mid), carbon_gco2e=carbon(mid), carbon_gco2e_min=carbon(low),
         carbon_gco2e_max=carbon(high), energy_cost_usd=energy_cost_usd(total_kwh(mid), dc.electricity_usd_per_kwh),
+        water_l=(gpu_kwh(mid) + host_kwh(mid)) * dc.wue_l_per_kwh,
         rental_usd_per_million_tokens=rental_per_token * 1e6,
     )
 

@@ -335,6 +335,11 @@ def test_energy_and_carbon_add_up() -> None:
     assert est.energy_kwh == pytest.approx((est.gpu_energy_kwh + est.host_energy_kwh) * 1.5)
     assert est.operational_carbon_gco2e == pytest.approx(est.energy_kwh * 400)
     assert est.carbon_gco2e == pytest.approx(est.operational_carbon_gco2e + est.embodied_carbon_gco2e)
+    assert est.water_l == pytest.approx((est.gpu_energy_kwh + est.host_energy_kwh) * 1.0)  # WUE 1 L/kWh
+    # GPU-seconds of this request = host energy / 150 W; embodied = (100 kg GPU + 712.5 kg server share) over 3 years
+    gpu_seconds = est.host_energy_kwh * 3.6e6 / 150.0
+    assert gpu_seconds == pytest.approx(est.decode_s_per_token * 200 / 4)
+    assert est.embodied_carbon_gco2e == pytest.approx(812.5e3 * gpu_seconds / (3 * 365 * 24 * 3600))
     assert est.carbon_gco2e_min < est.carbon_gco2e < est.carbon_gco2e_max
 
 

@@ -937,13 +937,15 @@ def calculate_enhanced_metrics(measured: Mapping[str, Any], profile: DeploymentP
     that simulate_inference predicts for the same tokens on this profile (sim_latency_s = its latency).
     Both add idle energy (idle power x idle_s) and PUE overhead, kept apart; carbon is operational
     (kWh x grid intensity), as in the original. A model too big for the profile's GPUs is simulated on the
-    smallest count that fits, and gpu_count says so.
+    smallest count that fits, and gpu_count says so. Without token counts the original accounting is used.
     """
     latency_s = _number(measured, "latency_s")
     _require_positive("idle_s", idle_s, allow_zero=True)
     gpu, dc = profile.gpu, profile.datacenter
     params_b = active_params_b if active_params_b is not None else measured.get("model_params_b")
     gpu_count = profile.gpu_count
+    if measured.get("prompt_tokens") is None or measured.get("completion_tokens") is None:
+        params_b = None  # the roofline needs token counts; energy_method says which method was used
     if params_b is None:
         method = "measured_latency_x_tdp"
         sim_latency_s = latency_s

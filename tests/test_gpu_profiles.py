@@ -223,6 +223,12 @@ def test_roofline_method_when_the_model_size_is_known() -> None:
     assert row["energy_kwh_min"] < row["energy_kwh"] < row["energy_kwh_max"]
 
 
+def test_without_token_counts_the_original_accounting_is_used() -> None:
+    row = gp.calculate_enhanced_metrics({"latency_s": 2.0, "model_params_b": 8.0}, make_profile())
+    assert row["energy_method"] == "measured_latency_x_tdp"
+    assert row["compute_energy_kwh"] == pytest.approx(800 / 3.6e6)
+
+
 def test_roofline_uses_the_smallest_gpu_count_that_fits() -> None:
     measured = {"latency_s": 3.0, "prompt_tokens": 100, "completion_tokens": 100}
     row = gp.calculate_enhanced_metrics(measured, make_profile(), active_params_b=70.0)

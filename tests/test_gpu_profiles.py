@@ -567,3 +567,16 @@ def test_cli_bad_number_is_an_argparse_error() -> None:
     out = run_cli("--params-b", "-3")
     assert out.returncode == 2
     assert "argument --params-b: must be > 0, got '-3'" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("params_b", [0.135, 8.0, 70.0])
+def test_every_builtin_profile_gives_a_complete_row(params_b: float) -> None:
+    measured = {"latency_s": 1.5, "prompt_tokens": 40, "completion_tokens": 120, "cost_usd": None,
+                "model_params_b": params_b}
+    for profile in gp.load_profiles().values():
+        row = gp.calculate_enhanced_metrics(measured, profile, idle_s=0.5)
+        assert row["energy_method"] == "roofline"
+        assert row["gpu_count"] >= profile.gpu_count
+        assert 0 < row["energy_kwh_min"] <= row["energy_kwh"] <= row["energy_kwh_max"]
+        assert row["energy_kwh"] == pytest.approx(
+            row["compute_energy_kwh"] + row["idle_energy_kwh"] + row["pue_overhead_kwh"])

@@ -919,7 +919,11 @@ def _profile_columns(record: Mapping[str, Any], name: str, profile: Any, idle_s:
         return {"profile": name}
     response = record["response"]
     params_b = response.get("model_params_b")
-    metrics = dict(enhance(response, profile, idle_s=idle_s, active_params_b=params_b, total_params_b=params_b))
+    try:
+        metrics = dict(enhance(response, profile, idle_s=idle_s, active_params_b=params_b,
+                               total_params_b=params_b))
+    except ValueError as exc:  # e.g. gpu_profiles.ModelDoesNotFitError: the row stays, without energy
+        return {"profile": name, "energy_method": f"not simulated: {exc}"}
     metrics["profile"] = metrics.get("profile") or name
     return metrics
 

@@ -490,3 +490,21 @@ def test_a_run_file_that_cannot_be_written_stops_the_run_with_a_message() -> Non
             send(stub, one_item(), on_record=full_disk)
     assert str(info.value) == ("cannot write the run file ([Errno 28] No space left on device); free the disk and "
                                "rerun with --resume: what was written so far is kept")
+
+
+def test_a_profile_that_cannot_simulate_a_request_keeps_the_row_and_says_why() -> None:
+    def too_big(measured: dict[str, Any], profile: dict[str, Any], **_: Any) -> dict[str, Any]:
+        raise ValueError("profile T4: a 405B model does not fit even on 8 x T4")
+
+    df = build_dataframe([full_record("capital-r0", PROMPTS[0], "Paris", 1000.0)], {"T4": {}}, run_id="r",
+                         enhance=too_big, provider_estimate=lambda *a: None)
+    row = df.iloc[0]
+    assert (row["profile"], row["success"]) == ("T4", True)
+    assert row["energy_method"] == "not simulated: profile T4: a 405B model does not fit even on 8 x T4"
+    assert pd_isna(row["energy_kwh"])
+
+
+def pd_isna(value: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))

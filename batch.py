@@ -1,14 +1,14 @@
-"""The batch runner: send prompts to the wattbench service's /chat, keep every result, grade it, and combine each
-measured request with every deployment profile.
+"""The batch runner: send prompts to the wattbench service's /chat, keep every result, grade it, and combine
+each measured request with every deployment profile.
 
 Pieces, each usable on its own (the notebook calls them directly):
 
 - prompts:   `load_prompts(path)` reads JSONL or CSV into `PromptSpec`s; `check_accuracy` grades an answer.
-- sending:   `BatchProcessor` posts to `<base_url>/chat` with an httpx.AsyncClient that the caller may pass in;
+- sending:   `BatchProcessor` posts to `<base_url>/chat` with an httpx.AsyncClient the caller may pass in;
              sequential, fixed concurrency N, or a constant / Poisson request rate; warm-up requests; repeats;
              429s wait out their Retry-After and halve the concurrency, other transient failures back off
              exponentially with jitter; each finished request becomes a `RequestRecord`.
-- keeping:   `RunStore` appends each record to a JSONL run file (flushed and fsynced) before it counts as done,
+- keeping:   `RunStore` appends each record to a JSONL run file (flushed, fsynced) before it counts as done,
              next to a manifest; `--resume` sends only what the run file lacks.
 - enriching: `build_dataframe(records, profiles)` gives one row per request x profile in the CSV schema of
              docs/architecture.md (simulated lens from gpu_profiles, provider-side and measured lenses).
@@ -16,6 +16,7 @@ Pieces, each usable on its own (the notebook calls them directly):
 
 httpx, pandas, tqdm and gpu_profiles are imported only where needed; litellm never.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -80,16 +81,19 @@ def load_prompts(path: str | os.PathLike[str]) -> list[PromptSpec]:
         rows = _read_csv_rows(p)
     else:
         raise PromptsFileError(
-            f"prompts file {p}: unsupported extension {suffix or '(none)'!r}; use .jsonl (one JSON object per "
+            f"prompts file {p}: unsupported extension {suffix or '(none)'!r}; "
+            "use .jsonl (one JSON object per "
             'line with a "prompt" field) or .csv (with a "prompt" column)'
         )
     specs = [_prompt_from_row(row, where, index) for index, (where, row) in enumerate(rows, start=1)]
     if not specs:
         raise PromptsFileError(f"prompts file {p} has no prompts")
     seen: dict[str, str] = {}
-    for spec, (where, _) in zip(specs, rows):
+    for spec, (where, _) in zip(specs, rows, strict=True):
         if spec.prompt_id in seen:
-            raise PromptsFileError(f"{where}: id {spec.prompt_id!r} is used twice (also {seen[spec.prompt_id]})")
+            raise PromptsFileError(
+                f"{where}: id {spec.prompt_id!r} is used twice (also {seen[spec.prompt_id]})"
+            )
         seen[spec.prompt_id] = where
     return specs
 
@@ -114,7 +118,9 @@ def _read_csv_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
     reader = csv.DictReader(_read_text(path).splitlines())
     fields = [f.strip() for f in (reader.fieldnames or [])]
     if "prompt" not in fields:
-        raise PromptsFileError(f'prompts file {path.name} has no "prompt" column (found: {", ".join(fields)})')
+        raise PromptsFileError(
+            f'prompts file {path.name} has no "prompt" column (found: {", ".join(fields)})'
+        )
     rows = []
     for lineno, raw in enumerate(reader, start=2):
         row = {(k or "").strip(): (v if v not in ("", None) else None) for k, v in raw.items()}
@@ -172,9 +178,15 @@ def _check_expected(expected: Any, grader: str, where: str) -> str | float | lis
         try:
             return float(expected)
         except (TypeError, ValueError):
-            raise PromptsFileError(f"{where}: grader 'number' needs a numeric expected value, not {expected!r}") \
-                from None
-    if grader == "contains" and isinstance(expected, list) and expected and all(isinstance(e, str) for e in expected):
+            raise PromptsFileError(
+                f"{where}: grader 'number' needs a numeric expected value, not {expected!r}"
+            ) from None
+    if (
+        grader == "contains"
+        and isinstance(expected, list)
+        and expected
+        and all(isinstance(e, str) for e in expected)
+    ):
         return list(expected)
     if not isinstance(expected, str):
         raise PromptsFileError(f"{where}: grader {grader!r} needs expected to be a string, not {expected!r}")
@@ -188,7 +200,8 @@ def _check_expected(expected: Any, grader: str, where: str) -> str | float | lis
 
 _NUMBER_RE = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _NUMBER_WORDS = {
-    w: float(i) for i, w in enumerate(
+    w: float(i)
+    for i, w in enumerate(
         "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
         "sixteen seventeen eighteen nineteen twenty".split()
     )
@@ -207,13 +220,17 @@ def _normalise(text: str) -> str:
     return " ".join(text.casefold().strip().strip("\"'`").rstrip(".!?").split())
 
 
-def check_accuracy(answer: str | None, expected: str | float | list[str] | None, grader: str = "contains",
-                   tolerance: float = 0.0) -> bool | None:
+def check_accuracy(
+    answer: str | None,
+    expected: str | float | list[str] | None,
+    grader: str = "contains",
+    tolerance: float = 0.0,
+) -> bool | None:
     """Grade `answer`: True / False, or None when there is nothing to grade against.
 
-    contains: any expected string occurs in the answer (case-insensitive); regex: re.search with IGNORECASE and
-    DOTALL; number: some number in the answer is within `tolerance` of expected; exact: equal after trimming
-    whitespace, quotes, final punctuation and case; none: None.
+    contains: any expected string occurs in the answer (case-insensitive); regex: re.search with IGNORECASE
+    and DOTALL; number: some number in the answer is within `tolerance` of expected; exact: equal after
+    trimming whitespace, quotes, final punctuation and case; none: None.
     """
     if grader == "none" or expected is None:
         return None
@@ -372,8 +389,9 @@ class AdaptiveLimiter:
                     return gate_wait_s
                 await self._cond.wait()
 
-    async def release(self, outcome: Literal["ok", "rate_limited", "error"],
-                      retry_after_s: float = 0.0) -> None:
+    async def release(
+        self, outcome: Literal["ok", "rate_limited", "error"], retry_after_s: float = 0.0
+    ) -> None:
         """Give the slot back and adapt the bound to the outcome."""
         async with self._cond:
             self.in_flight -= 1
@@ -385,8 +403,9 @@ class AdaptiveLimiter:
             self._cond.notify_all()
 
 
-def arrival_offsets_s(n: int, rate_rps: float, arrival: Arrival = "constant",
-                      rng: random.Random | None = None) -> list[float]:
+def arrival_offsets_s(
+    n: int, rate_rps: float, arrival: Arrival = "constant", rng: random.Random | None = None
+) -> list[float]:
     """Send times (seconds after the start) of n requests at `rate_rps` requests per second: evenly spaced
     (constant) or with exponential gaps (poisson); the first is at 0."""
     if rate_rps <= 0:
@@ -396,7 +415,7 @@ def arrival_offsets_s(n: int, rate_rps: float, arrival: Arrival = "constant",
     if arrival == "poisson":
         rng = rng or random.Random()
         offsets, t = [], 0.0
-        for i in range(n):
+        for _ in range(n):
             offsets.append(t)
             t += rng.expovariate(rate_rps)
         return offsets
@@ -439,8 +458,11 @@ class Progress:
 
     def postfix(self) -> dict[str, Any]:
         elapsed_s = max(1e-9, time.monotonic() - self.started_s)
-        return {"failed": self.failed, "retries": self.retries,
-                "tok/s": round(self.completion_tokens / elapsed_s, 1)}
+        return {
+            "failed": self.failed,
+            "retries": self.retries,
+            "tok/s": round(self.completion_tokens / elapsed_s, 1),
+        }
 
 
 class BatchProcessor:
@@ -454,12 +476,24 @@ class BatchProcessor:
     final (the CLI appends it to the run file there), before it counts as done.
     """
 
-    def __init__(self, base_url: str, *, token: str | None = None, client: httpx.AsyncClient | None = None,
-                 concurrency: int = 1, rate_rps: float | None = None, arrival: Arrival = "constant",
-                 warmup: int = 0, model: str | None = None, timeout_s: float = 300.0,
-                 retry: RetryPolicy = RetryPolicy(), seed: int | None = None,
-                 on_record: Callable[[RequestRecord], None] | None = None, progress: bool = True,
-                 run_id: str = "") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        client: httpx.AsyncClient | None = None,
+        concurrency: int = 1,
+        rate_rps: float | None = None,
+        arrival: Arrival = "constant",
+        warmup: int = 0,
+        model: str | None = None,
+        timeout_s: float = 300.0,
+        retry: RetryPolicy = RetryPolicy(),
+        seed: int | None = None,
+        on_record: Callable[[RequestRecord], None] | None = None,
+        progress: bool = True,
+        run_id: str = "",
+    ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
         if rate_rps is not None and rate_rps <= 0:
@@ -486,8 +520,9 @@ class BatchProcessor:
         self._totals = Progress()
 
     # -- public ----------------------------------------------------------------------------------------
-    async def run(self, items: Sequence[WorkItem], *, done_before: int = 0, total: int | None = None) \
-            -> list[RequestRecord]:
+    async def run(
+        self, items: Sequence[WorkItem], *, done_before: int = 0, total: int | None = None
+    ) -> list[RequestRecord]:
         """Send the warm-up requests, then every item; return the records in the order they finished.
 
         Raises ServiceGoneError / AuthRejectedError when going on is pointless (RunStoreError when on_record
@@ -526,8 +561,9 @@ class BatchProcessor:
         for i in range(self.warmup if items else 0):
             await self._send_item(client, items[i % len(items)], request_id=f"warmup-{i}")
 
-    async def _send_all(self, client: httpx.AsyncClient, items: Sequence[WorkItem], bar: Any) \
-            -> list[RequestRecord]:
+    async def _send_all(
+        self, client: httpx.AsyncClient, items: Sequence[WorkItem], bar: Any
+    ) -> list[RequestRecord]:
         records: list[RequestRecord] = []
 
         async def one(item: WorkItem, delay_s: float = 0.0) -> None:
@@ -538,23 +574,29 @@ class BatchProcessor:
                 try:
                     self.on_record(record)  # persisted before it counts as done
                 except OSError as exc:
-                    raise RunStoreError(f"cannot write the run file ({exc}); free the disk and rerun with "
-                                        "--resume: what was written so far is kept") from None
+                    raise RunStoreError(
+                        f"cannot write the run file ({exc}); free the disk and rerun with "
+                        "--resume: what was written so far is kept"
+                    ) from None
             records.append(record)
             self._count(record, bar)
 
-        offsets = (arrival_offsets_s(len(items), self.rate_rps, self.arrival, self.rng)
-                   if self.rate_rps is not None else [0.0] * len(items))
+        offsets = (
+            arrival_offsets_s(len(items), self.rate_rps, self.arrival, self.rng)
+            if self.rate_rps is not None
+            else [0.0] * len(items)
+        )
         try:
             async with asyncio.TaskGroup() as group:
-                for item, offset in zip(items, offsets):
+                for item, offset in zip(items, offsets, strict=True):
                     group.create_task(one(item, offset))
         except* (ServiceGoneError, AuthRejectedError, RunStoreError) as eg:
             raise eg.exceptions[0] from None
         return records
 
-    async def _send_item(self, client: httpx.AsyncClient, item: WorkItem, request_id: str | None = None) \
-            -> RequestRecord:
+    async def _send_item(
+        self, client: httpx.AsyncClient, item: WorkItem, request_id: str | None = None
+    ) -> RequestRecord:
         """Send one item until it is served or given up on (request_id: the X-Request-ID, default its key)."""
         assert self.limiter is not None
         attempts = rate_limited = transient = 0
@@ -565,9 +607,12 @@ class BatchProcessor:
             attempts += 1
             if attempt.kind == "rate_limited":
                 rate_limited += 1
-                delay_s = min(self.retry.max_retry_after_s,
-                              attempt.retry_after_s if attempt.retry_after_s is not None
-                              else self.retry.default_retry_after_s)
+                delay_s = min(
+                    self.retry.max_retry_after_s,
+                    attempt.retry_after_s
+                    if attempt.retry_after_s is not None
+                    else self.retry.default_retry_after_s,
+                )
                 await self.limiter.release("rate_limited", delay_s)
                 if rate_limited >= self.retry.max_rate_limited:
                     return self._record(item, attempt, attempts, rate_limited, wait_s)
@@ -593,7 +638,8 @@ class BatchProcessor:
         if self._connect_failures >= self.retry.abort_after_connect_failures:
             raise ServiceGoneError(
                 f"the service at {self.base_url} refused {self._connect_failures} connections in a row "
-                f"({attempt.error}); what was measured is saved: start the service again and rerun with --resume"
+                f"({attempt.error}); what was measured is saved: "
+                "start the service again and rerun with --resume"
             )
 
     async def _attempt(self, client: httpx.AsyncClient, item: WorkItem, request_id: str) -> _Attempt:
@@ -607,31 +653,59 @@ class BatchProcessor:
             headers["Authorization"] = f"Bearer {self._token}"
         started_epoch_s, t0 = time.time(), time.perf_counter()
         try:
-            resp = await client.post(f"{self.base_url}/chat", json=body, headers=headers, timeout=self.timeout_s)
+            resp = await client.post(
+                f"{self.base_url}/chat", json=body, headers=headers, timeout=self.timeout_s
+            )
         except httpx.TimeoutException as exc:
-            return _Attempt("transient", error=f"timed out after {self.timeout_s:g} s ({type(exc).__name__})",
-                            started_epoch_s=started_epoch_s, elapsed_s=time.perf_counter() - t0)
+            return _Attempt(
+                "transient",
+                error=f"timed out after {self.timeout_s:g} s ({type(exc).__name__})",
+                started_epoch_s=started_epoch_s,
+                elapsed_s=time.perf_counter() - t0,
+            )
         except httpx.ConnectError as exc:
-            return _Attempt("connect", error=f"cannot connect to {self.base_url} ({exc})",
-                            started_epoch_s=started_epoch_s, elapsed_s=time.perf_counter() - t0)
+            return _Attempt(
+                "connect",
+                error=f"cannot connect to {self.base_url} ({exc})",
+                started_epoch_s=started_epoch_s,
+                elapsed_s=time.perf_counter() - t0,
+            )
         except httpx.TransportError as exc:
-            return _Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {exc})",
-                            started_epoch_s=started_epoch_s, elapsed_s=time.perf_counter() - t0)
+            return _Attempt(
+                "transient",
+                error=f"connection dropped ({type(exc).__name__}: {exc})",
+                started_epoch_s=started_epoch_s,
+                elapsed_s=time.perf_counter() - t0,
+            )
         attempt = classify_response(resp.status_code, resp.headers, resp.content)
         attempt.started_epoch_s, attempt.elapsed_s = started_epoch_s, time.perf_counter() - t0
         return attempt
 
-    def _record(self, item: WorkItem, attempt: _Attempt, attempts: int, rate_limited: int,
-                wait_s: float) -> RequestRecord:
+    def _record(
+        self, item: WorkItem, attempt: _Attempt, attempts: int, rate_limited: int, wait_s: float
+    ) -> RequestRecord:
         spec = item.spec
         return RequestRecord(
-            key=item.key, prompt_id=spec.prompt_id, repeat=item.repeat, prompt=spec.prompt,
-            category=spec.category, expected=spec.expected, grader=spec.grader, tolerance=spec.tolerance,
-            session=self.session, success=attempt.kind == "ok", error=attempt.error,
-            status_code=attempt.status_code, attempts=attempts, rate_limited=rate_limited,
-            retry_wait_s=round(wait_s, 6), started_at=iso_utc(attempt.started_epoch_s),
-            t_start_epoch_s=attempt.started_epoch_s, t_end_epoch_s=attempt.started_epoch_s + attempt.elapsed_s,
-            client_latency_s=attempt.elapsed_s if attempt.kind == "ok" else None, response=attempt.response,
+            key=item.key,
+            prompt_id=spec.prompt_id,
+            repeat=item.repeat,
+            prompt=spec.prompt,
+            category=spec.category,
+            expected=spec.expected,
+            grader=spec.grader,
+            tolerance=spec.tolerance,
+            session=self.session,
+            success=attempt.kind == "ok",
+            error=attempt.error,
+            status_code=attempt.status_code,
+            attempts=attempts,
+            rate_limited=rate_limited,
+            retry_wait_s=round(wait_s, 6),
+            started_at=iso_utc(attempt.started_epoch_s),
+            t_start_epoch_s=attempt.started_epoch_s,
+            t_end_epoch_s=attempt.started_epoch_s + attempt.elapsed_s,
+            client_latency_s=attempt.elapsed_s if attempt.kind == "ok" else None,
+            response=attempt.response,
         )
 
     # -- progress --------------------------------------------------------------------------------------
@@ -661,15 +735,20 @@ def classify_response(status_code: int, headers: Mapping[str, str], content: byt
         except ValueError:
             return _Attempt("fatal", 200, "the service answered 200 with a body that is not JSON")
         if not isinstance(payload, dict) or "text" not in payload:
-            return _Attempt("fatal", 200, 'the service answered 200 without a "text" field (not a /chat answer)')
+            return _Attempt(
+                "fatal", 200, 'the service answered 200 without a "text" field (not a /chat answer)'
+            )
         return _Attempt("ok", 200, response=payload)
     detail = _error_detail(content)
     error = f"HTTP {status_code}: {detail}"
     if status_code == 429:
         return _Attempt("rate_limited", 429, error, retry_after_s=parse_retry_after(headers))
     if status_code in (401, 403):
-        return _Attempt("auth", status_code,
-                        f"{error} (the service refused the token: set WATTBENCH_API_TOKEN or pass --token)")
+        return _Attempt(
+            "auth",
+            status_code,
+            f"{error} (the service refused the token: set WATTBENCH_API_TOKEN or pass --token)",
+        )
     if status_code >= 500 or status_code == 408:
         return _Attempt("transient", status_code, error, retry_after_s=parse_retry_after(headers))
     return _Attempt("fatal", status_code, error)
@@ -687,7 +766,7 @@ def _error_detail(content: bytes) -> str:
 
 def iso_utc(epoch_s: float) -> str:
     """An epoch time as ISO-8601 UTC with milliseconds."""
-    return datetime.fromtimestamp(epoch_s, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -714,10 +793,11 @@ class RunStore:
         self._handle: Any = None
 
     @classmethod
-    def create(cls, out_dir: str | os.PathLike[str], manifest: Mapping[str, Any],
-               run_id: str | None = None) -> RunStore:
+    def create(
+        cls, out_dir: str | os.PathLike[str], manifest: Mapping[str, Any], run_id: str | None = None
+    ) -> RunStore:
         """Start a new run under `out_dir/runs/`."""
-        run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
+        run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
         store = cls(Path(out_dir) / "runs" / run_id)
         store.directory.mkdir(parents=True, exist_ok=False)
         data = {"run_id": run_id, "created_at": iso_utc(time.time()), **manifest}
@@ -749,13 +829,14 @@ class RunStore:
             if key in wanted and have.get(key) != wanted[key]:
                 what = "prompts file content" if key == "prompts_sha256" else key
                 raise RunStoreError(
-                    f"cannot resume run {self.run_id}: its {what} was {have.get(key)!r}, now {wanted[key]!r}; "
+                    f"cannot resume run {self.run_id}: "
+                    f"its {what} was {have.get(key)!r}, now {wanted[key]!r}; "
                     "rerun with the run's options, or drop --resume to start a new run"
                 )
 
     def load_records(self) -> list[dict[str, Any]]:
-        """Every complete line of the run file. A last line cut short by a kill is dropped and cut off the file,
-        so that appending goes on cleanly."""
+        """Every complete line of the run file. A last line cut short by a kill is dropped and cut off the
+        file, so that appending goes on cleanly."""
         if not self.records_path.is_file():
             return []
         data = self.records_path.read_bytes()
@@ -810,25 +891,97 @@ def pending_items(items: Sequence[WorkItem], records: Iterable[Mapping[str, Any]
 # ----------------------------------------------------------------------------------------------------------
 
 REQUEST_COLUMNS: tuple[str, ...] = (
-    "run_id", "request_id", "prompt_id", "repeat", "prompt", "category", "route", "route_reason", "temperature",
-    "model", "success", "error", "status_code", "attempts", "retry_wait_s", "started_at", "t_start_s", "latency_s",
-    "ttft_s", "tpot_s", "tokens_per_s", "prompt_tokens", "completion_tokens", "total_tokens", "token_source",
-    "cost_usd", "expected", "grader", "correct", "response_text", "measured_energy_kwh", "measured_energy_method",
-    "provider_energy_kwh", "provider_energy_kwh_min", "provider_energy_kwh_max", "provider_carbon_gco2e",
-    "provider_carbon_gco2e_min", "provider_carbon_gco2e_max",
+    "run_id",
+    "request_id",
+    "prompt_id",
+    "repeat",
+    "prompt",
+    "category",
+    "route",
+    "route_reason",
+    "temperature",
+    "model",
+    "success",
+    "error",
+    "status_code",
+    "attempts",
+    "retry_wait_s",
+    "started_at",
+    "t_start_s",
+    "latency_s",
+    "ttft_s",
+    "tpot_s",
+    "tokens_per_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "token_source",
+    "cost_usd",
+    "expected",
+    "grader",
+    "correct",
+    "response_text",
+    "measured_energy_kwh",
+    "measured_energy_method",
+    "provider_energy_kwh",
+    "provider_energy_kwh_min",
+    "provider_energy_kwh_max",
+    "provider_carbon_gco2e",
+    "provider_carbon_gco2e_min",
+    "provider_carbon_gco2e_max",
 )
 EXTRA_REQUEST_COLUMNS: tuple[str, ...] = ("client_latency_s", "service_request_id", "session")
 PROFILE_COLUMNS: tuple[str, ...] = (
-    "profile", "gpu", "gpu_count", "datacenter", "location", "tdp_w", "idle_w", "pue", "grid_gco2e_per_kwh",
-    "electricity_usd_per_kwh", "energy_method", "sim_latency_s", "idle_s", "compute_energy_kwh", "idle_energy_kwh",
-    "pue_overhead_kwh", "energy_kwh", "energy_kwh_min", "energy_kwh_max", "carbon_gco2e", "carbon_gco2e_min",
-    "carbon_gco2e_max", "energy_cost_usd", "total_cost_usd",
+    "profile",
+    "gpu",
+    "gpu_count",
+    "datacenter",
+    "location",
+    "tdp_w",
+    "idle_w",
+    "pue",
+    "grid_gco2e_per_kwh",
+    "electricity_usd_per_kwh",
+    "energy_method",
+    "sim_latency_s",
+    "idle_s",
+    "compute_energy_kwh",
+    "idle_energy_kwh",
+    "pue_overhead_kwh",
+    "energy_kwh",
+    "energy_kwh_min",
+    "energy_kwh_max",
+    "carbon_gco2e",
+    "carbon_gco2e_min",
+    "carbon_gco2e_max",
+    "energy_cost_usd",
+    "total_cost_usd",
 )
-_RESPONSE_FIELDS = ("route", "route_reason", "temperature", "model", "latency_s", "ttft_s", "tpot_s",
-                    "tokens_per_s", "prompt_tokens", "completion_tokens", "total_tokens", "token_source", "cost_usd",
-                    "measured_energy_kwh", "measured_energy_method")
-_PROVIDER_KEYS = ("provider_energy_kwh", "provider_energy_kwh_min", "provider_energy_kwh_max",
-                  "provider_carbon_gco2e", "provider_carbon_gco2e_min", "provider_carbon_gco2e_max")
+_RESPONSE_FIELDS = (
+    "route",
+    "route_reason",
+    "temperature",
+    "model",
+    "latency_s",
+    "ttft_s",
+    "tpot_s",
+    "tokens_per_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "token_source",
+    "cost_usd",
+    "measured_energy_kwh",
+    "measured_energy_method",
+)
+_PROVIDER_KEYS = (
+    "provider_energy_kwh",
+    "provider_energy_kwh_min",
+    "provider_energy_kwh_max",
+    "provider_carbon_gco2e",
+    "provider_carbon_gco2e_min",
+    "provider_carbon_gco2e_max",
+)
 
 
 def idle_gaps_s(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -854,15 +1007,27 @@ def request_row(record: Mapping[str, Any], run_id: str, t0_epoch_s: float) -> di
     response = record.get("response") or {}
     expected = record.get("expected")
     row: dict[str, Any] = {
-        "run_id": run_id, "request_id": record["key"], "prompt_id": record["prompt_id"],
-        "repeat": record["repeat"], "prompt": record["prompt"], "category": record.get("category"),
-        "success": bool(record["success"]), "error": record.get("error"), "status_code": record.get("status_code"),
-        "attempts": record["attempts"], "retry_wait_s": record["retry_wait_s"], "started_at": record["started_at"],
+        "run_id": run_id,
+        "request_id": record["key"],
+        "prompt_id": record["prompt_id"],
+        "repeat": record["repeat"],
+        "prompt": record["prompt"],
+        "category": record.get("category"),
+        "success": bool(record["success"]),
+        "error": record.get("error"),
+        "status_code": record.get("status_code"),
+        "attempts": record["attempts"],
+        "retry_wait_s": record["retry_wait_s"],
+        "started_at": record["started_at"],
         "t_start_s": round(record["t_start_epoch_s"] - t0_epoch_s, 6),
         "expected": json.dumps(expected) if isinstance(expected, list) else expected,
         "grader": record.get("grader"),
-        "correct": check_accuracy(response.get("text") if record["success"] else None, expected,
-                                  record.get("grader") or "none", float(record.get("tolerance") or 0.0)),
+        "correct": check_accuracy(
+            response.get("text") if record["success"] else None,
+            expected,
+            record.get("grader") or "none",
+            float(record.get("tolerance") or 0.0),
+        ),
         "response_text": response.get("text"),
         "client_latency_s": record.get("client_latency_s"),
         "service_request_id": response.get("request_id"),
@@ -875,15 +1040,20 @@ def request_row(record: Mapping[str, Any], run_id: str, t0_epoch_s: float) -> di
     return row
 
 
-def build_dataframe(records: Iterable[Mapping[str, Any] | RequestRecord], profiles: Mapping[str, Any], *, run_id: str,
-                    enhance: Callable[..., Mapping[str, Any]] | None = None,
-                    provider_estimate: Callable[..., Mapping[str, Any] | None] | None = None) -> pd.DataFrame:
+def build_dataframe(
+    records: Iterable[Mapping[str, Any] | RequestRecord],
+    profiles: Mapping[str, Any],
+    *,
+    run_id: str,
+    enhance: Callable[..., Mapping[str, Any]] | None = None,
+    provider_estimate: Callable[..., Mapping[str, Any] | None] | None = None,
+) -> pd.DataFrame:
     """One row per request (the last record of each key) x profile, in the column order of the CSV contract.
 
     records: RequestRecords, or their dicts as read back from a run file (RunStore.load_records()).
     profiles: name -> DeploymentProfile (gpu_profiles.load_profiles()). enhance / provider_estimate default to
-    gpu_profiles.calculate_enhanced_metrics / provider_side_estimate. A failed request still gets its rows, with
-    empty energy columns."""
+    gpu_profiles.calculate_enhanced_metrics / provider_side_estimate. A failed request still gets its rows,
+    with empty energy columns."""
     import pandas as pd
 
     if enhance is None or provider_estimate is None:
@@ -900,28 +1070,38 @@ def build_dataframe(records: Iterable[Mapping[str, Any] | RequestRecord], profil
         if record["success"]:
             base.update(_provider_columns(base, provider_estimate))
         for name, profile in profiles.items():
-            rows.append({**base, **_profile_columns(record, name, profile, gaps.get(record["key"], 0.0), enhance)})
+            rows.append(
+                {**base, **_profile_columns(record, name, profile, gaps.get(record["key"], 0.0), enhance)}
+            )
     columns = list(REQUEST_COLUMNS) + list(EXTRA_REQUEST_COLUMNS) + list(PROFILE_COLUMNS)
     extra = [c for row in rows for c in row if c not in columns]
     return pd.DataFrame(rows, columns=columns + list(dict.fromkeys(extra)))
 
 
-def _provider_columns(base: Mapping[str, Any], provider_estimate: Callable[..., Mapping[str, Any] | None]) \
-        -> dict[str, Any]:
-    estimate = provider_estimate(str(base["model"]), int(base["completion_tokens"] or 0),
-                                 float(base["latency_s"] or 0.0))
+def _provider_columns(
+    base: Mapping[str, Any], provider_estimate: Callable[..., Mapping[str, Any] | None]
+) -> dict[str, Any]:
+    estimate = provider_estimate(
+        str(base["model"]), int(base["completion_tokens"] or 0), float(base["latency_s"] or 0.0)
+    )
     return {k: estimate.get(k) for k in _PROVIDER_KEYS} if estimate else {}
 
 
-def _profile_columns(record: Mapping[str, Any], name: str, profile: Any, idle_s: float,
-                     enhance: Callable[..., Mapping[str, Any]]) -> dict[str, Any]:
+def _profile_columns(
+    record: Mapping[str, Any],
+    name: str,
+    profile: Any,
+    idle_s: float,
+    enhance: Callable[..., Mapping[str, Any]],
+) -> dict[str, Any]:
     if not record["success"]:
         return {"profile": name}
     response = record["response"]
     params_b = response.get("model_params_b")
     try:
-        metrics = dict(enhance(response, profile, idle_s=idle_s, active_params_b=params_b,
-                               total_params_b=params_b))
+        metrics = dict(
+            enhance(response, profile, idle_s=idle_s, active_params_b=params_b, total_params_b=params_b)
+        )
     except ValueError as exc:  # e.g. gpu_profiles.ModelDoesNotFitError: the row stays, without energy
         return {"profile": name, "energy_method": f"not simulated: {exc}"}
     metrics["profile"] = metrics.get("profile") or name
@@ -943,27 +1123,49 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="wattbench.py run", description="Benchmark a model through the wattbench service and "
-                "write outputs/ai_metrics_<timestamp>.csv (one row per request x deployment profile).")
+    p = _Parser(
+        prog="wattbench.py run",
+        description="Benchmark a model through the wattbench service and "
+        "write outputs/ai_metrics_<timestamp>.csv (one row per request x deployment profile).",
+    )
     p.add_argument("--server-url", help="a running service (default: start app.py on a free 127.0.0.1 port)")
     p.add_argument("--token", help="bearer token for the service (default: env WATTBENCH_API_TOKEN)")
     p.add_argument("--model", help="LiteLLM model string sent with each request (default: the service's)")
-    p.add_argument("--prompts", help=f"JSONL or CSV prompts file (default: {DEFAULT_PROMPTS_PATH.relative_to(REPO_ROOT)})")
+    p.add_argument(
+        "--prompts",
+        help=f"JSONL or CSV prompts file (default: {DEFAULT_PROMPTS_PATH.relative_to(REPO_ROOT)})",
+    )
     load = p.add_mutually_exclusive_group()
     load.add_argument("--concurrency", type=int, help="requests in flight at most (default 1: sequential)")
     load.add_argument("--rate", type=float, help="send at this many requests per second instead")
-    p.add_argument("--arrival", choices=("constant", "poisson"), default="constant",
-                   help="with --rate: evenly spaced or Poisson arrivals (default constant)")
+    p.add_argument(
+        "--arrival",
+        choices=("constant", "poisson"),
+        default="constant",
+        help="with --rate: evenly spaced or Poisson arrivals (default constant)",
+    )
     p.add_argument("--max-concurrency", type=int, default=32, help="with --rate: cap on requests in flight")
     p.add_argument("--repeats", type=int, help="send each prompt this many times (default 1)")
     p.add_argument("--warmup", type=int, default=1, help="unrecorded warm-up requests first (default 1)")
-    p.add_argument("--profiles", help="comma-separated deployment profiles (default: gpu_profiles.DEFAULT_PROFILES)")
+    p.add_argument(
+        "--profiles", help="comma-separated deployment profiles (default: gpu_profiles.DEFAULT_PROFILES)"
+    )
     p.add_argument("--out", default="outputs", help="output directory (default outputs/)")
-    p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
-                   help="finish an interrupted run (default: the latest under --out/runs/), sending only what is missing")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="RUN_ID",
+        help="finish an interrupted run (default: the latest under --out/runs/), "
+        "sending only what is missing",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request attempt (default 300)")
-    p.add_argument("--max-attempts", type=int, default=RetryPolicy.max_attempts,
-                   help="attempts per request for 5xx / timeouts / dropped connections")
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=RetryPolicy.max_attempts,
+        help="attempts per request for 5xx / timeouts / dropped connections",
+    )
     p.add_argument("--seed", type=int, help="seed for jitter and Poisson arrivals")
     p.add_argument("--no-report", action="store_true", help="write only the CSV (no dashboards or report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -984,8 +1186,8 @@ class RunOptions:
 
 @dataclass
 class RunResult:
-    """What one `run` produced: exit_code 0 (every request served) or 1 (some failed, or the run stopped early:
-    `stopped` says why; what was measured is saved)."""
+    """What one `run` produced: exit_code 0 (every request served) or 1 (some failed, or the run stopped
+    early: `stopped` says why; what was measured is saved)."""
 
     exit_code: int
     run_id: str
@@ -1017,7 +1219,9 @@ def run_benchmark(server_url: str | None = None, **options: Any) -> RunResult:
     args = _parser().parse_args([])
     unknown = [k for k in options if not hasattr(args, k)]
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; use the long options of `wattbench.py run`")
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)}; use the long options of `wattbench.py run`"
+        )
     args.server_url = server_url
     for key, value in options.items():
         setattr(args, key, value)
@@ -1050,8 +1254,13 @@ def _prepare(args: argparse.Namespace) -> RunOptions:
     profiles = _select_profiles(args.profiles or ",".join(previous.get("profiles") or []) or None)
     model = args.model if args.model is not None else previous.get("model")
     repeats = args.repeats or previous.get("repeats") or 1
-    manifest = {"prompts_path": str(prompts_path), "prompts_sha256": prompts_sha256(prompts_path),
-                "model": model, "profiles": list(profiles), "repeats": repeats}
+    manifest = {
+        "prompts_path": str(prompts_path.resolve()),
+        "prompts_sha256": prompts_sha256(prompts_path),
+        "model": model,
+        "profiles": list(profiles),
+        "repeats": repeats,
+    }
     if store is not None:
         try:
             store.check_matches(manifest)
@@ -1078,8 +1287,10 @@ def _select_profiles(spec: str | None) -> dict[str, Any]:
     names = [n.strip() for n in spec.split(",") if n.strip()] if spec else list(gpu_profiles.DEFAULT_PROFILES)
     unknown = [n for n in names if n not in available]
     if unknown or not names:
-        raise CliError(f"unknown profile(s) {', '.join(unknown) or '(none given)'}; "
-                       f"choose from: {', '.join(sorted(available))}")
+        raise CliError(
+            f"unknown profile(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from: {', '.join(sorted(available))}"
+        )
     return {n: available[n] for n in names}
 
 
@@ -1091,28 +1302,36 @@ def _default_token() -> str | None:
 
 
 def check_service(base_url: str, token: str | None, timeout_s: float = 5.0) -> None:
-    """Raise CliError unless GET <base_url>/health answers 200, says the model is ready, and a token is at hand
-    when the service wants one."""
+    """Raise CliError unless GET <base_url>/health answers 200, says the model is ready, and a token is at
+    hand when the service wants one."""
     import httpx
 
     try:
         resp = httpx.get(f"{base_url.rstrip('/')}/health", timeout=timeout_s)
     except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the service at {base_url} ({type(exc).__name__}: {exc}); start it with "
-                       "`python wattbench.py serve` or leave out --server-url to let run start one") from None
+        raise CliError(
+            f"cannot reach the service at {base_url} ({type(exc).__name__}: {exc}); start it with "
+            "`python wattbench.py serve` or leave out --server-url to let run start one"
+        ) from None
     if resp.status_code != 200:
-        raise CliError(f"the service at {base_url} answered GET /health with HTTP {resp.status_code}: "
-                       f"{_error_detail(resp.content)}")
+        raise CliError(
+            f"the service at {base_url} answered GET /health with HTTP {resp.status_code}: "
+            f"{_error_detail(resp.content)}"
+        )
     try:
         health = resp.json()
     except ValueError:
         health = {}
     health = health if isinstance(health, dict) else {}
     if health.get("ready") is False:
-        raise CliError(f"the service at {base_url} is up but its model is not ready: "
-                       f"{health.get('detail') or 'see the service log'}")
+        raise CliError(
+            f"the service at {base_url} is up but its model is not ready: "
+            f"{health.get('detail') or 'see the service log'}"
+        )
     if health.get("auth_required") and not token:
-        raise CliError(f"the service at {base_url} wants a bearer token: set WATTBENCH_API_TOKEN or pass --token")
+        raise CliError(
+            f"the service at {base_url} wants a bearer token: set WATTBENCH_API_TOKEN or pass --token"
+        )
 
 
 def _execute(args: argparse.Namespace, options: RunOptions) -> RunResult:
@@ -1125,8 +1344,10 @@ def _execute(args: argparse.Namespace, options: RunOptions) -> RunResult:
     assert store is not None
     df = build_dataframe(store.load_records(), options.profiles, run_id=store.run_id)
     csv_path = write_csv(df, Path(args.out))
-    print(f"wrote {csv_path} ({df['request_id'].nunique()} requests x {len(options.profiles)} profiles = "
-          f"{len(df)} rows; run file {store.records_path})")
+    print(
+        f"wrote {csv_path} ({df['request_id'].nunique()} requests x {len(options.profiles)} profiles = "
+        f"{len(df)} rows; run file {store.records_path})"
+    )
     if not args.no_report:
         _build_outputs(df, Path(args.out))
     print(summary_line(df))
@@ -1134,8 +1355,9 @@ def _execute(args: argparse.Namespace, options: RunOptions) -> RunResult:
     return RunResult(code, store.run_id, csv_path, df, stopped)
 
 
-def _send(args: argparse.Namespace, options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) \
-        -> tuple[RunStore, str | None]:
+def _send(
+    args: argparse.Namespace, options: RunOptions, items: list[WorkItem], todo: list[WorkItem]
+) -> tuple[RunStore, str | None]:
     """Reach (or start) the service, send `todo` and append each record to the run file (created now for a new
     run). Returns the store and why the run stopped early (None when it did not)."""
     from server import ServiceProcess, ServiceStartError
@@ -1150,20 +1372,40 @@ def _send(args: argparse.Namespace, options: RunOptions, items: list[WorkItem], 
             return _send_to(service.url, token, args, options, items, todo)
     except ServiceStartError as exc:
         lines = str(exc).splitlines()
-        raise CliError(lines[0] + (f" (last log line: {lines[-1].strip()})" if len(lines) > 1 else "")) from None
+        raise CliError(
+            lines[0] + (f" (last log line: {lines[-1].strip()})" if len(lines) > 1 else "")
+        ) from None
 
 
-def _send_to(url: str, token: str | None, args: argparse.Namespace, options: RunOptions,
-             items: list[WorkItem], todo: list[WorkItem]) -> tuple[RunStore, str | None]:
+def _send_to(
+    url: str,
+    token: str | None,
+    args: argparse.Namespace,
+    options: RunOptions,
+    items: list[WorkItem],
+    todo: list[WorkItem],
+) -> tuple[RunStore, str | None]:
     store = options.store or RunStore.create(args.out, options.manifest)
     processor = BatchProcessor(
-        url, token=token, concurrency=args.max_concurrency if args.rate else (args.concurrency or 1),
-        rate_rps=args.rate, arrival=args.arrival, warmup=args.warmup, model=options.model,
-        timeout_s=args.timeout, retry=RetryPolicy(max_attempts=args.max_attempts), seed=args.seed,
-        on_record=store.append, progress=not args.no_progress, run_id=store.run_id,
+        url,
+        token=token,
+        concurrency=args.max_concurrency if args.rate else (args.concurrency or 1),
+        rate_rps=args.rate,
+        arrival=args.arrival,
+        warmup=args.warmup,
+        model=options.model,
+        timeout_s=args.timeout,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+        seed=args.seed,
+        on_record=store.append,
+        progress=not args.no_progress,
+        run_id=store.run_id,
     )
-    print(f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {url}"
-          + (" (resumed)" if options.store is not None else ""), flush=True)
+    print(
+        f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {url}"
+        + (" (resumed)" if options.store is not None else ""),
+        flush=True,
+    )
     try:
         processor.run_sync(todo, done_before=len(items) - len(todo), total=len(items))
     except (ServiceGoneError, AuthRejectedError, RunStoreError) as exc:
@@ -1176,7 +1418,7 @@ def _send_to(url: str, token: str | None, args: argparse.Namespace, options: Run
 def write_csv(df: pd.DataFrame, out_dir: Path) -> Path:
     """Write `ai_metrics_<UTC timestamp>.csv` under out_dir and return its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"ai_metrics_{datetime.now(timezone.utc).strftime('%Y%m%d_%H%M%S')}.csv"
+    path = out_dir / f"ai_metrics_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S')}.csv"
     df.to_csv(path, index=False)
     return path
 
@@ -1205,5 +1447,7 @@ def summary_line(df: pd.DataFrame) -> str:
     graded = served["correct"].dropna()
     accuracy = f"{graded.astype(bool).mean():.0%} of {len(graded)} graded" if len(graded) else "n/a"
     latency = f"{served['latency_s'].median():.2f} s" if len(served) else "n/a"
-    return (f"served {len(served)}/{len(per_request)} requests; accuracy {accuracy}; median latency {latency}; "
-            f"{int(served['completion_tokens'].fillna(0).sum())} completion tokens")
+    return (
+        f"served {len(served)}/{len(per_request)} requests; accuracy {accuracy}; median latency {latency}; "
+        f"{int(served['completion_tokens'].fillna(0).sum())} completion tokens"
+    )

@@ -4,9 +4,10 @@
         BatchProcessor(service.url, ...)
 
 The child runs in its own process group; stop() sends SIGTERM to the group, then SIGKILL after a grace period,
-and an atexit hook stops anything still running, so no orphan is left behind. Used by `wattbench.py run` and the
-notebook.
+and an atexit hook stops anything still running, so no orphan is left behind. Used by `wattbench.py run` and
+the notebook.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -53,10 +54,18 @@ class ServiceProcess:
     SIGKILL.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, env: Mapping[str, str] | None = None,
-                 log_path: str | os.PathLike[str] | None = None, startup_timeout_s: float = 120.0, *,
-                 app: str = "app:app", app_dir: str | os.PathLike[str] | None = None,
-                 stop_grace_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        startup_timeout_s: float = 120.0,
+        *,
+        app: str = "app:app",
+        app_dir: str | os.PathLike[str] | None = None,
+        stop_grace_s: float = 5.0,
+    ) -> None:
         self.host = host
         self.port = port
         self.env = dict(env or {})
@@ -72,13 +81,27 @@ class ServiceProcess:
     @property
     def url(self) -> str:
         if self._url is None:
-            raise RuntimeError("the service is not started: call start() or use `with ServiceProcess() as s:`")
+            raise RuntimeError(
+                "the service is not started: call start() or use `with ServiceProcess() as s:`"
+            )
         return self._url
 
     def command(self) -> list[str]:
         """The command line of the child."""
-        return [sys.executable, "-m", "uvicorn", self.app, "--host", self.host, "--port", str(self.port),
-                "--app-dir", str(self.app_dir), "--log-level", "warning"]
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.app,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--app-dir",
+            str(self.app_dir),
+            "--log-level",
+            "warning",
+        ]
 
     def start(self) -> ServiceProcess:
         """Start the child and wait until GET /health answers 200; raise ServiceStartError otherwise."""
@@ -94,8 +117,13 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_handle = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.command(), cwd=self.app_dir, env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
-            stdout=self._log_handle, stderr=subprocess.STDOUT, start_new_session=True,
+            self.command(),
+            cwd=self.app_dir,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         atexit.register(self.stop)
         try:
@@ -123,16 +151,20 @@ class ServiceProcess:
             except httpx.HTTPError as exc:
                 last_problem = f"{type(exc).__name__}"
             time.sleep(0.1)
-        raise self._start_error(f"the service did not answer GET /health within {self.startup_timeout_s:g} s "
-                                f"({last_problem})")
+        raise self._start_error(
+            f"the service did not answer GET /health within {self.startup_timeout_s:g} s ({last_problem})"
+        )
 
     def _start_error(self, reason: str) -> ServiceStartError:
         assert self.log_path is not None
         tail = log_tail(self.log_path)
-        return ServiceStartError(f"{reason}; log {self.log_path}" + (f", last lines:\n{tail}" if tail else ""))
+        return ServiceStartError(
+            f"{reason}; log {self.log_path}" + (f", last lines:\n{tail}" if tail else "")
+        )
 
     def stop(self) -> int | None:
-        """Stop the child and its process group: SIGTERM, then SIGKILL after stop_grace_s. Returns its exit code."""
+        """Stop the child and its process group: SIGTERM, then SIGKILL after stop_grace_s. Returns its exit
+        code."""
         process, self.process = self.process, None
         code = None
         if process is not None:

@@ -3,14 +3,15 @@
 The stub admits one request per 60/R s (GCRA, burst 1) and answers 429 with Retry-After (integer seconds) and
 retry-after-ms beyond it. The ideal span from the first to the last served request is 35 x 60/R s. Prints lost
 requests, the measured span, the ideal and their ratio (target: lost = 0, ratio <= 1.15), for BatchProcessor
-starting at several concurrencies, and for the original notebook's strategy (sequential, sleep between calls, no
-retry), scaled down in time.
+starting at several concurrencies, and for the original notebook's strategy (sequential, sleep between calls,
+no retry), scaled down in time.
 
     .venv/bin/python benchmarks/bench_ratelimit.py [--rpm 180] [--requests 36] [--integer-retry-after]
 
-With only an integer Retry-After (no retry-after-ms) a wait can only be whole seconds, so below 60 requests per
-minute the span stays near ideal, above it each 429 costs up to a second: --integer-retry-after shows that case.
+With only an integer Retry-After (no retry-after-ms) a wait can only be whole seconds, so below 60 requests
+per minute the span stays near ideal, above it each 429 costs up to a second: --integer-retry-after shows it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,8 @@ def run_wattbench(rpm: float, n: int, concurrency: int, with_ms: bool = True) ->
     prompts = [PromptSpec(f"p{i:02d}", f"prompt {i}") for i in range(n)]
     with ChatStub(rate_limited(rpm, with_ms=with_ms)) as stub:
         records = BatchProcessor(stub.url, concurrency=concurrency, progress=False, seed=1).run_sync(
-            plan_requests(prompts))
+            plan_requests(prompts)
+        )
         lost = sum(not r.success for r in records)
         return lost, span_s(stub), sum(r.rate_limited for r in records)
 
@@ -57,26 +59,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rpm", type=float, default=180.0, help="requests per minute the stub allows")
     parser.add_argument("--requests", type=int, default=36)
-    parser.add_argument("--integer-retry-after", action="store_true",
-                        help="also run against a stub that sends only an integer Retry-After (no retry-after-ms)")
+    parser.add_argument(
+        "--integer-retry-after",
+        action="store_true",
+        help="also run against a stub that sends only an integer Retry-After (no retry-after-ms)",
+    )
     args = parser.parse_args()
     n, rpm = args.requests, args.rpm
     ideal_s = (n - 1) * 60.0 / rpm
     print(f"{n} requests, stub allows {rpm:g}/min (one per {60 / rpm:.3f} s); ideal span {ideal_s:.2f} s")
     for concurrency in (1, 4, 16):
         lost, span, n429 = run_wattbench(rpm, n, concurrency)
-        print(f"wattbench concurrency<={concurrency:<3d} lost = {lost}  span = {span:.2f} s  ideal = {ideal_s:.2f} s"
-              f"  ratio = {span / ideal_s:.3f}  (429s absorbed: {n429})")
+        print(
+            f"wattbench concurrency<={concurrency:<3d} lost = {lost}  span = {span:.2f} s  "
+            f"ideal = {ideal_s:.2f} s"
+            f"  ratio = {span / ideal_s:.3f}  (429s absorbed: {n429})"
+        )
     if args.integer_retry_after:
         lost, span, n429 = run_wattbench(rpm, n, 4, with_ms=False)
-        print(f"wattbench concurrency<=4, integer Retry-After only  lost = {lost}  span = {span:.2f} s  "
-              f"ratio = {span / ideal_s:.3f}  (429s absorbed: {n429})")
+        print(
+            f"wattbench concurrency<=4, integer Retry-After only  lost = {lost}  span = {span:.2f} s  "
+            f"ratio = {span / ideal_s:.3f}  (429s absorbed: {n429})"
+        )
     # The original: Gemini's free tier allowed 10 requests/min (one per 6 s) and it slept 5 s between calls.
     # Same ratio, scaled down to this stub's interval: sleep = 5/6 of 60/rpm.
     sleep_s = 5 / 6 * 60 / rpm
     lost, span = run_original(rpm, n, sleep_s)
-    print(f"original (sleep {sleep_s:.3f} s, no retry, scaled from 5 s vs 10/min)  lost = {lost}  "
-          f"span = {span:.2f} s")
+    print(
+        f"original (sleep {sleep_s:.3f} s, no retry, scaled from 5 s vs 10/min)  lost = {lost}  "
+        f"span = {span:.2f} s"
+    )
 
 
 if __name__ == "__main__":

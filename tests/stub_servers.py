@@ -1,13 +1,15 @@
 """Stub HTTP servers on 127.0.0.1 for tests and benchmarks.
 
-`ChatStub` is a real threaded HTTP server that speaks the wattbench service's API (`GET /health`, `POST /chat`,
-the /chat response schema of docs/architecture.md) and answers each request as a *behavior* says: a normal answer,
-an HTTP error (500, 429 + Retry-After, ...), a slow answer, or a dropped connection. It records every request it
-receives, so a test can count what was sent. Only the standard library is used, so importing this is cheap.
+`ChatStub` is a real threaded HTTP server that speaks the wattbench service's API (`GET /health`,
+`POST /chat`, the /chat response schema of docs/architecture.md) and answers each request as a *behavior*
+says: a normal answer, an HTTP error (500, 429 + Retry-After, ...), a slow answer, or a dropped connection.
+It records every request it receives, so a test can count what was sent. Only the standard library is used,
+so importing this is cheap.
 
     with ChatStub(script=[status(500), ok()]) as stub:
         ...  # POST {stub.url}/chat: first a 500, then an answer
 """
+
 from __future__ import annotations
 
 import json
@@ -73,7 +75,9 @@ class SmoothRateLimiter:
     `check()` admits a request (returns None) or returns the seconds until the next one would be admitted.
     """
 
-    def __init__(self, per_minute: float, burst: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, per_minute: float, burst: int = 1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.interval_s = 60.0 / per_minute
         self.burst = burst
         self._clock = clock
@@ -91,8 +95,9 @@ class SmoothRateLimiter:
             return None
 
 
-def rate_limited(per_minute: float, burst: int = 1, *,
-                 with_ms: bool = True) -> Callable[[int, dict[str, Any]], Reply]:
+def rate_limited(
+    per_minute: float, burst: int = 1, *, with_ms: bool = True
+) -> Callable[[int, dict[str, Any]], Reply]:
     """A behavior: answer while under `per_minute`, else 429 with Retry-After (integer seconds, rounded up)
     and, when with_ms, retry-after-ms (milliseconds, rounded up; the header OpenAI and Azure OpenAI send)."""
     limiter = SmoothRateLimiter(per_minute, burst)
@@ -109,8 +114,15 @@ def rate_limited(per_minute: float, burst: int = 1, *,
     return behave
 
 
-def chat_response(prompt: str, text: str, *, latency_s: float = 0.0, model: str = "stub/echo",
-                  model_params_b: float | None = 0.135, cost_usd: float | None = 0.0) -> dict[str, Any]:
+def chat_response(
+    prompt: str,
+    text: str,
+    *,
+    latency_s: float = 0.0,
+    model: str = "stub/echo",
+    model_params_b: float | None = 0.135,
+    cost_usd: float | None = 0.0,
+) -> dict[str, Any]:
     """A /chat response as docs/architecture.md specifies it, with word counts as token counts."""
     prompt_tokens, completion_tokens = len(prompt.split()), len(text.split())
     ttft_s = latency_s / 2
@@ -151,16 +163,32 @@ class ChatStub:
     health: the JSON that GET /health answers (default: the service's answer when its model is ready).
     """
 
-    def __init__(self, behavior: Behavior | None = None, *, script: Sequence[Reply] = (),
-                 answers: Mapping[str, str] | None = None, token: str | None = None,
-                 latency_s: float = 0.01, health: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        behavior: Behavior | None = None,
+        *,
+        script: Sequence[Reply] = (),
+        answers: Mapping[str, str] | None = None,
+        token: str | None = None,
+        latency_s: float = 0.01,
+        health: Mapping[str, Any] | None = None,
+    ) -> None:
         self._behavior = behavior
         self._script = list(script)
         self.answers = dict(answers or {})
         self.token = token
         self.latency_s = latency_s
-        self.health = dict(health) if health is not None else {
-            "status": "ok", "model": "stub/echo", "ready": True, "detail": None, "auth_required": token is not None}
+        self.health = (
+            dict(health)
+            if health is not None
+            else {
+                "status": "ok",
+                "model": "stub/echo",
+                "ready": True,
+                "detail": None,
+                "auth_required": token is not None,
+            }
+        )
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._chat_count = 0
@@ -189,8 +217,9 @@ class ChatStub:
                 body = json.loads(raw or b"{}")
                 stub._handle_chat(self, body)
 
-            def _send_json(self, code: int, payload: Mapping[str, Any],
-                           headers: Mapping[str, str] | None = None) -> None:
+            def _send_json(
+                self, code: int, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None
+            ) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
@@ -202,8 +231,9 @@ class ChatStub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         host, port = self._server.server_address[:2]
         self._url = f"http://{host}:{port}"
@@ -291,8 +321,9 @@ class ChatStub:
             time.sleep(reply.delay_s)
         prompt = str(body.get("prompt", ""))
         text = self.answers.get(prompt, f"stub answer to: {prompt}")
-        payload = chat_response(prompt, text, latency_s=self.latency_s,
-                                model=str(body.get("model") or "stub/echo"))
+        payload = chat_response(
+            prompt, text, latency_s=self.latency_s, model=str(body.get("model") or "stub/echo")
+        )
         try:
             handler._send_json(200, payload)
         except (BrokenPipeError, ConnectionResetError):

@@ -1,9 +1,9 @@
 """BatchProcessor against real HTTP stub servers on 127.0.0.1: retries, rate limits, load modes, the run file,
 enrichment, and the `run` command line."""
+
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import socket
 from pathlib import Path
@@ -12,14 +12,31 @@ from typing import Any
 import pytest
 
 import batch
-from batch import (AdaptiveLimiter, AuthRejectedError, BatchProcessor, PromptSpec, RetryPolicy, RunStore,
-                   RunStoreError, ServiceGoneError, WorkItem, arrival_offsets_s, backoff_delay_s, build_dataframe,
-                   idle_gaps_s, parse_retry_after, pending_items, plan_requests)
+from batch import (
+    AdaptiveLimiter,
+    AuthRejectedError,
+    BatchProcessor,
+    PromptSpec,
+    RetryPolicy,
+    RunStore,
+    RunStoreError,
+    ServiceGoneError,
+    WorkItem,
+    arrival_offsets_s,
+    backoff_delay_s,
+    build_dataframe,
+    idle_gaps_s,
+    parse_retry_after,
+    pending_items,
+    plan_requests,
+)
 from stub_servers import ChatStub, Reply, drop, ok, slow, status
 
 FAST_RETRY = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.02)
-PROMPTS = [PromptSpec("capital", "What is the capital of France?", "factual", "Paris", "contains"),
-           PromptSpec("haiku", "Write a haiku about the ocean.", "creative")]
+PROMPTS = [
+    PromptSpec("capital", "What is the capital of France?", "factual", "Paris", "contains"),
+    PromptSpec("haiku", "Write a haiku about the ocean.", "creative"),
+]
 
 
 def send(stub: ChatStub, items: list[WorkItem], **kwargs: Any) -> list[batch.RequestRecord]:
@@ -32,6 +49,7 @@ def one_item() -> list[WorkItem]:
 
 
 # -- retries against a real server -------------------------------------------------------------------------
+
 
 def test_served_request_is_recorded_with_the_services_answer() -> None:
     with ChatStub(answers={PROMPTS[0].prompt: "Paris."}) as stub:
@@ -84,7 +102,9 @@ def test_persistent_500_is_a_failed_record_after_max_attempts() -> None:
 
 def test_timeouts_until_max_attempts_give_a_clear_error() -> None:
     with ChatStub(lambda i, body: slow(0.3)) as stub:
-        [record] = send(stub, one_item(), timeout_s=0.05, retry=RetryPolicy(max_attempts=2, backoff_base_s=0.01))
+        [record] = send(
+            stub, one_item(), timeout_s=0.05, retry=RetryPolicy(max_attempts=2, backoff_base_s=0.01)
+        )
     assert (record.success, record.attempts, record.status_code) == (False, 2, None)
     assert record.error == "timed out after 0.05 s (ReadTimeout)"
 
@@ -93,7 +113,11 @@ def test_422_is_not_retried() -> None:
     with ChatStub(script=[status(422, "invalid request: prompt: too long")]) as stub:
         [record] = send(stub, one_item())
         assert len(stub.chat_requests()) == 1
-    assert (record.success, record.attempts, record.error) == (False, 1, "HTTP 422: invalid request: prompt: too long")
+    assert (record.success, record.attempts, record.error) == (
+        False,
+        1,
+        "HTTP 422: invalid request: prompt: too long",
+    )
 
 
 def test_token_is_sent_and_a_refused_token_stops_the_run() -> None:
@@ -103,8 +127,10 @@ def test_token_is_sent_and_a_refused_token_stops_the_run() -> None:
         assert stub.chat_requests()[0].headers["authorization"] == "Bearer s3cret"
         with pytest.raises(AuthRejectedError) as info:
             send(stub, one_item(), token="xyzzy-42")
-    assert str(info.value) == ("HTTP 401: missing or wrong bearer token; set WATTBENCH_API_TOKEN (the service "
-                               "refused the token: set WATTBENCH_API_TOKEN or pass --token)")
+    assert str(info.value) == (
+        "HTTP 401: missing or wrong bearer token; set WATTBENCH_API_TOKEN (the service "
+        "refused the token: set WATTBENCH_API_TOKEN or pass --token)"
+    )
     assert "xyzzy-42" not in str(info.value)  # the token is never echoed
 
 
@@ -112,22 +138,31 @@ def test_refused_connections_stop_the_run() -> None:
     with socket.socket() as sock:  # a port with nothing listening
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    processor = BatchProcessor(f"http://127.0.0.1:{port}", progress=False,
-                               retry=RetryPolicy(backoff_base_s=0.01, abort_after_connect_failures=3))
+    processor = BatchProcessor(
+        f"http://127.0.0.1:{port}",
+        progress=False,
+        retry=RetryPolicy(backoff_base_s=0.01, abort_after_connect_failures=3),
+    )
     with pytest.raises(ServiceGoneError) as info:
         processor.run_sync(one_item())
-    assert str(info.value).startswith(f"the service at http://127.0.0.1:{port} refused 3 connections in a row")
+    assert str(info.value).startswith(
+        f"the service at http://127.0.0.1:{port} refused 3 connections in a row"
+    )
     assert str(info.value).endswith("start the service again and rerun with --resume")
 
 
 def test_model_is_sent_when_given() -> None:
     with ChatStub() as stub:
         [record] = send(stub, one_item(), model="gemini/gemini-2.5-flash")
-        assert stub.chat_requests()[0].body == {"prompt": PROMPTS[0].prompt, "model": "gemini/gemini-2.5-flash"}
+        assert stub.chat_requests()[0].body == {
+            "prompt": PROMPTS[0].prompt,
+            "model": "gemini/gemini-2.5-flash",
+        }
     assert record.response["model"] == "gemini/gemini-2.5-flash"
 
 
 # -- load modes ---------------------------------------------------------------------------------------------
+
 
 def test_warmup_requests_are_sent_but_not_recorded() -> None:
     items = plan_requests(PROMPTS, repeats=2)
@@ -139,7 +174,9 @@ def test_warmup_requests_are_sent_but_not_recorded() -> None:
 
 def max_overlap(stub: ChatStub) -> int:
     """The most requests the stub was answering at one time."""
-    events = sorted([(r.t_s, 1) for r in stub.chat_requests()] + [(r.t_end_s, -1) for r in stub.chat_requests()])
+    events = sorted(
+        [(r.t_s, 1) for r in stub.chat_requests()] + [(r.t_end_s, -1) for r in stub.chat_requests()]
+    )
     current = best = 0
     for _, step in events:
         current += step
@@ -194,8 +231,9 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after({"Retry-After": "3"}) == 3.0
     assert parse_retry_after({"retry-after": "0.25"}) == 0.25
     assert parse_retry_after({"Retry-After": "2", "retry-after-ms": "1500"}) == 1.5
-    assert parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:10 GMT"},
-                             now_epoch_s=1445412480.0) == 10.0  # 07:28:00 GMT
+    assert (
+        parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:10 GMT"}, now_epoch_s=1445412480.0) == 10.0
+    )  # 07:28:00 GMT
     assert parse_retry_after({"Retry-After": "soon"}) is None
     assert parse_retry_after({}) is None
 
@@ -227,6 +265,7 @@ async def test_limiter_gate_holds_every_request_until_retry_after() -> None:
 
 # -- the run file -------------------------------------------------------------------------------------------
 
+
 def record_dict(key: str, success: bool = True, **extra: Any) -> dict[str, Any]:
     return {"key": key, "success": success, **extra}
 
@@ -255,8 +294,10 @@ def test_run_store_open_latest_and_refuse_mismatch(tmp_path: Path) -> None:
     newest.check_matches({"model": None, "repeats": 2, "profiles": ["T4_COLAB"]})
     with pytest.raises(RunStoreError) as info:
         newest.check_matches({"repeats": 3})
-    assert str(info.value) == ("cannot resume run new: its repeats was 2, now 3; rerun with the run's options, "
-                               "or drop --resume to start a new run")
+    assert str(info.value) == (
+        "cannot resume run new: its repeats was 2, now 3; rerun with the run's options, "
+        "or drop --resume to start a new run"
+    )
 
 
 def test_pending_items_are_the_missing_and_the_failed() -> None:
@@ -269,8 +310,15 @@ def test_pending_items_are_the_missing_and_the_failed() -> None:
 
 # -- enrichment ---------------------------------------------------------------------------------------------
 
+
 def timed(key: str, start: float, end: float, session: str = "s1", success: bool = True) -> dict[str, Any]:
-    return {"key": key, "t_start_epoch_s": start, "t_end_epoch_s": end, "session": session, "success": success}
+    return {
+        "key": key,
+        "t_start_epoch_s": start,
+        "t_end_epoch_s": end,
+        "session": session,
+        "success": success,
+    }
 
 
 def test_idle_gaps_between_served_requests() -> None:
@@ -286,26 +334,65 @@ def test_idle_gaps_between_served_requests() -> None:
 
 
 def full_record(key: str, prompt: PromptSpec, text: str | None, start: float, **extra: Any) -> dict[str, Any]:
-    response = None if text is None else {
-        "request_id": f"svc-{key}", "model": "stub/echo", "route": "Flash-Precise", "text": text,
-        "latency_s": 2.0, "ttft_s": 0.5, "prompt_tokens": 7, "completion_tokens": 20, "total_tokens": 27,
-        "cost_usd": 0.001, "model_params_b": 0.135}
-    base = {"key": key, "prompt_id": prompt.prompt_id, "repeat": 0, "prompt": prompt.prompt,
-            "category": prompt.category, "expected": prompt.expected, "grader": prompt.grader,
-            "tolerance": prompt.tolerance, "session": "s1", "success": text is not None,
-            "error": None if text is not None else "HTTP 500: boom", "status_code": 200 if text else 500,
-            "attempts": 1, "rate_limited": 0, "retry_wait_s": 0.0, "started_at": "2026-01-01T00:00:00.000+00:00",
-            "t_start_epoch_s": start, "t_end_epoch_s": start + 2.0, "client_latency_s": 2.01 if text else None,
-            "response": response}
+    response = (
+        None
+        if text is None
+        else {
+            "request_id": f"svc-{key}",
+            "model": "stub/echo",
+            "route": "Flash-Precise",
+            "text": text,
+            "latency_s": 2.0,
+            "ttft_s": 0.5,
+            "prompt_tokens": 7,
+            "completion_tokens": 20,
+            "total_tokens": 27,
+            "cost_usd": 0.001,
+            "model_params_b": 0.135,
+        }
+    )
+    base = {
+        "key": key,
+        "prompt_id": prompt.prompt_id,
+        "repeat": 0,
+        "prompt": prompt.prompt,
+        "category": prompt.category,
+        "expected": prompt.expected,
+        "grader": prompt.grader,
+        "tolerance": prompt.tolerance,
+        "session": "s1",
+        "success": text is not None,
+        "error": None if text is not None else "HTTP 500: boom",
+        "status_code": 200 if text else 500,
+        "attempts": 1,
+        "rate_limited": 0,
+        "retry_wait_s": 0.0,
+        "started_at": "2026-01-01T00:00:00.000+00:00",
+        "t_start_epoch_s": start,
+        "t_end_epoch_s": start + 2.0,
+        "client_latency_s": 2.01 if text else None,
+        "response": response,
+    }
     return {**base, **extra}
 
 
-def fake_enhance(measured: dict[str, Any], profile: dict[str, Any], *, idle_s: float,
-                 active_params_b: float | None, total_params_b: float | None) -> dict[str, Any]:
+def fake_enhance(
+    measured: dict[str, Any],
+    profile: dict[str, Any],
+    *,
+    idle_s: float,
+    active_params_b: float | None,
+    total_params_b: float | None,
+) -> dict[str, Any]:
     """A stand-in for calculate_enhanced_metrics: energy = watts x latency, plus idle."""
     energy_kwh = profile["w"] * (measured["latency_s"] + idle_s) / 3.6e6
-    return {"profile": profile["name"], "idle_s": idle_s, "energy_kwh": energy_kwh,
-            "total_cost_usd": measured["cost_usd"] + energy_kwh * 0.1, "seen_params_b": active_params_b}
+    return {
+        "profile": profile["name"],
+        "idle_s": idle_s,
+        "energy_kwh": energy_kwh,
+        "total_cost_usd": measured["cost_usd"] + energy_kwh * 0.1,
+        "seen_params_b": active_params_b,
+    }
 
 
 def test_build_dataframe_one_row_per_request_and_profile() -> None:
@@ -315,11 +402,22 @@ def test_build_dataframe_one_row_per_request_and_profile() -> None:
         full_record("capital-r1", PROMPTS[0], "Lyon.", 1005.0, repeat=1),
     ]
     profiles = {"A": {"name": "A", "w": 360.0}, "B": {"name": "B", "w": 36.0}}
-    df = build_dataframe(records, profiles, run_id="run1", enhance=fake_enhance,
-                         provider_estimate=lambda model, tokens, latency: {"provider_energy_kwh": tokens * 1e-6})
+    df = build_dataframe(
+        records,
+        profiles,
+        run_id="run1",
+        enhance=fake_enhance,
+        provider_estimate=lambda model, tokens, latency: {"provider_energy_kwh": tokens * 1e-6},
+    )
     assert list(df.columns[:4]) == ["run_id", "request_id", "prompt_id", "repeat"]
-    assert list(df["request_id"]) == ["capital-r0", "capital-r0", "haiku-r0", "haiku-r0", "capital-r1",
-                                      "capital-r1"]
+    assert list(df["request_id"]) == [
+        "capital-r0",
+        "capital-r0",
+        "haiku-r0",
+        "haiku-r0",
+        "capital-r1",
+        "capital-r1",
+    ]
     assert list(df["profile"]) == ["A", "B"] * 3
     assert list(df["t_start_s"]) == [0.0, 0.0, 3.0, 3.0, 5.0, 5.0]
     assert list(df["correct"]) == [True, True, None, None, False, False]
@@ -338,12 +436,15 @@ def test_build_dataframe_one_row_per_request_and_profile() -> None:
 
 # -- the command line ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def prompts_file(tmp_path: Path) -> Path:
     path = tmp_path / "prompts.jsonl"
-    path.write_text('{"id": "capital", "prompt": "What is the capital of France?", "expected": "Paris"}\n'
-                    '{"id": "sum", "prompt": "What is 2+3?", "expected": 5, "grader": "number"}\n'
-                    '{"id": "poem", "prompt": "Write a poem."}\n')
+    path.write_text(
+        '{"id": "capital", "prompt": "What is the capital of France?", "expected": "Paris"}\n'
+        '{"id": "sum", "prompt": "What is 2+3?", "expected": 5, "grader": "number"}\n'
+        '{"id": "poem", "prompt": "Write a poem."}\n'
+    )
     return path
 
 
@@ -361,27 +462,62 @@ def cli(*argv: str) -> int:
     return batch.cli_run(["--no-report", "--no-progress", "--profiles", "T4_COLAB,A100_SIMULATED", *argv])
 
 
-def test_cli_writes_one_row_per_request_and_profile(tmp_path: Path, prompts_file: Path, no_env_token: None,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_one_row_per_request_and_profile(
+    tmp_path: Path, prompts_file: Path, no_env_token: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     import pandas as pd
 
     answers = {"What is the capital of France?": "Paris.", "What is 2+3?": "2+3 is 4."}
     with ChatStub(answers=answers) as stub:
-        code = cli("--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path / "out"),
-                   "--repeats", "2", "--warmup", "1")
+        code = cli(
+            "--server-url",
+            stub.url,
+            "--prompts",
+            str(prompts_file),
+            "--out",
+            str(tmp_path / "out"),
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+        )
         assert len(stub.chat_requests()) == 1 + 6
     assert code == 0
     [csv_path] = (tmp_path / "out").glob("ai_metrics_*.csv")
     assert f"wrote {csv_path} (6 requests x 2 profiles = 12 rows; run file " in capsys.readouterr().out
     df = pd.read_csv(csv_path)
-    required = ["request_id", "prompt", "route", "model", "success", "error", "attempts", "retry_wait_s",
-                "latency_s", "ttft_s", "prompt_tokens", "completion_tokens", "cost_usd", "correct", "profile",
-                "energy_kwh", "carbon_gco2e", "energy_cost_usd", "total_cost_usd"]
+    required = [
+        "request_id",
+        "prompt",
+        "route",
+        "model",
+        "success",
+        "error",
+        "attempts",
+        "retry_wait_s",
+        "latency_s",
+        "ttft_s",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "correct",
+        "profile",
+        "energy_kwh",
+        "carbon_gco2e",
+        "energy_cost_usd",
+        "total_cost_usd",
+    ]
     assert [c for c in required if c not in df.columns] == []
     assert len(df) == 12 and df.groupby(["request_id", "profile"]).size().eq(1).all()
     correct = df.drop_duplicates("request_id").set_index("request_id")["correct"]
     assert {k: None if pd.isna(v) else bool(v) for k, v in correct.items()} == {
-        "capital-r0": True, "sum-r0": False, "poem-r0": None, "capital-r1": True, "sum-r1": False, "poem-r1": None}
+        "capital-r0": True,
+        "sum-r0": False,
+        "poem-r0": None,
+        "capital-r1": True,
+        "sum-r1": False,
+        "poem-r1": None,
+    }
     assert df["energy_kwh"].gt(0).all() and df["success"].all()
 
 
@@ -391,8 +527,9 @@ def assert_one_error_line(capsys: pytest.CaptureFixture[str], expected: str) -> 
     assert err.strip() == expected, err
 
 
-def test_cli_bad_prompts_file_is_one_line_and_nothing_is_sent(tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_prompts_file_is_one_line_and_nothing_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"prompt": }\n')
     with ChatStub() as stub:
@@ -403,8 +540,9 @@ def test_cli_bad_prompts_file_is_one_line_and_nothing_is_sent(tmp_path: Path,
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_unreachable_server(tmp_path: Path, prompts_file: Path, no_env_token: None,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_unreachable_server(
+    tmp_path: Path, prompts_file: Path, no_env_token: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -412,52 +550,95 @@ def test_cli_unreachable_server(tmp_path: Path, prompts_file: Path, no_env_token
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(f"error: cannot reach the service at {url} (ConnectError: ")
-    assert err.endswith("start it with `python wattbench.py serve` or leave out --server-url to let run start one\n")
+    assert err.endswith(
+        "start it with `python wattbench.py serve` or leave out --server-url to let run start one\n"
+    )
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("health", "message"), [
-    ({"status": "degraded", "ready": False, "detail": "the GGUF file is missing"},
-     "error: the service at {url} is up but its model is not ready: the GGUF file is missing"),
-    ({"status": "ok", "ready": True, "auth_required": True},
-     "error: the service at {url} wants a bearer token: set WATTBENCH_API_TOKEN or pass --token"),
-])
-def test_cli_service_not_usable(tmp_path: Path, prompts_file: Path, no_env_token: None, health: dict[str, Any],
-                                message: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("health", "message"),
+    [
+        (
+            {"status": "degraded", "ready": False, "detail": "the GGUF file is missing"},
+            "error: the service at {url} is up but its model is not ready: the GGUF file is missing",
+        ),
+        (
+            {"status": "ok", "ready": True, "auth_required": True},
+            "error: the service at {url} wants a bearer token: set WATTBENCH_API_TOKEN or pass --token",
+        ),
+    ],
+)
+def test_cli_service_not_usable(
+    tmp_path: Path,
+    prompts_file: Path,
+    no_env_token: None,
+    health: dict[str, Any],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with ChatStub(health=health) as stub:
         assert cli("--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path)) == 2
         assert stub.chat_requests() == []
     assert_one_error_line(capsys, message.format(url=stub.url))
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--concurrency", "0"], "error: --concurrency must be >= 1, not 0"),
-    (["--concurrency", "2", "--rate", "3"], "error: argument --rate: not allowed with argument --concurrency"),
-    (["--rate", "-1"], "error: --rate must be a number of requests per second > 0, not -1.0"),
-    (["--repeats", "x"], "error: argument --repeats: invalid int value: 'x'"),
-    (["--profiles", "T4_COLAB,NOPE"], "error: unknown profile(s) NOPE; choose from: "),
-    (["--resume"], "error: nothing to resume: no run under {out}/runs; drop --resume to start one"),
-])
-def test_cli_bad_options(tmp_path: Path, prompts_file: Path, argv: list[str], message: str,
-                         capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--concurrency", "0"], "error: --concurrency must be >= 1, not 0"),
+        (
+            ["--concurrency", "2", "--rate", "3"],
+            "error: argument --rate: not allowed with argument --concurrency",
+        ),
+        (["--rate", "-1"], "error: --rate must be a number of requests per second > 0, not -1.0"),
+        (["--repeats", "x"], "error: argument --repeats: invalid int value: 'x'"),
+        (["--profiles", "T4_COLAB,NOPE"], "error: unknown profile(s) NOPE; choose from: "),
+        (["--resume"], "error: nothing to resume: no run under {out}/runs; drop --resume to start one"),
+    ],
+)
+def test_cli_bad_options(
+    tmp_path: Path, prompts_file: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    code = batch.cli_run(["--server-url", "http://127.0.0.1:9", "--prompts", str(prompts_file), "--out", str(out),
-                          "--no-progress", *argv])
+    code = batch.cli_run(
+        [
+            "--server-url",
+            "http://127.0.0.1:9",
+            "--prompts",
+            str(prompts_file),
+            "--out",
+            str(out),
+            "--no-progress",
+            *argv,
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(message.format(out=out)), err
 
 
-def test_cli_failed_requests_are_rows_and_exit_1(tmp_path: Path, prompts_file: Path, no_env_token: None,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_failed_requests_are_rows_and_exit_1(
+    tmp_path: Path, prompts_file: Path, no_env_token: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     import pandas as pd
 
     def behave(index: int, body: dict[str, Any]) -> Reply:
         return status(500, "model crashed") if body["prompt"] == "Write a poem." else ok()
 
     with ChatStub(behave) as stub:
-        code = cli("--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path),
-                   "--max-attempts", "2", "--warmup", "0")
+        code = cli(
+            "--server-url",
+            stub.url,
+            "--prompts",
+            str(prompts_file),
+            "--out",
+            str(tmp_path),
+            "--max-attempts",
+            "2",
+            "--warmup",
+            "0",
+        )
     assert code == 1
     df = pd.read_csv(next(tmp_path.glob("ai_metrics_*.csv")))
     poem = df[df["request_id"] == "poem-r0"]
@@ -469,13 +650,23 @@ def test_cli_failed_requests_are_rows_and_exit_1(tmp_path: Path, prompts_file: P
 
 def test_run_benchmark_from_python(tmp_path: Path, prompts_file: Path, no_env_token: None) -> None:
     with ChatStub(answers={"What is the capital of France?": "Paris"}) as stub:
-        result = batch.run_benchmark(stub.url, prompts=str(prompts_file), out=str(tmp_path), concurrency=2,
-                                     profiles="T4_COLAB", no_report=True, no_progress=True, warmup=0)
+        result = batch.run_benchmark(
+            stub.url,
+            prompts=str(prompts_file),
+            out=str(tmp_path),
+            concurrency=2,
+            profiles="T4_COLAB",
+            no_report=True,
+            no_progress=True,
+            warmup=0,
+        )
     assert (result.exit_code, result.stopped) == (0, None)
     assert result.csv_path.parent == tmp_path and result.csv_path.exists()
     assert sorted(result.frame["request_id"]) == ["capital-r0", "poem-r0", "sum-r0"]
     assert result.frame.set_index("request_id").loc["capital-r0", "correct"] is True
-    with pytest.raises(ValueError, match="^unknown option\\(s\\) colour; use the long options of `wattbench.py run`$"):
+    with pytest.raises(
+        ValueError, match="^unknown option\\(s\\) colour; use the long options of `wattbench.py run`$"
+    ):
         batch.run_benchmark(stub.url, colour="red")
     with pytest.raises(ValueError, match="^--repeats must be >= 1, not 0$"):
         batch.run_benchmark(stub.url, prompts=str(prompts_file), repeats=0)
@@ -488,16 +679,23 @@ def test_a_run_file_that_cannot_be_written_stops_the_run_with_a_message() -> Non
     with ChatStub() as stub:
         with pytest.raises(RunStoreError) as info:
             send(stub, one_item(), on_record=full_disk)
-    assert str(info.value) == ("cannot write the run file ([Errno 28] No space left on device); free the disk and "
-                               "rerun with --resume: what was written so far is kept")
+    assert str(info.value) == (
+        "cannot write the run file ([Errno 28] No space left on device); free the disk and "
+        "rerun with --resume: what was written so far is kept"
+    )
 
 
 def test_a_profile_that_cannot_simulate_a_request_keeps_the_row_and_says_why() -> None:
     def too_big(measured: dict[str, Any], profile: dict[str, Any], **_: Any) -> dict[str, Any]:
         raise ValueError("profile T4: a 405B model does not fit even on 8 x T4")
 
-    df = build_dataframe([full_record("capital-r0", PROMPTS[0], "Paris", 1000.0)], {"T4": {}}, run_id="r",
-                         enhance=too_big, provider_estimate=lambda *a: None)
+    df = build_dataframe(
+        [full_record("capital-r0", PROMPTS[0], "Paris", 1000.0)],
+        {"T4": {}},
+        run_id="r",
+        enhance=too_big,
+        provider_estimate=lambda *a: None,
+    )
     row = df.iloc[0]
     assert (row["profile"], row["success"]) == ("T4", True)
     assert row["energy_method"] == "not simulated: profile T4: a 405B model does not fit even on 8 x T4"

@@ -1,5 +1,6 @@
-"""Nothing lost: `wattbench.py run` killed with SIGKILL in the middle, then `--resume`, sends only what is missing,
-and the CSV has every request exactly once. A real subprocess against a stub server on 127.0.0.1."""
+"""Nothing lost: `wattbench.py run` killed with SIGKILL in the middle, then `--resume`, sends only what is
+missing, and the CSV has every request exactly once. A real subprocess against a stub server on 127.0.0.1."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,22 @@ N_PROMPTS, REPEATS = 6, 2
 
 
 def run_cmd(url: str, prompts: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO_ROOT / "wattbench.py"), "run", "--server-url", url, "--prompts", str(prompts),
-            "--out", str(out), "--profiles", "T4_COLAB", "--no-report", "--no-progress", *extra]
+    return [
+        sys.executable,
+        str(REPO_ROOT / "wattbench.py"),
+        "run",
+        "--server-url",
+        url,
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--profiles",
+        "T4_COLAB",
+        "--no-report",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def keys_sent(stub: ChatStub, since: int = 0) -> list[str]:
@@ -43,8 +58,13 @@ def test_sigkill_then_resume_sends_only_what_is_missing(tmp_path: Path, prompts:
     env.pop("WATTBENCH_API_TOKEN", None)
     all_keys = {f"q{i}-r{r}" for r in range(REPEATS) for i in range(N_PROMPTS)}
     with ChatStub(lambda i, body: slow(0.15)) as stub:
-        child = subprocess.Popen(run_cmd(stub.url, prompts, out, "--repeats", str(REPEATS)), cwd=tmp_path, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            run_cmd(stub.url, prompts, out, "--repeats", str(REPEATS)),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         run_file = None
         while time.monotonic() < deadline and child.poll() is None:
@@ -61,12 +81,21 @@ def test_sigkill_then_resume_sends_only_what_is_missing(tmp_path: Path, prompts:
         assert 4 <= len(saved) < len(all_keys)
         before = len(stub.chat_requests())
 
-        resumed = subprocess.run(run_cmd(stub.url, prompts, out, "--resume"), cwd=tmp_path, env=env,
-                                 capture_output=True, text=True, timeout=120)
+        resumed = subprocess.run(
+            run_cmd(stub.url, prompts, out, "--resume"),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         sent_again = keys_sent(stub, since=before)
 
     assert resumed.returncode == 0, resumed.stderr
-    assert f"run {store.run_id}: sending {len(all_keys) - len(saved)} of {len(all_keys)} requests" in resumed.stdout
+    assert (
+        f"run {store.run_id}: sending {len(all_keys) - len(saved)} of {len(all_keys)} requests"
+        in resumed.stdout
+    )
     assert sorted(sent_again) == sorted(all_keys - saved)  # only the missing, each once
     df = pd.read_csv(next(out.glob("ai_metrics_*.csv")))
     assert sorted(df["request_id"]) == sorted(all_keys)  # every request exactly once (one profile)
@@ -79,14 +108,28 @@ def test_resume_refuses_other_options(tmp_path: Path, prompts: Path) -> None:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env.pop("WATTBENCH_API_TOKEN", None)
     with ChatStub() as stub:
-        first = subprocess.run(run_cmd(stub.url, prompts, out, "--warmup", "0"), cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=120)
+        first = subprocess.run(
+            run_cmd(stub.url, prompts, out, "--warmup", "0"),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert first.returncode == 0, first.stderr
         sent = len(stub.chat_requests())
-        again = subprocess.run(run_cmd(stub.url, prompts, out, "--resume", "--repeats", "3"), cwd=tmp_path,
-                               env=env, capture_output=True, text=True, timeout=120)
+        again = subprocess.run(
+            run_cmd(stub.url, prompts, out, "--resume", "--repeats", "3"),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert len(stub.chat_requests()) == sent  # nothing sent
     [run_dir] = (out / "runs").iterdir()
     assert again.returncode == 2
-    assert again.stderr == (f"error: cannot resume run {run_dir.name}: its repeats was 1, now 3; rerun with the "
-                            "run's options, or drop --resume to start a new run\n")
+    assert again.stderr == (
+        f"error: cannot resume run {run_dir.name}: its repeats was 1, now 3; rerun with the "
+        "run's options, or drop --resume to start a new run\n"
+    )

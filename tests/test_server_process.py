@@ -1,4 +1,5 @@
 """ServiceProcess: a real uvicorn child process on a free 127.0.0.1 port, stopped without orphans."""
+
 from __future__ import annotations
 
 import textwrap
@@ -12,7 +13,7 @@ from server import ServiceProcess, ServiceStartError
 
 # A tiny ASGI app (no framework): /health answers 200, and at import it may start a grandchild that ignores
 # SIGTERM (an orphan candidate) and writes its pid to a file.
-TINY_APP = textwrap.dedent('''
+TINY_APP = textwrap.dedent("""
     import os, subprocess, sys
     HEALTH_STATUS = int(os.environ.get("TINY_HEALTH_STATUS", "200"))
     if os.environ.get("TINY_CRASH"):
@@ -29,7 +30,7 @@ TINY_APP = textwrap.dedent('''
         await send({"type": "http.response.start", "status": code,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b'{"status": "ok"}'})
-''')
+""")
 
 
 @pytest.fixture
@@ -60,8 +61,9 @@ def test_starts_on_a_free_port_answers_and_stops(app_dir: Path) -> None:
 
 def test_stop_leaves_no_orphan_in_the_process_group(app_dir: Path) -> None:
     pid_file = app_dir / "grandchild.pid"
-    service = ServiceProcess(app="tiny:app", app_dir=app_dir, env={"TINY_GRANDCHILD_PID_FILE": str(pid_file)},
-                             stop_grace_s=1.0).start()
+    service = ServiceProcess(
+        app="tiny:app", app_dir=app_dir, env={"TINY_GRANDCHILD_PID_FILE": str(pid_file)}, stop_grace_s=1.0
+    ).start()
     grandchild = int(pid_file.read_text())
     assert alive(grandchild)
     service.stop()
@@ -72,24 +74,33 @@ def test_stop_leaves_no_orphan_in_the_process_group(app_dir: Path) -> None:
 
 
 def test_a_crashing_app_raises_with_the_log_tail(app_dir: Path) -> None:
-    service = ServiceProcess(app="tiny:app", app_dir=app_dir, env={"TINY_CRASH": "1"},
-                             log_path=app_dir / "crash.log")
+    service = ServiceProcess(
+        app="tiny:app", app_dir=app_dir, env={"TINY_CRASH": "1"}, log_path=app_dir / "crash.log"
+    )
     with pytest.raises(ServiceStartError) as info:
         service.start()
     message = str(info.value)
-    assert message.startswith("the service exited with code 1 before answering /health; log "
-                              f"{app_dir}/crash.log, last lines:\n")
+    assert message.startswith(
+        f"the service exited with code 1 before answering /health; log {app_dir}/crash.log, last lines:\n"
+    )
     assert message.endswith("RuntimeError: tiny app refuses to start: TINY_CRASH is set")
     assert service.process is None
 
 
 def test_health_that_never_answers_200_hits_the_deadline(app_dir: Path) -> None:
-    service = ServiceProcess(app="tiny:app", app_dir=app_dir, env={"TINY_HEALTH_STATUS": "503"},
-                             log_path=app_dir / "s.log", startup_timeout_s=1.0)
+    service = ServiceProcess(
+        app="tiny:app",
+        app_dir=app_dir,
+        env={"TINY_HEALTH_STATUS": "503"},
+        log_path=app_dir / "s.log",
+        startup_timeout_s=1.0,
+    )
     with pytest.raises(ServiceStartError) as info:
         service.start()
-    assert str(info.value) == (f"the service did not answer GET /health within 1 s (GET /health answered "
-                               f"HTTP 503); log {app_dir}/s.log")
+    assert str(info.value) == (
+        f"the service did not answer GET /health within 1 s (GET /health answered "
+        f"HTTP 503); log {app_dir}/s.log"
+    )
     assert service.process is None
 
 

@@ -25,6 +25,7 @@ INDEX_HTML = "index.html"
 DEFAULT_MAX_POINTS = 2000
 PCT_SHOWN: tuple[int, ...] = (50, 90, 99)
 SIM = f"[{report.LENS_SIMULATED}]"
+PROVIDER_LABEL = "provider-side<br>(EcoLogits)"
 PROV = f"[{report.LENS_PROVIDER}]"
 PCT_COLORS = {50: "#9ECAE1", 90: "#4292C6", 99: "#08519C"}  # light to dark: higher percentile, darker
 MODEL_COLORS = ("#7B4FA0", "#E8833A", "#2A9D8F", "#C8553D", "#8D99AE", "#B5838D")
@@ -74,9 +75,10 @@ def _base_layout(fig: go.Figure, title: str, n_rows: int, note: str = LENS_NOTE)
     """Title, size, legend and the footnote shared by all dashboards."""
     fig.update_layout(title=dict(text=title, x=0.01), height={1: 500, 2: 860}.get(n_rows, 1000),
                       template="plotly_white",
-                      barmode="group", legend=dict(orientation="h", y=-0.08), margin=dict(t=110, b=90))
+                      barmode="group", legend=dict(x=1.01, y=1, xanchor="left", yanchor="top", font=dict(size=11)),
+                      margin=dict(t=110, b=110, r=10))
     if note:
-        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.16, showarrow=False,
+        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.09, showarrow=False,
                            font=dict(size=11, color="#555"), xanchor="left", yanchor="top")
     return fig
 
@@ -130,7 +132,7 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
         "Latency, s: measured vs simulated on each profile (p50 dark, p90, p99 light)",
         "Energy per 1K tokens, kWh, every lens (bars: min-max)"))
     for model, frame in eff.groupby("model", sort=True):
-        fig.add_trace(go.Bar(name=f"{model}", x=frame["profile"], y=frame["carbon_gco2e_per_1k_tokens"],
+        fig.add_trace(go.Bar(name=short_model(model), x=frame["profile"], y=frame["carbon_gco2e_per_1k_tokens"],
                              error_y=_error_y(frame["carbon_gco2e_per_1k_tokens"],
                                               frame["carbon_gco2e_per_1k_tokens_min"],
                                               frame["carbon_gco2e_per_1k_tokens_max"]),
@@ -138,7 +140,7 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
                              hovertemplate="%{x}<br>%{customdata[0]}, %{customdata[1]}<br>%{y:.4g} gCO2e/1K "
                                            "tokens [simulated]<extra>%{fullData.name}</extra>",
                              legendgroup=model, marker_color=model_color(model, models)), row=1, col=1)
-        fig.add_trace(go.Bar(name=f"{model}", x=frame["profile"], y=frame["total_cost_usd_per_1k_tokens"],
+        fig.add_trace(go.Bar(name=short_model(model), x=frame["profile"], y=frame["total_cost_usd_per_1k_tokens"],
                              showlegend=False, legendgroup=model, marker_color=model_color(model, models),
                              hovertemplate="%{x}<br>$%{y:.6g} per 1K tokens<extra>%{fullData.name}</extra>"),
                       row=1, col=2)
@@ -146,7 +148,7 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
     _lens_energy_panel(fig, df, models, row=2, col=2)
     fig.update_yaxes(title_text="gCO2e / 1K tokens", row=1, col=1)
     fig.update_yaxes(title_text="USD / 1K tokens", row=1, col=2)
-    fig.update_yaxes(title_text="seconds", row=2, col=1)
+    fig.update_yaxes(title_text="seconds (log)", type="log", row=2, col=1)
     fig.update_yaxes(title_text="kWh / 1K tokens", type="log", row=2, col=2)
     return _base_layout(fig, "GPU comparison: carbon, cost, latency and energy per deployment profile", 2)
 
@@ -164,7 +166,7 @@ def latency_by_profile(df: pd.DataFrame) -> pd.DataFrame:
                          **{f"p{q}": frame["latency_s"].quantile(q / 100) for q in PCT_SHOWN}))
     ok = report.successful(df)
     for (model, profile), frame in ok.groupby(["model", "profile"], sort=True):
-        rows.append(dict(model=model, source=f"{profile} {SIM}",
+        rows.append(dict(model=model, source=f"{profile}<br>{SIM}",
                          **{f"p{q}": frame["sim_latency_s"].quantile(q / 100) for q in PCT_SHOWN}))
     return pd.DataFrame(rows, columns=["model", "source", *(f"p{q}" for q in PCT_SHOWN)])
 
@@ -177,8 +179,8 @@ def _latency_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> None
 def lens_labels(lenses: pd.DataFrame) -> list[str]:
     """Bar labels for report.lens_table rows: '<profile> [simulated]', 'provider-side (EcoLogits)',
     '<lens>: <method>' for measured / estimated."""
-    return [f"{s} [{lens}]" if lens == report.LENS_SIMULATED else lens if lens == report.LENS_PROVIDER
-            else f"{lens}: {s}" for s, lens in zip(lenses["source"], lenses["lens"])]
+    return [f"{s}<br>[{lens}]" if lens == report.LENS_SIMULATED else PROVIDER_LABEL
+            if lens == report.LENS_PROVIDER else f"{lens}:<br>{s}" for s, lens in zip(lenses["source"], lenses["lens"])]
 
 
 def _lens_energy_panel(fig: go.Figure, df: pd.DataFrame, models: list[str], row: int, col: int) -> None:
@@ -191,7 +193,7 @@ def _lens_energy_panel(fig: go.Figure, df: pd.DataFrame, models: list[str], row:
     order = list(dict.fromkeys(lenses.sort_values(["lens", "source"], key=_lens_order)["label"]))
     fig.update_xaxes(categoryorder="array", categoryarray=order, row=row, col=col)
     for model, frame in lenses.groupby("model", sort=True):
-        fig.add_trace(go.Bar(name=f"{model}", x=frame["label"], y=frame["energy_kwh_per_1k_tokens"],
+        fig.add_trace(go.Bar(name=short_model(model), x=frame["label"], y=frame["energy_kwh_per_1k_tokens"],
                              error_y=_error_y(frame["energy_kwh_per_1k_tokens"],
                                               frame["energy_kwh_per_1k_tokens_min"],
                                               frame["energy_kwh_per_1k_tokens_max"]),
@@ -243,6 +245,11 @@ def make_model_performance(df: pd.DataFrame) -> go.Figure:
                           row=1, col=3)
     if graded.empty:
         _no_data(fig, 1, 3, "no graded prompt in this run")
+    costs = routes["cost_usd_mean"]
+    if costs.isna().all():
+        _no_data(fig, 1, 1, "API price unknown for this model (LiteLLM has no price for it)")
+    elif (costs.fillna(0) == 0).all():
+        _no_data(fig, 1, 1, "API cost is $0 for every request (a local model)")
     for col, metric in ((1, "latency_s"), (2, "ttft_s"), (3, "tpot_s")):
         table = pct[["model", "route"]].assign(**{f"p{q}": pct[f"{metric}_p{q}"] for q in PCT_SHOWN})
         _percentile_bars(fig, table, "route", models, 2, col, legend=False)
@@ -280,7 +287,7 @@ def make_carbon_energy(df: pd.DataFrame) -> go.Figure:
         f"Idle vs compute vs PUE-overhead energy, kWh {SIM} (text: share)",
         "Carbon per 1K tokens, gCO2e: simulated profiles vs provider-side (EcoLogits)",
         f"Carbon by prompt category, gCO2e {SIM}"))
-    fig.add_trace(go.Bar(name="carbon", x=[f"{lo} ({p})" for lo, p in zip(loc["location"], loc["profile"])],
+    fig.add_trace(go.Bar(name="carbon", x=[f"{lo}<br>({p})" for lo, p in zip(loc["location"], loc["profile"])],
                          y=loc["carbon_gco2e"], marker_color="#54A24B", showlegend=False,
                          error_y=_error_y(loc["carbon_gco2e"], loc["carbon_gco2e_min"], loc["carbon_gco2e_max"]),
                          customdata=loc["grid_gco2e_per_kwh"],
@@ -298,6 +305,7 @@ def make_carbon_energy(df: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="kWh", row=1, col=2)
     fig.update_yaxes(title_text="gCO2e / 1K tokens", type="log", row=2, col=1)
     fig.update_yaxes(title_text="gCO2e", row=2, col=2)
+    fig.update_layout(uniformtext_minsize=9, uniformtext_mode="hide")  # no unreadable share labels
     return _base_layout(fig, "Carbon and energy: by location, idle vs compute, by lens, by category", 2)
 
 
@@ -323,12 +331,12 @@ def _carbon_lens_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> 
     eff = report.efficiency_table(df).sort_values(["model", "profile"])
     req = report.successful(report.requests_of(df))
     prov = req[req["provider_carbon_gco2e"].notna()]
-    rows = [dict(model=r.model, label=f"{r.profile} [simulated]", mid=r.carbon_gco2e_per_1k_tokens,
+    rows = [dict(model=r.model, label=f"{r.profile}<br>{SIM}", mid=r.carbon_gco2e_per_1k_tokens,
                  low=r.carbon_gco2e_per_1k_tokens_min, high=r.carbon_gco2e_per_1k_tokens_max)
             for r in eff.itertuples(index=False)]
     for model, frame in prov.groupby("model", sort=True):
         k = frame["total_tokens"].sum() / 1000.0
-        rows.append(dict(model=model, label=f"{report.LENS_PROVIDER}", mid=frame["provider_carbon_gco2e"].sum() / k,
+        rows.append(dict(model=model, label=PROVIDER_LABEL, mid=frame["provider_carbon_gco2e"].sum() / k,
                          low=frame["provider_carbon_gco2e_min"].sum() / k,
                          high=frame["provider_carbon_gco2e_max"].sum() / k))
     table = pd.DataFrame(rows, columns=["model", "label", "mid", "low", "high"])
@@ -337,7 +345,7 @@ def _carbon_lens_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> 
         return
     models = _models(df)
     for model, frame in table.groupby("model", sort=True):
-        fig.add_trace(go.Bar(name=str(model), x=frame["label"], y=frame["mid"], showlegend=False,
+        fig.add_trace(go.Bar(name=short_model(str(model)), x=frame["label"], y=frame["mid"], showlegend=False,
                              marker_color=model_color(str(model), models),
                              error_y=_error_y(frame["mid"], frame["low"], frame["high"]),
                              hovertemplate="%{x}<br>%{y:.4g} gCO2e/1K tokens<extra>%{fullData.name}</extra>"),
@@ -382,17 +390,17 @@ def make_time_series(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) -> 
     models = _models(df)
     for model, frame in ok_shown.groupby("model", sort=True):
         color = model_color(str(model), models)
-        fig.add_trace(go.Scattergl(name=f"latency {model}", x=frame["t_start_s"], y=frame["latency_s"],
+        fig.add_trace(go.Scattergl(name=f"latency {short_model(model)}", x=frame["t_start_s"], y=frame["latency_s"],
                                    mode="markers", marker=dict(size=5, opacity=0.6, color=color),
                                    legendgroup=str(model),
                                    customdata=frame["route"],
                                    hovertemplate="t=%{x:.1f}s<br>latency %{y:.3f}s<br>%{customdata}<extra></extra>"),
                       row=1, col=1)
-        fig.add_trace(go.Scattergl(name=f"TTFT {model}", x=frame["t_start_s"], y=frame["ttft_s"], mode="markers",
+        fig.add_trace(go.Scattergl(name=f"TTFT {short_model(model)}", x=frame["t_start_s"], y=frame["ttft_s"], mode="markers",
                                    marker=dict(size=4, symbol="diamond", opacity=0.35, color=color),
                                    legendgroup=str(model),
                                    hovertemplate="t=%{x:.1f}s<br>TTFT %{y:.3f}s<extra></extra>"), row=1, col=1)
-        fig.add_trace(go.Scattergl(name=f"tokens/s {model}", x=frame["t_start_s"], y=frame["tokens_per_s"],
+        fig.add_trace(go.Scattergl(name=f"tokens/s {short_model(model)}", x=frame["t_start_s"], y=frame["tokens_per_s"],
                                    mode="markers", marker=dict(size=4, opacity=0.6, color=color),
                                    legendgroup=str(model), showlegend=False, hovertemplate="t=%{x:.1f}s<br>%{y:.1f} tokens/s<extra></extra>"),
                       row=2, col=1)
@@ -445,10 +453,10 @@ def cumulative_carbon(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) ->
 
 def hardware_table(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Per profile (successful requests, simulated lens): GPU, gpu_count, TDP, grid intensity, PUE, memory,
-    carbon per 1K tokens (+ range), simulated output tokens/s and average compute power per GPU.
+    carbon per 1K tokens (+ range), simulated output tokens/s and compute energy per output token.
 
-    sim_tokens_per_s = sum(completion_tokens) / sum(sim_latency_s); avg_power_w_per_gpu =
-    sum(compute_energy_kwh) * 3.6e6 / sum(sim_latency_s) / gpu_count. memory_gb (per GPU) comes from
+    sim_tokens_per_s = sum(completion_tokens) / sum(sim_latency_s); compute_j_per_output_token =
+    sum(compute_energy_kwh) * 3.6e6 / sum(completion_tokens) (prefill included). memory_gb (per GPU) comes from
     gpu_memory_gb by GPU name; NaN when unknown.
     """
     ok = report.successful(df)
@@ -458,7 +466,8 @@ def hardware_table(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None =
               "carbon_gco2e_min", "carbon_gco2e_max"]].sum(min_count=1)
     sim_s = sums["sim_latency_s"].where(sums["sim_latency_s"] > 0)
     out["sim_tokens_per_s"] = sums["completion_tokens"] / sim_s
-    out["avg_power_w_per_gpu"] = sums["compute_energy_kwh"] * 3.6e6 / sim_s / out["gpu_count"]
+    tokens = sums["completion_tokens"].where(sums["completion_tokens"] > 0)
+    out["compute_j_per_output_token"] = sums["compute_energy_kwh"] * 3.6e6 / tokens
     for suffix in ("", "_min", "_max"):
         out[f"carbon_gco2e_per_1k_tokens{suffix}"] = report._per_1k(sums[f"carbon_gco2e{suffix}"],
                                                                     sums["total_tokens"])
@@ -469,7 +478,7 @@ def hardware_table(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None =
 
 def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None = None) -> go.Figure:
     """Hardware: TDP vs carbon per 1K tokens, GPU memory vs simulated throughput, grid intensity vs carbon,
-    and average simulated power per GPU against idle power and TDP. gpu_memory_gb maps the CSV's gpu names to
+    and simulated speed vs compute energy per output token. gpu_memory_gb maps the CSV's gpu names to
     memory per GPU (gpu_memory_from_profiles() gives it when gpu_profiles is importable)."""
     df = _checked(df)
     hw = hardware_table(df, gpu_memory_gb)
@@ -479,7 +488,7 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
         f"TDP per GPU, W vs carbon per 1K tokens, gCO2e {SIM}",
         f"GPU memory, GB vs output tokens/s {SIM}",
         f"Grid intensity, gCO2e/kWh vs carbon per 1K tokens {SIM}",
-        f"Average power per GPU while computing, W {SIM}, vs idle power and TDP"))
+        f"Speed vs energy: output tokens/s vs compute J per output token {SIM}"))
     err = _error_y(hw["carbon_gco2e_per_1k_tokens"], hw["carbon_gco2e_per_1k_tokens_min"],
                    hw["carbon_gco2e_per_1k_tokens_max"])
     points = dict(mode="markers+text", textposition="top center", showlegend=False, cliponaxis=False)
@@ -501,18 +510,17 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
                              customdata=hover, hovertemplate="%{customdata}<br>%{x:.0f} gCO2e/kWh<br>%{y:.4g} "
                                                              "gCO2e/1K tokens<extra>simulated</extra>", **points),
                   row=2, col=1)
-    for name, column, color in (("idle power", "idle_w", "#BAB0AC"),
-                                ("average compute power", "avg_power_w_per_gpu", "#F58518"),
-                                ("TDP", "tdp_w", "#E45756")):
-        fig.add_trace(go.Bar(name=name, x=hw["profile"], y=hw[column], marker_color=color,
-                             hovertemplate="%{x}<br>" + name + " %{y:.0f} W per GPU<extra>simulated</extra>"),
-                      row=2, col=2)
-    for row, col, title in ((1, 1, "TDP per GPU, W"), (1, 2, "memory per GPU, GB"), (2, 1, "grid gCO2e/kWh")):
+    fig.add_trace(go.Scatter(name="speed vs energy", x=hw["sim_tokens_per_s"], y=hw["compute_j_per_output_token"],
+                             text=hw["profile"], marker=dict(size=12, color="#F58518"), customdata=hover,
+                             hovertemplate="%{customdata}<br>%{x:.1f} output tokens/s<br>%{y:.4g} J per output "
+                                           "token<extra>simulated</extra>", **points), row=2, col=2)
+    for row, col, title in ((1, 1, "TDP per GPU, W"), (1, 2, "memory per GPU, GB"), (2, 1, "grid gCO2e/kWh"),
+                            (2, 2, "output tokens/s (simulated)")):
         fig.update_xaxes(title_text=title, row=row, col=col, rangemode="tozero")
     fig.update_yaxes(title_text="gCO2e / 1K tokens", row=1, col=1, rangemode="tozero")
     fig.update_yaxes(title_text="output tokens/s (simulated)", row=1, col=2, rangemode="tozero")
     fig.update_yaxes(title_text="gCO2e / 1K tokens", row=2, col=1, rangemode="tozero")
-    fig.update_yaxes(title_text="W per GPU", row=2, col=2)
+    fig.update_yaxes(title_text="J per output token (compute)", row=2, col=2, rangemode="tozero")
     return _base_layout(fig, "Advanced hardware metrics: TDP, memory, grid and power per profile", 2)
 
 
@@ -580,7 +588,7 @@ def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = report.DEFA
         header=dict(values=["model", "profile", "GPU", "location", "carbon rank", "cost rank", "USD / 1K tokens",
                             "gCO2e / 1K tokens [simulated]", "kWh / 1K tokens [simulated]"],
                     align="left", fill_color="#eeeeee"),
-        cells=dict(values=[ranked["model"], ranked["profile"],
+        cells=dict(values=[[short_model(m) for m in ranked["model"]], ranked["profile"],
                            [f"{g} x{c:.0f}" for g, c in zip(ranked["gpu"], ranked["gpu_count"])],
                            ranked["location"], ranked["rank_carbon"].astype(str), ranked["rank_cost"].astype(str),
                            [report.fmt_num(v, ".6g") for v in ranked["total_cost_usd_per_1k_tokens"]],

@@ -37,22 +37,22 @@ def subplot_titles(fig: go.Figure) -> list[str]:
 
 def test_gpu_comparison_values(df):
     fig = dashboards.make_gpu_comparison(df)
-    carbon = trace(fig, 1, 1, GEMINI)
+    carbon = trace(fig, 1, 1, G)
     assert list(carbon.x) == ["A100_SIMULATED", "T4_COLAB"]
     assert list(carbon.y) == approx([0.03025, 0.15])
     assert list(carbon.error_y.array) == approx([0.03025, 0.15])  # max = 2 x mid
     assert list(carbon.error_y.arrayminus) == approx([0.015125, 0.075])  # min = mid / 2
-    assert list(trace(fig, 1, 2, GEMINI).y) == approx([0.001996, 0.0019125])
+    assert list(trace(fig, 1, 2, G).y) == approx([0.001996, 0.0019125])
     # latency: measured p50 1.75 s; simulated T4 0.01 s/token over 41, 81, 171, 1 tokens -> p50 0.61 s
     p50 = trace(fig, 2, 1, f"{G} p50")
-    assert list(p50.x) == ["measured", "A100_SIMULATED [simulated]", "T4_COLAB [simulated]"]
+    assert list(p50.x) == ["measured", "A100_SIMULATED<br>[simulated]", "T4_COLAB<br>[simulated]"]
     assert list(p50.y) == approx([1.75, 0.122, 0.61])
-    lens_g = dict(zip(trace(fig, 2, 2, GEMINI).x, trace(fig, 2, 2, GEMINI).y))
-    assert lens_g["provider-side (EcoLogits)"] == approx(7.35e-4)
-    assert lens_g["T4_COLAB [simulated]"] == approx(3.75e-4)
-    lens_l = dict(zip(trace(fig, 2, 2, LOCAL).x, trace(fig, 2, 2, LOCAL).y))
-    assert lens_l["estimated: cpu_time_estimate"] == approx(5e-5)
-    assert fig.layout.xaxis4.categoryarray[-2:] == ("provider-side (EcoLogits)", "estimated: cpu_time_estimate")
+    lens_g = dict(zip(trace(fig, 2, 2, G).x, trace(fig, 2, 2, G).y))
+    assert lens_g["provider-side<br>(EcoLogits)"] == approx(7.35e-4)
+    assert lens_g["T4_COLAB<br>[simulated]"] == approx(3.75e-4)
+    lens_l = dict(zip(trace(fig, 2, 2, L).x, trace(fig, 2, 2, L).y))
+    assert lens_l["estimated:<br>cpu_time_estimate"] == approx(5e-5)
+    assert fig.layout.xaxis4.categoryarray[-2:] == ("provider-side<br>(EcoLogits)", "estimated:<br>cpu_time_estimate")
 
 
 def test_model_performance_values(df):
@@ -74,7 +74,7 @@ def test_carbon_energy_values(df):
     fig = dashboards.make_carbon_energy(df)
     loc = traces_in(fig, 1, 1)[0]
     # T4, both models: 0.06 + 0.024 gCO2e
-    assert dict(zip(loc.x, loc.y))["Iowa, US (T4_COLAB)"] == approx(0.084)
+    assert dict(zip(loc.x, loc.y))["Iowa, US<br>(T4_COLAB)"] == approx(0.084)
     compute, idle, pue = (trace(fig, 1, 2, f"{p} energy") for p in ("compute", "idle", "PUE overhead"))
     t4 = list(compute.x).index("T4_COLAB")
     assert compute.y[t4] == approx(4e-5 + 8e-6)
@@ -82,15 +82,15 @@ def test_carbon_energy_values(df):
     assert idle.base[t4] == approx(compute.y[t4])  # stacked on compute
     assert pue.base[t4] == approx(4.8e-5 + 1.2e-4)
     assert compute.text[t4] == "22.9%"  # 4.8e-5 / 2.1e-4
-    lens = dict(zip(trace(fig, 2, 1, GEMINI).x, trace(fig, 2, 1, GEMINI).y))
-    assert lens["provider-side (EcoLogits)"] == approx(2.94e-4 * 300 / 0.4)
-    assert lens["T4_COLAB [simulated]"] == approx(0.15)
+    lens = dict(zip(trace(fig, 2, 1, G).x, trace(fig, 2, 1, G).y))
+    assert lens["provider-side<br>(EcoLogits)"] == approx(2.94e-4 * 300 / 0.4)
+    assert lens["T4_COLAB<br>[simulated]"] == approx(0.15)
 
 
 def test_time_series_shows_all_or_says_it_samples(df):
     full = dashboards.make_time_series(df)
     assert "all 7 requests shown" in subplot_titles(full)[0]
-    latency = trace(full, 1, 1, f"latency {GEMINI}")
+    latency = trace(full, 1, 1, f"latency {G}")
     assert list(latency.x) == [0.0, 1.0, 3.0, 7.0]
     failed = trace(full, 1, 1, "failed (1)")
     assert list(failed.x) == [8.0]
@@ -114,11 +114,11 @@ def test_sampling_keeps_ends_and_caps_points():
 def test_hardware_values(df):
     hw = dashboards.hardware_table(df, {"NVIDIA T4": 16.0})
     t4 = hw[hw["profile"] == "T4_COLAB"].iloc[0]
-    # 0.01 s per output token on T4 -> 100 tokens/s; compute 4.8e-5 kWh = 172.8 J over (294 + 62) * 0.01 s
+    # 0.01 s per output token on T4 -> 100 tokens/s; compute 4.8e-5 kWh = 172.8 J over 294 + 62 output tokens
     assert t4["sim_tokens_per_s"] == approx(100.0)
-    assert t4["avg_power_w_per_gpu"] == approx(172.8 / 3.56)
+    assert t4["compute_j_per_output_token"] == approx(172.8 / 356)
     a100 = hw[hw["profile"] == "A100_SIMULATED"].iloc[0]
-    assert a100["avg_power_w_per_gpu"] == approx((2e-5 + 4e-6) * 3.6e6 / (356 * 0.002) / 2)  # 2 GPUs
+    assert a100["compute_j_per_output_token"] == approx((2e-5 + 4e-6) * 3.6e6 / 356)
     assert pd.isna(a100["memory_gb"])
     fig = dashboards.make_advanced_hardware(df, {"NVIDIA T4": 16.0})
     mem = trace(fig, 1, 2, "memory")
@@ -191,3 +191,9 @@ def test_frame_without_schema_columns_is_a_clear_error(df):
         dashboards.make_gpu_comparison(df.drop(columns=["energy_kwh"]))
     assert str(err.value) == ("DataFrame: not a wattbench metrics CSV, missing 1 column(s): energy_kwh "
                               "(schema: docs/architecture.md)")
+
+
+def test_free_model_cost_panel_says_so(df):
+    fig = dashboards.make_model_performance(df[df["model"] == LOCAL])
+    assert [a.text for a in fig.layout.annotations if a.xref == "x domain"] == [
+        "API cost is $0 for every request (a local model)"]

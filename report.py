@@ -537,6 +537,19 @@ def text_table(df: pd.DataFrame, columns: Sequence[tuple[str, str, Fmt | None]])
     return "\n".join(lines)
 
 
+def md_table(df: pd.DataFrame, columns: Sequence[tuple[str, str, Fmt | None]]) -> str:
+    """The same table as text_table, in Markdown."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(cell((f or _str)(row[c])) for c, _, f in columns) + " |" for _, row in df.iterrows()]
+    return "\n".join(lines)
+
+
+TableFn = Callable[[pd.DataFrame, Sequence[tuple[str, str, "Fmt | None"]]], str]
+
+
 def _str(value: object) -> str:
     """str() with 'n/a' for missing values."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
@@ -556,48 +569,72 @@ def _range(mid: object, low: object, high: object, spec: str = ".4g") -> str:
     return f"{fmt_num(mid, spec)} [{fmt_num(low, spec)}-{fmt_num(high, spec)}]"
 
 
-def render_report(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
-                  slo_tpot_s: float = DEFAULT_SLO_TPOT_S,
-                  sources: Mapping[str, Mapping[str, str]] | None = None) -> str:
-    """The printed report: overview, efficiency rankings per 1K tokens, idle vs compute energy, latency per
-    route, percentiles, accuracy, goodput against the SLOs, energy by lens, failures and profile assumptions."""
+def report_tables(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
+                  slo_tpot_s: float = DEFAULT_SLO_TPOT_S) -> dict[str, pd.DataFrame]:
+    """Every table of the report, computed once: efficiency, breakdown, routes, percentiles (per model and per
+    route), accuracy, goodput, lenses, failures, profiles, plus 'rows' (df) and 'requests'."""
     df = prepare(df)
     check_frame(df)
-    req = requests_of(df)
+    return {
+        "rows": df, "requests": requests_of(df), "efficiency": efficiency_table(df),
+        "breakdown": energy_breakdown(df), "routes": route_latency_table(df),
+        "pct_model": percentile_table(df, by=("model",)), "pct_route": percentile_table(df, by=("model", "route")),
+        "accuracy": accuracy_table(df), "goodput": goodput_table(df, slo_ttft_s, slo_tpot_s),
+        "lenses": lens_table(df), "failures": failures_table(df), "profiles": profile_table(df),
+    }
+
+
+def format_report(tables: Mapping[str, pd.DataFrame], *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
+                  slo_tpot_s: float = DEFAULT_SLO_TPOT_S, sources: Mapping[str, Mapping[str, str]] | None = None,
+                  markdown: bool = False) -> str:
+    """The report from report_tables(): fixed-width text, or Markdown with real tables."""
+    t: TableFn = md_table if markdown else text_table
+    section = _md_section if markdown else _section
     sections = [
-        _overview(df, req),
-        _section("EFFICIENCY RANKINGS PER 1K TOKENS (simulated lens; total cost = API price + energy cost; "
-                 "[min-max] ranges)", _rankings_text(efficiency_table(df))),
-        _section("IDLE VS COMPUTE ENERGY (simulated lens, successful requests)",
-                 _breakdown_text(energy_breakdown(df))),
-        _section("LATENCY PER ROUTE (seconds; successful requests)", _routes_text(route_latency_table(df))),
-        _section("PERCENTILES PER MODEL (seconds)", _percentiles_text(percentile_table(df, by=("model",)))),
-        _section("PERCENTILES PER ROUTE (seconds)",
-                 _percentiles_text(percentile_table(df, by=("model", "route")))),
-        _section("ACCURACY (graded prompts only)", _accuracy_text(accuracy_table(df))),
-        _section(f"GOODPUT (SLO: ttft <= {slo_ttft_s:g} s and tpot <= {slo_tpot_s:g} s; change with "
-                 "--slo-ttft-s / --slo-tpot-s)", _goodput_text(goodput_table(df, slo_ttft_s, slo_tpot_s))),
-        _section("ENERGY BY LENS (kWh per 1K tokens)", _lens_text(lens_table(df))),
-        _section("FAILURES", _failures_text(failures_table(df))),
-        _section("PROFILE ASSUMPTIONS (simulated lens)", _profiles_text(profile_table(df), sources or {})),
+        _overview(tables["rows"], tables["requests"], markdown),
+        section("EFFICIENCY RANKINGS PER 1K TOKENS (simulated lens; total cost = API price + energy cost; "
+                "[min-max] ranges)", _rankings_text(tables["efficiency"], t)),
+        section("IDLE VS COMPUTE ENERGY (simulated lens, successful requests)",
+                _breakdown_text(tables["breakdown"], t)),
+        section("LATENCY PER ROUTE (seconds; successful requests)", _routes_text(tables["routes"], t)),
+        section("PERCENTILES PER MODEL (seconds)", _percentiles_text(tables["pct_model"], t)),
+        section("PERCENTILES PER ROUTE (seconds)", _percentiles_text(tables["pct_route"], t)),
+        section("ACCURACY (graded prompts only)", _accuracy_text(tables["accuracy"], t)),
+        section(f"GOODPUT (SLO: ttft <= {slo_ttft_s:g} s and tpot <= {slo_tpot_s:g} s; change with "
+                "--slo-ttft-s / --slo-tpot-s)", _goodput_text(tables["goodput"], t)),
+        section("ENERGY BY LENS (kWh per 1K tokens)", _lens_text(tables["lenses"], t)),
+        section("FAILURES", _failures_text(tables["failures"], t)),
+        section("PROFILE ASSUMPTIONS (simulated lens)", _profiles_text(tables["profiles"], sources or {}, t)),
     ]
     return "\n\n".join(sections) + "\n"
 
 
+def render_report(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
+                  slo_tpot_s: float = DEFAULT_SLO_TPOT_S,
+                  sources: Mapping[str, Mapping[str, str]] | None = None, markdown: bool = False) -> str:
+    """The printed report: overview, efficiency rankings per 1K tokens, idle vs compute energy, latency per
+    route, percentiles, accuracy, goodput against the SLOs, energy by lens, failures and profile assumptions."""
+    tables = report_tables(df, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s)
+    return format_report(tables, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, sources=sources, markdown=markdown)
+
+
 def _section(title: str, body: str) -> str:
-    """A titled block of the report."""
+    """A titled block of the text report."""
     return f"{title}\n{'=' * min(len(title), 100)}\n{body}"
 
 
-def _overview(df: pd.DataFrame, req: pd.DataFrame) -> str:
+def _md_section(title: str, body: str) -> str:
+    """A titled block of the Markdown report."""
+    return f"## {title}\n\n{body}"
+
+
+def _overview(df: pd.DataFrame, req: pd.DataFrame, markdown: bool = False) -> str:
     """Header lines: runs, models, requests, profiles, time span and the lens legend."""
     n_ok = int(req["success"].sum())
     runs = ", ".join(sorted(req["run_id"].dropna().astype(str).unique()))
     models = ", ".join(sorted(req["model"].dropna().astype(str).unique()))
     profiles = ", ".join(sorted(df["profile"].dropna().astype(str).unique()))
-    lines = [
-        "WATTBENCH REPORT",
-        "================",
+    facts = [
         f"runs: {runs}",
         f"models: {models}",
         f"requests: {len(req)} ({n_ok} successful, {len(req) - n_ok} failed); rows (request x profile): {len(df)}",
@@ -607,10 +644,12 @@ def _overview(df: pd.DataFrame, req: pd.DataFrame) -> str:
         "lenses: simulated = per GPU/datacenter profile (model of the hardware); provider-side (EcoLogits) = the "
         "API provider's datacenter; measured/estimated = the machine that served the local model",
     ]
-    return "\n".join(lines)
+    if markdown:
+        return "# wattbench report\n\n" + "\n".join(f"- {fact}" for fact in facts)
+    return "WATTBENCH REPORT\n================\n" + "\n".join(facts)
 
 
-def _rankings_text(eff: pd.DataFrame) -> str:
+def _rankings_text(eff: pd.DataFrame, tf: TableFn = text_table) -> str:
     """Efficiency ranking tables, one per model."""
     if eff.empty:
         return "no successful request: nothing to rank"
@@ -624,7 +663,7 @@ def _rankings_text(eff: pd.DataFrame) -> str:
                 d["energy_kwh_per_1k_tokens"], d["energy_kwh_per_1k_tokens_min"],
                 d["energy_kwh_per_1k_tokens_max"])],
         )
-        blocks.append(f"model: {model}\n" + text_table(table, [
+        blocks.append(f"model: {model}\n\n" + tf(table, [
             ("rank_carbon", "carbon rank", _str), ("rank_cost", "cost rank", _str), ("profile", "profile", None),
             ("gpu", "GPU", None), ("location", "location", None), ("requests", "requests", _f("d")),
             ("total_cost_usd_per_1k_tokens", "total $/1K tok", _f(".6g")),
@@ -632,12 +671,12 @@ def _rankings_text(eff: pd.DataFrame) -> str:
             ("carbon", "gCO2e/1K tok", None), ("energy", "kWh/1K tok", None)]))
         best_c = frame.loc[frame["rank_carbon"] == 1, "profile"].tolist()
         best_cost = frame.loc[frame["rank_cost"] == 1, "profile"].tolist()
-        blocks[-1] += (f"\nlowest carbon per 1K tokens: {', '.join(best_c) or 'n/a'}; "
+        blocks[-1] += (f"\n\nlowest carbon per 1K tokens: {', '.join(best_c) or 'n/a'}; "
                        f"lowest total cost per 1K tokens: {', '.join(best_cost) or 'n/a'}")
     return "\n\n".join(blocks)
 
 
-def _breakdown_text(bd: pd.DataFrame) -> str:
+def _breakdown_text(bd: pd.DataFrame, tf: TableFn = text_table) -> str:
     """Idle / compute / PUE-overhead energy with shares."""
     if bd.empty:
         return "no successful request"
@@ -646,19 +685,19 @@ def _breakdown_text(bd: pd.DataFrame) -> str:
         idle=[f"{fmt_num(v, '.4g')} ({fmt_pct(s)})" for v, s in zip(bd["idle_energy_kwh"], bd["idle_share"])],
         pue=[f"{fmt_num(v, '.4g')} ({fmt_pct(s)})" for v, s in zip(bd["pue_overhead_kwh"], bd["pue_overhead_share"])],
     )
-    text = text_table(table, [("model", "model", None), ("profile", "profile", None),
+    text = tf(table, [("model", "model", None), ("profile", "profile", None),
                               ("compute", "compute kWh (share)", None), ("idle", "idle kWh (share)", None),
                               ("pue", "PUE overhead kWh (share)", None), ("energy_kwh", "total kWh", _f(".4g"))])
     idle_total, all_total = bd["idle_energy_kwh"].sum(), bd["energy_kwh"].sum()
     if all_total > 0 and idle_total / all_total > 0.5:
-        text += ("\nidle energy is most of the total: batching requests and scaling to zero save more than a "
+        text += ("\n\nidle energy is most of the total: batching requests and scaling to zero save more than a "
                  "faster GPU")
     return text
 
 
-def _routes_text(routes: pd.DataFrame) -> str:
+def _routes_text(routes: pd.DataFrame, tf: TableFn = text_table) -> str:
     """Latency per route."""
-    return text_table(routes, [
+    return tf(routes, [
         ("model", "model", None), ("route", "route", None), ("temperature", "temp", _f(".2g")),
         ("requests", "requests", _f("d")), ("successes", "ok", _f("d")),
         ("latency_s_mean", "latency mean", _f(".3f")), ("latency_s_p50", "p50", _f(".3f")),
@@ -667,7 +706,7 @@ def _routes_text(routes: pd.DataFrame) -> str:
         ("ttft_s_p99", "ttft p99", _f(".3f")), ("tokens_per_s_mean", "tok/s mean", _f(".1f"))])
 
 
-def _percentiles_text(pct: pd.DataFrame) -> str:
+def _percentiles_text(pct: pd.DataFrame, tf: TableFn = text_table) -> str:
     """Latency, TTFT and TPOT percentiles, one line per group and metric."""
     keys = [c for c in ("model", "route") if c in pct.columns]
     rows = []
@@ -678,74 +717,71 @@ def _percentiles_text(pct: pd.DataFrame) -> str:
     table = pd.DataFrame(rows)
     if table.empty:
         return "no successful request"
-    return text_table(table, [(k, k, None) for k in keys] + [("metric", "metric", None), ("n", "n", _f("d"))]
+    return tf(table, [(k, k, None) for k in keys] + [("metric", "metric", None), ("n", "n", _f("d"))]
                       + [(f"p{q}", f"p{q}", _f(".4f")) for q in PERCENTILES])
 
 
-def _accuracy_text(acc: pd.DataFrame) -> str:
+def _accuracy_text(acc: pd.DataFrame, tf: TableFn = text_table) -> str:
     """Accuracy per route and model."""
-    return text_table(acc, [("model", "model", None), ("route", "route", None),
+    return tf(acc, [("model", "model", None), ("route", "route", None),
                             ("requests", "successful", _f("d")), ("graded", "graded", _f("d")),
                             ("correct", "correct", _f("d")), ("accuracy", "accuracy", fmt_pct)])
 
 
-def _goodput_text(gp: pd.DataFrame) -> str:
+def _goodput_text(gp: pd.DataFrame, tf: TableFn = text_table) -> str:
     """Goodput and SLO attainment per model."""
-    return text_table(gp, [("model", "model", None), ("requests", "requests", _f("d")),
+    return tf(gp, [("model", "model", None), ("requests", "requests", _f("d")),
                            ("successes", "ok", _f("d")), ("meeting_slo", "meeting SLO", _f("d")),
                            ("slo_attainment", "attainment", fmt_pct), ("span_s", "wall span s", _f(".2f")),
                            ("throughput_rps", "throughput req/s", _f(".4g")),
                            ("goodput_rps", "goodput req/s", _f(".4g"))]) + (
-        "\ngoodput = requests meeting both SLOs / wall span of the run (first send to last finish); a request "
+        "\n\ngoodput = requests meeting both SLOs / wall span of the run (first send to last finish); a request "
         "with fewer than 2 output tokens is judged on TTFT alone; failed requests never meet the SLO")
 
 
-def _lens_text(lenses: pd.DataFrame) -> str:
+def _lens_text(lenses: pd.DataFrame, tf: TableFn = text_table) -> str:
     """Energy per 1K tokens under each lens."""
     if lenses.empty:
         return "no energy figure"
     table = lenses.assign(per_1k=[_range(m, lo, hi, ".4g") for m, lo, hi in zip(
         lenses["energy_kwh_per_1k_tokens"], lenses["energy_kwh_per_1k_tokens_min"],
         lenses["energy_kwh_per_1k_tokens_max"])])
-    return text_table(table, [("model", "model", None), ("lens", "lens", None), ("source", "source", None),
+    return tf(table, [("model", "model", None), ("lens", "lens", None), ("source", "source", None),
                               ("requests", "requests", _f("d")), ("energy_kwh", "kWh total", _f(".4g")),
                               ("per_1k", "kWh/1K tokens [min-max]", None)])
 
 
-def _failures_text(fail: pd.DataFrame) -> str:
+def _failures_text(fail: pd.DataFrame, tf: TableFn = text_table) -> str:
     """Failed requests by status and error."""
     if fail.empty:
         return "none"
-    return text_table(fail, [("model", "model", None), ("status_code", "status", _f(".0f")),
+    return tf(fail, [("model", "model", None), ("status_code", "status", _f(".0f")),
                              ("requests", "requests", _f("d")), ("error", "error", None)])
 
 
-def _profiles_text(profiles: pd.DataFrame, sources: Mapping[str, Mapping[str, str]]) -> str:
+def _profiles_text(profiles: pd.DataFrame, sources: Mapping[str, Mapping[str, str]],
+                   tf: TableFn = text_table) -> str:
     """Profile assumptions and their sources."""
-    text = text_table(profiles, [
+    text = tf(profiles, [
         ("profile", "profile", None), ("gpu", "GPU", None), ("gpu_count", "GPUs", _f(".0f")),
         ("tdp_w", "TDP W", _f(".4g")), ("idle_w", "idle W", _f(".4g")), ("pue", "PUE", _f(".3g")),
         ("grid_gco2e_per_kwh", "grid gCO2e/kWh", _f(".4g")),
         ("electricity_usd_per_kwh", "$/kWh", _f(".3g")), ("location", "location", None),
         ("energy_method", "method", None)])
-    lines = [text, "sources (from gpu_profiles as installed here; the numbers above are the CSV's):"]
+    item, sub = ("- ", "  - ") if tf is md_table else ("  ", "    ")
+    lines = [text, "", "sources (from gpu_profiles as installed here; the numbers above are the CSV's):"]
     if "__error__" in sources:
-        lines.append(f"  gpu_profiles could not be read ({sources['__error__']['error']}); the numbers above come "
-                     "from the CSV")
+        lines.append(f"{item}gpu_profiles could not be read ({sources['__error__']['error']}); the numbers above "
+                     "come from the CSV")
     for name in profiles["profile"]:
         src = sources.get(str(name))
         if not src:
-            lines.append(f"  {name}: not known to gpu_profiles here; see the data files of the run that wrote "
+            lines.append(f"{item}{name}: not known to gpu_profiles here; see the data files of the run that wrote "
                          "the CSV")
             continue
-        lines.append(f"  {name}:")
-        lines.extend(f"    {label}: {citation}" for label, citation in src.items())
+        lines.append(f"{item}{name}:")
+        lines.extend(f"{sub}{label}: {citation}" for label, citation in src.items())
     return "\n".join(lines)
-
-
-def render_markdown(text: str) -> str:
-    """report.md: the text report in a code block, under a title (renders the same on any viewer)."""
-    return f"# wattbench report\n\n```text\n{text}```\n"
 
 
 # ----------------------------------------------------------------------------------------------- outputs
@@ -775,13 +811,15 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     if sources is None:
         sources = profile_sources(df["profile"].dropna().astype(str).unique())
-    text = render_report(df, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, sources=sources)
+    tables = report_tables(df, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s)
+    text = format_report(tables, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, sources=sources)
+    markdown = format_report(tables, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, sources=sources, markdown=True)
     written = dashboards.write_dashboards(df, out, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s)
     summary_path = out / SUMMARY_CSV
     summary_table(df, slo_ttft_s, slo_tpot_s).to_csv(summary_path, index=False)
     txt_path, md_path = out / REPORT_TXT, out / REPORT_MD
     txt_path.write_text(text, encoding="utf-8")
-    md_path.write_text(render_markdown(text), encoding="utf-8")
+    md_path.write_text(markdown, encoding="utf-8")
     return {"dashboards": written["dashboards"], "index": written["index"], "plotly_js": written["plotly_js"],
             "summary_csv": summary_path, "report_txt": txt_path, "report_md": md_path, "report_text": text}
 

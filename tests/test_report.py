@@ -330,3 +330,17 @@ def test_request_without_model_or_route_still_counts(df):
     assert gp["model"].tolist() == ["(unknown)", GEMINI, LOCAL]
     assert gp["requests"].tolist() == [1, 4, 2]
     assert report.failures_table(report.prepare(raw))["model"].tolist() == ["(unknown)"]
+
+
+def test_markdown_report_has_real_tables(df):
+    md = report.render_report(df, sources={}, markdown=True)
+    assert md.startswith("# wattbench report\n\n- runs: run-a, run-b\n")
+    assert "## GOODPUT (SLO: ttft <= 0.5 s and tpot <= 0.05 s" in md
+    assert "| gemini/gemini-2.5-flash | 5 | 4 | 3 | 60.0% | 8.50 | 0.4706 | 0.3529 |" in md
+    assert "| 1 | 2 | A100_SIMULATED | NVIDIA A100 80GB | Stockholm, SE | 4 | 0.001996 |" in md
+
+
+def test_build_outputs_writes_text_and_markdown(tmp_path):
+    result = report.build_outputs(fixture_frame(), tmp_path, sources={})
+    assert result["report_text"].startswith("WATTBENCH REPORT\n================\nruns: run-a, run-b\n")
+    assert result["report_md"].read_text().startswith("# wattbench report\n")

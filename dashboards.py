@@ -38,9 +38,10 @@ LENS_NOTE = ("Lenses: simulated = modelled GPU x datacenter profile; provider-si
 
 
 def _checked(df: pd.DataFrame) -> pd.DataFrame:
-    """A prepared copy of df; report.ReportInputError naming the missing columns when it is not in the schema."""
-    report.check_frame(df)
-    return report.prepare(df)
+    """df prepared (report.prepare) and lean (report.lean); report.ReportInputError naming the missing columns
+    when it is not in the schema."""
+    report.check_frame(df, required=report.ANALYSIS_COLUMNS)
+    return report.lean(report.prepare(df))
 
 
 def _error_y(mid: pd.Series, low: pd.Series, high: pd.Series) -> dict:

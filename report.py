@@ -153,15 +153,15 @@ def resolve_csv(path: Path) -> Path:
     return path
 
 
-def missing_columns(columns: Iterable[str]) -> list[str]:
-    """The required CSV columns that are not in `columns`, in schema order."""
+def missing_columns(columns: Iterable[str], required: Sequence[str] = REQUIRED_COLUMNS) -> list[str]:
+    """The required columns that are not in `columns`, in schema order."""
     present = set(columns)
-    return [c for c in REQUIRED_COLUMNS if c not in present]
+    return [c for c in required if c not in present]
 
 
-def check_frame(df: pd.DataFrame, source: str = "DataFrame") -> None:
-    """Raise ReportInputError naming `source` when df lacks columns of the schema or has no rows."""
-    missing = missing_columns(df.columns)
+def check_frame(df: pd.DataFrame, source: str = "DataFrame", required: Sequence[str] = REQUIRED_COLUMNS) -> None:
+    """Raise ReportInputError naming `source` when df lacks required columns or has no rows."""
+    missing = missing_columns(df.columns, required)
     if missing:
         raise ReportInputError(f"{source}: not a wattbench metrics CSV, missing {len(missing)} column(s): "
                                f"{', '.join(missing)} (schema: docs/architecture.md)")
@@ -198,8 +198,33 @@ def _to_bool(values: pd.Series, *, nullable: bool) -> pd.Series:
     return out if nullable else out.fillna(False).astype(bool)
 
 
+TEXT_ONLY_COLUMNS: tuple[str, ...] = ("prompt", "response_text", "expected", "route_reason", "started_at")
+ANALYSIS_COLUMNS: tuple[str, ...] = tuple(c for c in REQUIRED_COLUMNS if c not in TEXT_ONLY_COLUMNS)
+
+
+def lean(df: pd.DataFrame) -> pd.DataFrame:
+    """df without the long text columns no table or figure reads (prompt, response_text, ...): row filters on
+    100,000 rows copy much less."""
+    return df.drop(columns=[c for c in TEXT_ONLY_COLUMNS if c in df.columns])
+
+
+def is_prepared(df: pd.DataFrame) -> bool:
+    """True when df already has the dtypes that prepare() gives."""
+    def has(col: str) -> bool:
+        return col in df.columns
+
+    return (all(pd.api.types.is_float_dtype(df[c]) for c in NUMERIC_COLUMNS if has(c))
+            and all(pd.api.types.is_string_dtype(df[c]) for c in TEXT_COLUMNS if has(c))
+            and all(not df[c].isna().any() for c in ("model", "route", "run_id") if has(c))
+            and (not has("success") or df["success"].dtype == bool)
+            and (not has("correct") or df["correct"].dtype == "boolean"))
+
+
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy with the schema's dtypes: numbers as float, success as bool, correct as nullable boolean."""
+    """df with the schema's dtypes: numbers as float, success as bool, correct as nullable boolean, a missing
+    model / route / run_id as '(unknown)'. A copy; df itself when it is already so (nothing here mutates it)."""
+    if is_prepared(df):
+        return df
     out = df.copy()
     for col in NUMERIC_COLUMNS:
         if col in out.columns and not pd.api.types.is_float_dtype(out[col]):
@@ -573,8 +598,8 @@ def report_tables(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
                   slo_tpot_s: float = DEFAULT_SLO_TPOT_S) -> dict[str, pd.DataFrame]:
     """Every table of the report, computed once: efficiency, breakdown, routes, percentiles (per model and per
     route), accuracy, goodput, lenses, failures, profiles, plus 'rows' (df) and 'requests'."""
-    df = prepare(df)
-    check_frame(df)
+    check_frame(df, required=ANALYSIS_COLUMNS)
+    df = lean(prepare(df))
     return {
         "rows": df, "requests": requests_of(df), "efficiency": efficiency_table(df),
         "breakdown": energy_breakdown(df), "routes": route_latency_table(df),
@@ -806,7 +831,7 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
     """
     import dashboards  # noqa: PLC0415 - dashboards imports this module
 
-    df = load_input(df_or_csv)
+    df = lean(load_input(df_or_csv))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if sources is None:

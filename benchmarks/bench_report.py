@@ -1,6 +1,6 @@
 """How long the analysis takes on a big run, and how big its HTML is.
 
-  .venv/bin/python benchmarks/bench_report.py [--rows 100000] [--profiles 4] [--out DIR]
+  .venv/bin/python benchmarks/bench_report.py [--rows 100000] [--profiles 4] [--text-chars 600] [--out DIR]
 
 Makes a seeded synthetic run of ROWS rows (requests x profiles, tests/fixtures_frame.synthetic_frame), then
 times, in one go, what `wattbench.py run` + `wattbench.py report` do after the requests: write the CSV, read it
@@ -33,9 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--profiles", type=int, default=4)
     p.add_argument("--out", type=Path, help="keep the outputs here (default: a temporary directory)")
+    p.add_argument("--text-chars", type=int, default=600,
+                   help="length of each response_text (default 600, about 150 tokens)")
     args = p.parse_args(argv)
 
-    df = synthetic_frame(args.rows, n_profiles=args.profiles, seed=0)
+    df = synthetic_frame(args.rows, n_profiles=args.profiles, seed=0, text_chars=args.text_chars)
     out = args.out or Path(tempfile.mkdtemp(prefix="wattbench-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "ai_metrics_20261127_000000.csv"
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     html_bytes = sum(p.stat().st_size for p in html)
     total_s = t_end - t0
     print(f"rows: {len(df):,} ({df['request_id'].nunique():,} requests x {args.profiles} profiles); "
-          f"CSV {csv.stat().st_size / 1e6:.1f} MB")
+          f"CSV {csv.stat().st_size / 1e6:.1f} MB, response_text {args.text_chars} chars")
     print(f"write CSV:                         {t_csv - t0:6.2f} s")
     print(f"read CSV + report + 6 dashboards:  {t_end - t_csv:6.2f} s")
     print(f"total:                             {total_s:6.2f} s   (target <= {TARGET_S:.0f} s; "

@@ -155,8 +155,9 @@ def fixture_frame() -> pd.DataFrame:
     return frame
 
 
-def synthetic_frame(n_rows: int, *, n_profiles: int = 4, seed: int = 0) -> pd.DataFrame:
-    """About n_rows rows (requests x n_profiles) of plausible random data in the CSV schema, seeded."""
+def synthetic_frame(n_rows: int, *, n_profiles: int = 4, seed: int = 0, text_chars: int = 140) -> pd.DataFrame:
+    """About n_rows rows (requests x n_profiles) of plausible random data in the CSV schema, seeded;
+    response_text is text_chars long."""
     rng = np.random.default_rng(seed)
     n_req = max(1, n_rows // n_profiles)
     routes = np.array(["Flash-Precise", "Flash-Coder", "Flash-Creative", "Flash-Analyst", "Flash-Balanced"])
@@ -196,7 +197,7 @@ def synthetic_frame(n_rows: int, *, n_profiles: int = 4, seed: int = 0) -> pd.Da
         "tokens_per_s": completion / latency, "prompt_tokens": prompt_tokens, "completion_tokens": completion,
         "total_tokens": total, "token_source": "provider", "cost_usd": np.where(success, cost, np.nan),
         "expected": np.where(graded, "42", None), "grader": np.where(graded, "contains", None), "correct": correct,
-        "response_text": "A list is mutable; a tuple is not. " * 4, "measured_energy_kwh": measured,
+        "response_text": ("A list is mutable; a tuple is not. " * (text_chars // 35 + 1))[:text_chars], "measured_energy_kwh": measured,
         "measured_energy_method": np.where(model == LOCAL, "cpu_time_estimate", None),
         "provider_energy_kwh": provider, "provider_energy_kwh_min": provider * 0.5,
         "provider_energy_kwh_max": provider * 2, "provider_carbon_gco2e": provider * 300,

@@ -197,3 +197,9 @@ def test_free_model_cost_panel_says_so(df):
     fig = dashboards.make_model_performance(df[df["model"] == LOCAL])
     assert [a.text for a in fig.layout.annotations if a.xref == "x domain"] == [
         "API cost is $0 for every request (a local model)"]
+
+
+def test_figures_need_no_long_text_columns(df):
+    lean = df.drop(columns=["prompt", "response_text", "expected", "route_reason", "started_at"])
+    fig = dashboards.make_gpu_comparison(lean)
+    assert list(trace(fig, 1, 1, G).y) == approx([0.03025, 0.15])

@@ -344,3 +344,18 @@ def test_build_outputs_writes_text_and_markdown(tmp_path):
     result = report.build_outputs(fixture_frame(), tmp_path, sources={})
     assert result["report_text"].startswith("WATTBENCH REPORT\n================\nruns: run-a, run-b\n")
     assert result["report_md"].read_text().startswith("# wattbench report\n")
+
+
+def test_prepare_is_idempotent_and_cheap_the_second_time():
+    raw = fixture_frame()
+    once = report.prepare(raw)
+    assert once is not raw and not report.is_prepared(raw)  # raw has object text columns and None models
+    assert report.prepare(once) is once
+    assert once["t_start_s"].dtype == float and once["success"].dtype == bool
+
+
+def test_csv_without_text_columns_is_still_rejected(tmp_path):
+    path = tmp_path / "ai_metrics_x.csv"
+    fixture_frame().drop(columns=["response_text"]).to_csv(path, index=False)
+    with pytest.raises(report.ReportInputError, match="missing 1 column\\(s\\): response_text"):
+        report.read_metrics_csv(path)

@@ -359,3 +359,55 @@ def test_csv_without_text_columns_is_still_rejected(tmp_path):
     fixture_frame().drop(columns=["response_text"]).to_csv(path, index=False)
     with pytest.raises(report.ReportInputError, match="missing 1 column\\(s\\): response_text"):
         report.read_metrics_csv(path)
+
+
+# ----------------------------------------------------------------------------------------------- contract
+
+
+def _record(key: str, model: str, start: float, *, text: str | None, params_b: float | None,
+            completion: int = 40, grader: str | None = "contains", expected: str | None = "Paris") -> dict:
+    """A run-file record as batch.RunStore keeps it."""
+    response = None if text is None else {
+        "request_id": f"svc-{key}", "model": model, "route": "Precise", "route_reason": "test",
+        "temperature": 0.1, "text": text, "prompt_tokens": 10, "completion_tokens": completion,
+        "total_tokens": 10 + completion, "token_source": "provider", "ttft_s": 0.25, "latency_s": 1.25,
+        "tpot_s": 1.0 / (completion - 1), "tokens_per_s": completion / 1.25, "cost_usd": 0.0001,
+        "created_at": "2026-11-27T12:00:00Z", "finish_reason": "stop", "measured_energy_kwh": None,
+        "measured_energy_method": None, "model_params_b": params_b}
+    return {"key": key, "prompt_id": key.split("-r")[0], "repeat": 0, "prompt": "What is the capital of France?",
+            "category": "factual", "expected": expected, "grader": grader, "tolerance": 0.0, "session": "s",
+            "success": text is not None, "error": None if text else "HTTP 500: boom",
+            "status_code": 200 if text else 500, "attempts": 1, "rate_limited": 0, "retry_wait_s": 0.0,
+            "started_at": "2026-11-27T12:00:00.000+00:00", "t_start_epoch_s": start, "t_end_epoch_s": start + 1.25,
+            "client_latency_s": 1.26 if text else None, "response": response}
+
+
+def test_csv_written_by_batch_with_real_profiles_is_reported(tmp_path):
+    """The real writers (batch.build_dataframe + gpu_profiles) -> CSV -> report: the contract holds."""
+    batch = pytest.importorskip("batch")
+    gpu_profiles = pytest.importorskip("gpu_profiles")
+    profiles = {k: v for k, v in gpu_profiles.load_profiles().items() if k in ("T4_COLAB", "A100_SIMULATED")}
+    records = [
+        _record("capital-r0", "gemini/gemini-2.5-flash", 100.0, text="Paris.", params_b=None),
+        _record("capital2-r0", "local/smollm2", 102.0, text="It is Lyon.", params_b=0.135),
+        _record("poem-r0", "gemini/gemini-2.5-flash", 104.0, text=None, params_b=None),
+    ]
+    frame = batch.build_dataframe(records, profiles, run_id="run-x")
+    csv = batch.write_csv(frame, tmp_path)
+    df = report.read_metrics_csv(csv)
+    assert len(df) == 6 and df["success"].tolist() == [True, True, True, True, False, False]
+    assert df["correct"].tolist()[:4] == [True, True, False, False]
+    eff = report.efficiency_table(df)
+    assert sorted(eff["profile"]) == ["A100_SIMULATED", "A100_SIMULATED", "T4_COLAB", "T4_COLAB"]
+    t4 = _row(eff, model="gemini/gemini-2.5-flash", profile="T4_COLAB")
+    row = frame[(frame["request_id"] == "capital-r0") & (frame["profile"] == "T4_COLAB")].iloc[0]
+    assert t4["carbon_gco2e_per_1k_tokens"] == approx(row["carbon_gco2e"] / 0.05)  # 50 tokens
+    assert t4["total_cost_usd_per_1k_tokens"] == approx(row["total_cost_usd"] / 0.05)
+    gp = report.goodput_table(df)  # the failed request has no answer, so no model: it is counted as (unknown)
+    assert gp[["model", "requests", "meeting_slo"]].values.tolist() == [
+        ["(unknown)", 1, 0], ["gemini/gemini-2.5-flash", 1, 1], ["local/smollm2", 1, 1]]  # ttft .25, tpot 1/39
+    result = report.build_outputs(csv, tmp_path / "out")
+    text = result["report_text"]
+    assert "requests: 3 (2 successful, 1 failed)" in text
+    tdp_source = profiles["T4_COLAB"].gpu.sources["tdp_w"]
+    assert f"    TDP: {tdp_source}" in text

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,8 +33,8 @@ OTLP_TRACES_PATH = "/api/public/otel/v1/traces"
 INGESTION_VERSION_HEADER = ("x-langfuse-ingestion-version", "4")
 #: Upper bound on one OTLP export (seconds): an unreachable Langfuse costs at most this per batch.
 EXPORT_TIMEOUT_S = 5.0
-#: Longest a finished span waits in the batch before export (OTel's default is 5 s). Short, because a service
-#: stopped by SIGTERM may exit without running atexit hooks: app.py should also flush at shutdown.
+#: Longest a finished span waits in the batch before export (OTel's default is 5 s; OTEL_BSP_SCHEDULE_DELAY in
+#: milliseconds overrides it). Short, so that traces show up while a run goes on; app.py flushes at shutdown.
 EXPORT_DELAY_S = 0.5
 #: The OpenTelemetry service.name of the spans.
 SERVICE_NAME = "wattbench"
@@ -110,9 +111,11 @@ def _build_provider(target: TracingTarget) -> TracerProvider:
 
     exporter = OTLPSpanExporter(endpoint=target.endpoint, headers=dict(target.headers), timeout=EXPORT_TIMEOUT_S)
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
+    # OpenTelemetry's own OTEL_BSP_SCHEDULE_DELAY (milliseconds), when set, wins over EXPORT_DELAY_S.
+    delay_ms = None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY") else int(EXPORT_DELAY_S * 1000)
     processor = BatchSpanProcessor(
         exporter,
-        schedule_delay_millis=int(EXPORT_DELAY_S * 1000),
+        schedule_delay_millis=delay_ms,
         export_timeout_millis=int(EXPORT_TIMEOUT_S * 1000),
     )
     provider.add_span_processor(processor)
@@ -127,7 +130,15 @@ def _build_callback(target: TracingTarget, provider: TracerProvider) -> object:
     # headers=None: the logger then uses the tracer of the provider passed in rather than building
     # its own exporter per credential set; the credentials live in our exporter only.
     config = OpenTelemetryConfig(exporter="otlp_http", endpoint=target.endpoint, headers=None)
-    return LangfuseOtelLogger(config=config, callback_name="langfuse_otel", tracer_provider=provider)
+    # Its constructor warns "Proxy Server is not installed. Skipping OpenTelemetry initialization." (LiteLLM's
+    # proxy hook, irrelevant here), which reads as if tracing were off: keep that one quiet.
+    litellm_logger = logging.getLogger("LiteLLM")
+    level = litellm_logger.level
+    litellm_logger.setLevel(logging.ERROR)
+    try:
+        return LangfuseOtelLogger(config=config, callback_name="langfuse_otel", tracer_provider=provider)
+    finally:
+        litellm_logger.setLevel(level)
 
 
 def configure_tracing(settings: LangfuseSettings) -> bool:

@@ -128,20 +128,10 @@ async def test_flush_and_shutdown_are_no_ops_when_tracing_is_off() -> None:
     assert tracing.tracing_enabled() is False
 
 
-def wait_for_generations(receiver: OtlpReceiver, count: int, deadline_s: float = 15.0) -> list:
-    """The receiver's generations once `count` have arrived (bounded poll: spans leave in batches)."""
-    import time
-
-    stop = time.monotonic() + deadline_s
-    while len(receiver.generations()) < count and time.monotonic() < stop:
-        time.sleep(0.05)
-    return receiver.generations()
-
-
 @pytest.mark.slow
 def test_service_traces_each_chat_with_its_route_request_id_tokens_and_cost() -> None:
-    # The real service (uvicorn subprocess, app.py's lifespan calls configure_tracing) with LiteLLM's
-    # mock_response in place of Gemini, and Langfuse replaced by the loopback receiver.
+    # The real service (uvicorn subprocess; app.py's lifespan calls configure_tracing, and flush_tracing at
+    # shutdown) with LiteLLM's mock_response in place of Gemini, and Langfuse replaced by the loopback receiver.
     import httpx
     from server import ServiceProcess
 
@@ -154,13 +144,16 @@ def test_service_traces_each_chat_with_its_route_request_id_tokens_and_cost() ->
             "LANGFUSE_SECRET_KEY": SECRET_KEY,
             "LANGFUSE_HOST": receiver.url,
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            # Spans wait in the batch for a minute: only the flush at the service's shutdown can deliver them.
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
         }
         with ServiceProcess(env=env, startup_timeout_s=60) as service:
             answers = [
                 httpx.post(f"{service.url}/chat", json={"prompt": prompt}, timeout=30).json()
                 for prompt in ("What is the capital of France?", "Write a Python function that reverses a list.")
             ]
-            generations = wait_for_generations(receiver, 2)
+            assert receiver.generations() == []
+        generations = receiver.generations()  # the service has stopped (SIGTERM)
 
     assert len(generations) == 2
     by_request = {g.attributes["langfuse.trace.id"]: g.attributes for g in generations}

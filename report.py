@@ -220,6 +220,17 @@ def is_prepared(df: pd.DataFrame) -> bool:
             and (not has("correct") or df["correct"].dtype == "boolean"))
 
 
+def _model_of_unanswered(df: pd.DataFrame) -> pd.Series:
+    """The model column, where a request without one (never answered) takes its run's model when the run
+    has exactly one; otherwise it stays missing."""
+    models = df["model"]
+    if not models.isna().any():
+        return models
+    per_run = df.dropna(subset=["model"]).groupby("run_id", dropna=False)["model"].unique()
+    single = {run: found[0] for run, found in per_run.items() if len(found) == 1}
+    return models.fillna(df["run_id"].map(single))
+
+
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """df with the schema's dtypes: numbers as float, success as bool, correct as nullable boolean, a missing
     model / route / run_id as '(unknown)'. A copy; df itself when it is already so (nothing here mutates it)."""
@@ -232,6 +243,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     for col in TEXT_COLUMNS:
         if col in out.columns and not pd.api.types.is_string_dtype(out[col]):
             out[col] = out[col].astype("string")
+    if {"model", "run_id"} <= set(out.columns):
+        out["model"] = _model_of_unanswered(out)
     for col in ("model", "route", "run_id"):
         if col in out.columns:
             out[col] = out[col].fillna(UNKNOWN)  # a request the service never answered still counts

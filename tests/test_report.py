@@ -323,13 +323,22 @@ def test_readme_documents_every_column():
     assert all(rows[name].strip() == (col.unit or "") for name, col in report.CSV_SCHEMA.items())
 
 
-def test_request_without_model_or_route_still_counts(df):
+def test_unanswered_request_takes_its_runs_only_model(df):
     raw = fixture_frame()
-    raw.loc[raw["request_id"] == "r5", ["model", "route"]] = None
+    raw.loc[raw["request_id"] == "r5", ["model", "route"]] = None  # run-a has only Gemini
+    prepared = report.prepare(raw)
+    assert report.goodput_table(prepared)[["model", "requests"]].values.tolist() == [[GEMINI, 5], [LOCAL, 2]]
+    assert report.failures_table(prepared)["model"].tolist() == [GEMINI]
+    routes = report.route_latency_table(prepared)
+    unknown = _row(routes, model=GEMINI, route="(unknown)")
+    assert (unknown["requests"], unknown["successes"]) == (1, 0)
+
+
+def test_unanswered_request_in_a_run_of_two_models_stays_unknown(df):
+    raw = fixture_frame().assign(run_id="one-run")
+    raw.loc[raw["request_id"] == "r5", "model"] = None
     gp = report.goodput_table(report.prepare(raw))
-    assert gp["model"].tolist() == ["(unknown)", GEMINI, LOCAL]
-    assert gp["requests"].tolist() == [1, 4, 2]
-    assert report.failures_table(report.prepare(raw))["model"].tolist() == ["(unknown)"]
+    assert gp[["model", "requests"]].values.tolist() == [["(unknown)", 1], [GEMINI, 4], [LOCAL, 2]]
 
 
 def test_markdown_report_has_real_tables(df):

@@ -209,13 +209,15 @@ def browser():
     b.close()
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
+@pytest.fixture(scope="module", params=["fixture", "synthetic-6000-rows"])
+def built(request, tmp_path_factory):
+    """Outputs of the hand-made fixture (two models, a failure) and of a larger synthetic run."""
     import report
-    from fixtures_frame import fixture_frame
+    from fixtures_frame import fixture_frame, synthetic_frame
 
+    frame = fixture_frame() if request.param == "fixture" else synthetic_frame(6000, n_profiles=3, seed=2)
     out = tmp_path_factory.mktemp("dash")
-    return report.build_outputs(fixture_frame(), out, sources={})
+    return report.build_outputs(frame, out, sources={})
 
 
 def test_each_dashboard_renders_offline_without_errors(browser, built):

@@ -592,7 +592,7 @@ def _str(value: object) -> str:
     """str() with 'n/a' for missing values."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    return str(value)
+    return " ".join(str(value).split())  # one line per table row
 
 
 def _f(spec: str) -> Fmt:
@@ -794,7 +794,13 @@ def _failures_text(fail: pd.DataFrame, tf: TableFn = text_table) -> str:
     if fail.empty:
         return "none"
     return tf(fail, [("model", "model", None), ("status_code", "status", _f(".0f")),
-                             ("requests", "requests", _f("d")), ("error", "error", None)])
+                             ("requests", "requests", _f("d")), ("error", "error", _clip)])
+
+
+def _clip(value: object, width: int = 160) -> str:
+    """_str, cut to `width` characters with an ellipsis."""
+    text = _str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _profiles_text(profiles: pd.DataFrame, sources: Mapping[str, Mapping[str, str]],

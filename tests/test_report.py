@@ -420,3 +420,12 @@ def test_csv_written_by_batch_with_real_profiles_is_reported(tmp_path):
     assert "requests: 3 (2 successful, 1 failed)" in text
     tdp_source = profiles["T4_COLAB"].gpu.sources["tdp_w"]
     assert f"    TDP: {tdp_source}" in text
+
+
+def test_multiline_error_stays_on_one_table_row():
+    raw = fixture_frame()
+    raw.loc[raw["request_id"] == "r5", "error"] = "HTTP 502:\nupstream said\n" + "x" * 300
+    text = report.render_report(raw, sources={})
+    failures = text.split("FAILURES\n========\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(failures) == 3  # header, rule, one row
+    assert failures[2].endswith("HTTP 502: upstream said " + "x" * 133 + "...")

@@ -122,9 +122,9 @@ class PipeBrowser:
                     return self._events.pop(i)
             self._events.append(self._read_message(deadline))
 
-    def open_page(self, url: str, *, width: int = 1400, height: int = 1000,
-                  settle_timeout_s: float = 15.0) -> "PageResult":
-        """Load url in a new tab; wait for the load event and for a rendered plot (or the timeout)."""
+    def open_page(self, url: str, *, width: int = 1400, height: int = 1000, settle_timeout_s: float = 15.0,
+                  wait_for_plot: bool = True) -> "PageResult":
+        """Load url in a new tab; wait for the load event and (wait_for_plot) for a rendered plot or the timeout."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Runtime", "Log", "Page", "Network"):
@@ -134,13 +134,11 @@ class PipeBrowser:
         self._events = [e for e in self._events if e.get("sessionId") != session]
         self.send("Page.navigate", {"url": url}, session=session)
         self.wait_event("Page.loadEventFired", session, settle_timeout_s)
-        deadline = time.monotonic() + settle_timeout_s
-        plots = 0
-        while time.monotonic() < deadline:
-            plots = self.evaluate(f"document.querySelectorAll({json.dumps(PLOT_SELECTOR)}).length", session)
-            if plots:
-                break
+        deadline = time.monotonic() + (settle_timeout_s if wait_for_plot else 0.0)
+        plots = self.evaluate(f"document.querySelectorAll({json.dumps(PLOT_SELECTOR)}).length", session)
+        while not plots and time.monotonic() < deadline:
             time.sleep(0.1)
+            plots = self.evaluate(f"document.querySelectorAll({json.dumps(PLOT_SELECTOR)}).length", session)
         self.evaluate("1", session)  # flush events raised during the render
         result = PageResult(url=url, session=session, target=target, plots=int(plots or 0))
         for ev in [e for e in self._events if e.get("sessionId") == session]:
@@ -236,7 +234,7 @@ def test_each_dashboard_renders_offline_without_errors(browser, built):
 def test_index_links_every_dashboard_file(browser, built):
     import dashboards
 
-    page = browser.open_page(Path(built["index"]).as_uri(), settle_timeout_s=1.0)
+    page = browser.open_page(Path(built["index"]).as_uri(), wait_for_plot=False)
     hrefs = browser.evaluate("Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href'))",
                              page.session)
     assert page.errors == []
@@ -249,7 +247,7 @@ def test_check_catches_a_missing_plotly_js(browser, built, tmp_path):
     src = Path(built["dashboards"]["gpu_comparison"])
     copy = tmp_path / src.name
     copy.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
-    page = browser.open_page(copy.as_uri(), settle_timeout_s=2.0)
+    page = browser.open_page(copy.as_uri(), wait_for_plot=False)
     assert page.plots == 0
     assert any("Plotly is not defined" in e for e in page.errors), page.errors
     browser.close_page(page)
@@ -259,7 +257,7 @@ def test_check_catches_a_script_error_and_a_network_fetch(browser, tmp_path):
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><script src='https://cdn.plot.ly/plotly-3.0.0.min.js'></script>"
                    "<script>window.notAFunction();</script></body></html>", encoding="utf-8")
-    page = browser.open_page(bad.as_uri(), settle_timeout_s=1.0)
+    page = browser.open_page(bad.as_uri(), wait_for_plot=False)
     assert page.plots == 0
     assert page.external_requests == ["https://cdn.plot.ly/plotly-3.0.0.min.js"]
     assert any("window.notAFunction is not a function" in e for e in page.errors), page.errors

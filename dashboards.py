@@ -26,7 +26,6 @@ DEFAULT_MAX_POINTS = 2000
 PCT_SHOWN: tuple[int, ...] = (50, 90, 99)
 SIM = f"[{report.LENS_SIMULATED}]"
 PROVIDER_LABEL = "provider-side<br>(EcoLogits)"
-PROV = f"[{report.LENS_PROVIDER}]"
 PCT_COLORS = {50: "#9ECAE1", 90: "#4292C6", 99: "#08519C"}  # light to dark: higher percentile, darker
 MODEL_COLORS = ("#7B4FA0", "#E8833A", "#2A9D8F", "#C8553D", "#8D99AE", "#B5838D")
 PART_COLORS = {"compute": "#4C78A8", "idle": "#BAB0AC", "PUE overhead": "#F58518"}
@@ -470,7 +469,7 @@ def hardware_table(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None =
     tokens = sums["completion_tokens"].where(sums["completion_tokens"] > 0)
     out["compute_j_per_output_token"] = sums["compute_energy_kwh"] * 3.6e6 / tokens
     for suffix in ("", "_min", "_max"):
-        out[f"carbon_gco2e_per_1k_tokens{suffix}"] = report._per_1k(sums[f"carbon_gco2e{suffix}"],
+        out[f"carbon_gco2e_per_1k_tokens{suffix}"] = report.per_1k(sums[f"carbon_gco2e{suffix}"],
                                                                     sums["total_tokens"])
     memory = dict(gpu_memory_gb or {})
     out["memory_gb"] = [float(memory.get(str(gpu), np.nan)) for gpu in out["gpu"]]
@@ -593,7 +592,7 @@ def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = report.DEFA
                            [f"{g} x{c:.0f}" for g, c in zip(ranked["gpu"], ranked["gpu_count"])],
                            ranked["location"], ranked["rank_carbon"].astype(str), ranked["rank_cost"].astype(str),
                            [report.fmt_num(v, ".6g") for v in ranked["total_cost_usd_per_1k_tokens"]],
-                           [report._range(m, lo, hi, ".4g") for m, lo, hi in zip(
+                           [report.fmt_range(m, lo, hi, ".4g") for m, lo, hi in zip(
                                ranked["carbon_gco2e_per_1k_tokens"], ranked["carbon_gco2e_per_1k_tokens_min"],
                                ranked["carbon_gco2e_per_1k_tokens_max"])],
                            [report.fmt_num(v, ".4g") for v in ranked["energy_kwh_per_1k_tokens"]]],

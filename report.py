@@ -284,7 +284,7 @@ def percentile_table(df: pd.DataFrame, by: Sequence[str] = ("model",),
     return out.reset_index()
 
 
-def _per_1k(total: pd.Series, tokens: pd.Series) -> pd.Series:
+def per_1k(total: pd.Series, tokens: pd.Series) -> pd.Series:
     """total / (tokens / 1000), NaN where there are no tokens."""
     return total / (tokens.where(tokens > 0) / 1000.0)
 
@@ -304,11 +304,11 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     firsts = g[["gpu", "gpu_count", "location"]].first()
     out = firsts.join(out)
     tokens = out["total_tokens"]
-    out["cost_usd_per_1k_tokens"] = _per_1k(out["cost_usd"].fillna(0.0), tokens)
-    out["total_cost_usd_per_1k_tokens"] = _per_1k(out["total_cost_usd"], tokens)
+    out["cost_usd_per_1k_tokens"] = per_1k(out["cost_usd"].fillna(0.0), tokens)
+    out["total_cost_usd_per_1k_tokens"] = per_1k(out["total_cost_usd"], tokens)
     for base in ("energy_kwh", "carbon_gco2e"):
         for suffix in ("", "_min", "_max"):
-            out[f"{base}_per_1k_tokens{suffix}"] = _per_1k(out[f"{base}{suffix}"], tokens)
+            out[f"{base}_per_1k_tokens{suffix}"] = per_1k(out[f"{base}{suffix}"], tokens)
     out = out.reset_index()
     out["rank_cost"] = out.groupby("model")["total_cost_usd_per_1k_tokens"].rank(method="min").astype("Int64")
     out["rank_carbon"] = out.groupby("model")["carbon_gco2e_per_1k_tokens"].rank(method="min").astype("Int64")
@@ -488,9 +488,9 @@ def summary_table(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
             "provider_carbon_gco2e_min", "provider_carbon_gco2e_max", "measured_energy_kwh"]
     summed = ok[sums].sum(min_count=1)
     out = out.join(summed)
-    out["total_cost_usd_per_1k_tokens"] = _per_1k(out["total_cost_usd"], out["total_tokens"])
-    out["carbon_gco2e_per_1k_tokens"] = _per_1k(out["carbon_gco2e"], out["total_tokens"])
-    out["energy_kwh_per_1k_tokens"] = _per_1k(out["energy_kwh"], out["total_tokens"])
+    out["total_cost_usd_per_1k_tokens"] = per_1k(out["total_cost_usd"], out["total_tokens"])
+    out["carbon_gco2e_per_1k_tokens"] = per_1k(out["carbon_gco2e"], out["total_tokens"])
+    out["energy_kwh_per_1k_tokens"] = per_1k(out["energy_kwh"], out["total_tokens"])
     return out.reset_index()
 
 
@@ -600,7 +600,7 @@ def _f(spec: str) -> Fmt:
     return lambda v: fmt_num(v, spec)
 
 
-def _range(mid: object, low: object, high: object, spec: str = ".4g") -> str:
+def fmt_range(mid: object, low: object, high: object, spec: str = ".4g") -> str:
     """'mid [low-high]' or just 'mid' without a range."""
     if fmt_num(low) == "n/a" or fmt_num(high) == "n/a":
         return fmt_num(mid, spec)
@@ -694,10 +694,10 @@ def _rankings_text(eff: pd.DataFrame, tf: TableFn = text_table) -> str:
     blocks = []
     for model, frame in eff.groupby("model", sort=True):
         table = frame.assign(
-            carbon=lambda d: [_range(m, lo, hi, ".4g") for m, lo, hi in zip(
+            carbon=lambda d: [fmt_range(m, lo, hi, ".4g") for m, lo, hi in zip(
                 d["carbon_gco2e_per_1k_tokens"], d["carbon_gco2e_per_1k_tokens_min"],
                 d["carbon_gco2e_per_1k_tokens_max"])],
-            energy=lambda d: [_range(m, lo, hi, ".3g") for m, lo, hi in zip(
+            energy=lambda d: [fmt_range(m, lo, hi, ".3g") for m, lo, hi in zip(
                 d["energy_kwh_per_1k_tokens"], d["energy_kwh_per_1k_tokens_min"],
                 d["energy_kwh_per_1k_tokens_max"])],
         )
@@ -781,7 +781,7 @@ def _lens_text(lenses: pd.DataFrame, tf: TableFn = text_table) -> str:
     """Energy per 1K tokens under each lens."""
     if lenses.empty:
         return "no energy figure"
-    table = lenses.assign(per_1k=[_range(m, lo, hi, ".4g") for m, lo, hi in zip(
+    table = lenses.assign(per_1k=[fmt_range(m, lo, hi, ".4g") for m, lo, hi in zip(
         lenses["energy_kwh_per_1k_tokens"], lenses["energy_kwh_per_1k_tokens_min"],
         lenses["energy_kwh_per_1k_tokens_max"])])
     return tf(table, [("model", "model", None), ("lens", "lens", None), ("source", "source", None),

@@ -164,7 +164,7 @@ def latency_by_profile(df: pd.DataFrame) -> pd.DataFrame:
     for model, frame in req.groupby("model", sort=True):
         rows.append(dict(model=model, source="measured",
                          **{f"p{q}": frame["latency_s"].quantile(q / 100) for q in PCT_SHOWN}))
-    ok = report.successful(df)
+    ok = report.simulated(df)
     for (model, profile), frame in ok.groupby(["model", "profile"], sort=True):
         rows.append(dict(model=model, source=f"{profile}<br>{SIM}",
                          **{f"p{q}": frame["sim_latency_s"].quantile(q / 100) for q in PCT_SHOWN}))
@@ -268,7 +268,7 @@ def make_model_performance(df: pd.DataFrame) -> go.Figure:
 
 def carbon_by_location(df: pd.DataFrame) -> pd.DataFrame:
     """Simulated carbon of successful requests per datacenter location: total, min, max, grid intensity."""
-    ok = report.successful(df)
+    ok = report.simulated(df)
     g = ok.groupby(["location", "profile"], sort=True)
     out = g[["carbon_gco2e", "carbon_gco2e_min", "carbon_gco2e_max", "total_tokens"]].sum(min_count=1)
     out["grid_gco2e_per_kwh"] = g["grid_gco2e_per_kwh"].first()
@@ -295,7 +295,7 @@ def make_carbon_energy(df: pd.DataFrame) -> go.Figure:
                                        "<extra>simulated</extra>"), row=1, col=1)
     _energy_parts_panel(fig, bd, row=1, col=2)
     _carbon_lens_panel(fig, df, row=2, col=1)
-    cat = report.successful(df).groupby(["category", "profile"], sort=True)["carbon_gco2e"].sum(min_count=1)
+    cat = report.simulated(df).groupby(["category", "profile"], sort=True)["carbon_gco2e"].sum(min_count=1)
     for profile, frame in cat.reset_index().groupby("profile", sort=True):
         fig.add_trace(go.Bar(name=str(profile), x=frame["category"], y=frame["carbon_gco2e"],
                              legendgroup=f"cat-{profile}",
@@ -435,7 +435,7 @@ def cumulative_carbon(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) ->
     Columns: profile, t_start_s, cumulative_carbon_gco2e (the total is over all rows; only the points are
     sampled, the last point is always the full total).
     """
-    ok = report.successful(df)[["profile", "t_start_s", "carbon_gco2e"]].dropna(subset=["t_start_s"])
+    ok = report.simulated(df)[["profile", "t_start_s", "carbon_gco2e"]].dropna(subset=["t_start_s"])
     parts = []
     for profile, frame in ok.groupby("profile", sort=True):
         frame = frame.sort_values("t_start_s", kind="stable")
@@ -459,7 +459,7 @@ def hardware_table(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None =
     sum(compute_energy_kwh) * 3.6e6 / sum(completion_tokens) (prefill included). memory_gb (per GPU) comes from
     gpu_memory_gb by GPU name; NaN when unknown.
     """
-    ok = report.successful(df)
+    ok = report.simulated(df)
     g = ok.groupby("profile", sort=True)
     out = g[["gpu", "gpu_count", "location", "tdp_w", "idle_w", "pue", "grid_gco2e_per_kwh"]].first()
     sums = g[["completion_tokens", "sim_latency_s", "compute_energy_kwh", "total_tokens", "carbon_gco2e",

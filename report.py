@@ -268,6 +268,21 @@ def successful(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["success"]]
 
 
+def simulated(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of successful requests that their profile could simulate (energy_kwh present); the others say
+    why in energy_method ("not simulated: ...")."""
+    return df[df["success"] & df["energy_kwh"].notna()]
+
+
+def not_simulated_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Successful requests a profile could not simulate: profile, energy_method (the reason), rows."""
+    rows = df[df["success"] & df["energy_kwh"].isna()]
+    cols = ["profile", "energy_method"]
+    if rows.empty:
+        return pd.DataFrame(columns=cols + ["rows"])
+    return rows.groupby(cols, sort=True, dropna=False).size().rename("rows").reset_index()
+
+
 def percentile_table(df: pd.DataFrame, by: Sequence[str] = ("model",),
                      metrics: Sequence[str] = ("latency_s", "ttft_s", "tpot_s"),
                      percentiles: Sequence[int] = PERCENTILES) -> pd.DataFrame:
@@ -293,9 +308,9 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per model x profile over successful requests: totals, per-1K-token figures (simulated lens) and ranks.
 
     rank_cost / rank_carbon rank the profiles of one model by total_cost_usd_per_1k_tokens and
-    carbon_gco2e_per_1k_tokens (1 = lowest).
+    carbon_gco2e_per_1k_tokens (1 = lowest). Requests a profile could not simulate are left out of its figures.
     """
-    ok = successful(df)
+    ok = simulated(df)
     sums = ["total_tokens", "cost_usd", "energy_cost_usd", "total_cost_usd", "energy_kwh", "energy_kwh_min",
             "energy_kwh_max", "carbon_gco2e", "carbon_gco2e_min", "carbon_gco2e_max"]
     g = ok.groupby(["model", "profile"], sort=True)
@@ -317,7 +332,7 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def energy_breakdown(df: pd.DataFrame) -> pd.DataFrame:
     """Per model x profile: compute, idle and PUE-overhead energy (simulated lens) and their shares of energy_kwh."""
-    ok = successful(df)
+    ok = simulated(df)
     parts = ["compute_energy_kwh", "idle_energy_kwh", "pue_overhead_kwh", "energy_kwh"]
     out = ok.groupby(["model", "profile"], sort=True)[parts].sum(min_count=1).reset_index()
     total = out["energy_kwh"].where(out["energy_kwh"] > 0)
@@ -457,8 +472,10 @@ PROFILE_FIELDS: tuple[str, ...] = ("gpu", "gpu_count", "datacenter", "location",
 
 
 def profile_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per profile with the assumptions the CSV records (TDP, idle power, PUE, grid, price, ...)."""
-    return df.groupby("profile", sort=True)[list(PROFILE_FIELDS)].first().reset_index()
+    """One row per profile with the assumptions the CSV records (TDP, idle power, PUE, grid, price, ...);
+    energy_method as the simulated rows give it."""
+    ordered = pd.concat([simulated(df), df])  # first() takes a simulated row's values where there is one
+    return ordered.groupby("profile", sort=True)[list(PROFILE_FIELDS)].first().reset_index()
 
 
 def summary_table(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
@@ -466,7 +483,8 @@ def summary_table(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
     """The summary CSV: one row per model x route x profile (all lenses side by side, labelled by name)."""
     keys = ["model", "route", "profile"]
     data = df.assign(meets_slo=meets_slo(df, slo_ttft_s, slo_tpot_s),
-                     correct_f=df["correct"].astype("Float64"))
+                     correct_f=df["correct"].astype("Float64"),
+                     simulated_tokens=df["total_tokens"].where(df["energy_kwh"].notna()))
     g = data.groupby(keys, sort=True)
     ok = data[data["success"]].groupby(keys, sort=True)
     out = pd.DataFrame({"requests": g.size(), "successes": g["success"].sum()})
@@ -485,12 +503,12 @@ def summary_table(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
             "idle_energy_kwh", "pue_overhead_kwh", "energy_kwh", "energy_kwh_min", "energy_kwh_max",
             "carbon_gco2e", "carbon_gco2e_min", "carbon_gco2e_max", "provider_energy_kwh",
             "provider_energy_kwh_min", "provider_energy_kwh_max", "provider_carbon_gco2e",
-            "provider_carbon_gco2e_min", "provider_carbon_gco2e_max", "measured_energy_kwh"]
+            "provider_carbon_gco2e_min", "provider_carbon_gco2e_max", "measured_energy_kwh", "simulated_tokens"]
     summed = ok[sums].sum(min_count=1)
     out = out.join(summed)
-    out["total_cost_usd_per_1k_tokens"] = per_1k(out["total_cost_usd"], out["total_tokens"])
-    out["carbon_gco2e_per_1k_tokens"] = per_1k(out["carbon_gco2e"], out["total_tokens"])
-    out["energy_kwh_per_1k_tokens"] = per_1k(out["energy_kwh"], out["total_tokens"])
+    out["total_cost_usd_per_1k_tokens"] = per_1k(out["total_cost_usd"], out["simulated_tokens"])
+    out["carbon_gco2e_per_1k_tokens"] = per_1k(out["carbon_gco2e"], out["simulated_tokens"])
+    out["energy_kwh_per_1k_tokens"] = per_1k(out["energy_kwh"], out["simulated_tokens"])
     return out.reset_index()
 
 
@@ -619,6 +637,7 @@ def report_tables(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
         "pct_model": percentile_table(df, by=("model",)), "pct_route": percentile_table(df, by=("model", "route")),
         "accuracy": accuracy_table(df), "goodput": goodput_table(df, slo_ttft_s, slo_tpot_s),
         "lenses": lens_table(df), "failures": failures_table(df), "profiles": profile_table(df),
+        "not_simulated": not_simulated_table(df),
     }
 
 
@@ -641,7 +660,7 @@ def format_report(tables: Mapping[str, pd.DataFrame], *, slo_ttft_s: float = DEF
         section(f"GOODPUT (SLO: ttft <= {slo_ttft_s:g} s and tpot <= {slo_tpot_s:g} s; change with "
                 "--slo-ttft-s / --slo-tpot-s)", _goodput_text(tables["goodput"], t)),
         section("ENERGY BY LENS (kWh per 1K tokens)", _lens_text(tables["lenses"], t)),
-        section("FAILURES", _failures_text(tables["failures"], t)),
+        section("FAILURES", _failures_text(tables["failures"], t, tables["not_simulated"])),
         section("PROFILE ASSUMPTIONS (simulated lens)", _profiles_text(tables["profiles"], sources or {}, t)),
     ]
     return "\n\n".join(sections) + "\n"
@@ -789,12 +808,17 @@ def _lens_text(lenses: pd.DataFrame, tf: TableFn = text_table) -> str:
                               ("per_1k", "kWh/1K tokens [min-max]", None)])
 
 
-def _failures_text(fail: pd.DataFrame, tf: TableFn = text_table) -> str:
-    """Failed requests by status and error."""
-    if fail.empty:
-        return "none"
-    return tf(fail, [("model", "model", None), ("status_code", "status", _f(".0f")),
-                             ("requests", "requests", _f("d")), ("error", "error", _clip)])
+def _failures_text(fail: pd.DataFrame, tf: TableFn = text_table,
+                   not_simulated: pd.DataFrame | None = None) -> str:
+    """Failed requests by status and error, and the rows a profile could not simulate."""
+    parts = ["no failed request" if fail.empty else tf(fail, [
+        ("model", "model", None), ("status_code", "status", _f(".0f")), ("requests", "requests", _f("d")),
+        ("error", "error", _clip)])]
+    if not_simulated is not None and not not_simulated.empty:
+        parts.append("served but not simulated on a profile (left out of its energy figures):\n\n" + tf(
+            not_simulated, [("profile", "profile", None), ("rows", "rows", _f("d")),
+                            ("energy_method", "reason", _clip)]))
+    return "\n\n".join(parts)
 
 
 def _clip(value: object, width: int = 160) -> str:

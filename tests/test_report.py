@@ -429,3 +429,23 @@ def test_multiline_error_stays_on_one_table_row():
     failures = text.split("FAILURES\n========\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert len(failures) == 3  # header, rule, one row
     assert failures[2].endswith("HTTP 502: upstream said " + "x" * 133 + "...")
+
+
+def test_rows_a_profile_could_not_simulate_are_left_out_and_named():
+    raw = fixture_frame()
+    gone = (raw["request_id"] == "r3") & (raw["profile"] == "T4_COLAB")
+    energy_cols = [c for c in raw.columns if "energy_kwh" in c and not c.startswith(("provider", "measured"))]
+    raw.loc[gone, energy_cols + ["carbon_gco2e", "carbon_gco2e_min", "carbon_gco2e_max", "energy_cost_usd",
+                                 "total_cost_usd", "sim_latency_s"]] = float("nan")
+    raw.loc[gone, "energy_method"] = "not simulated: too big for T4"
+    df = report.prepare(raw)
+    t4 = _row(report.efficiency_table(df), model=GEMINI, profile="T4_COLAB")
+    # r1, r2, r4: (5e-6 + 2e-5) * 1.25 + (1e-5 + 2e-5) * 1.25 + (5e-6 + 2e-5) * 1.25 = 1e-4 kWh; 200 tokens
+    assert t4["requests"] == 3
+    assert t4["carbon_gco2e_per_1k_tokens"] == approx(1e-4 * 400 / 0.2)
+    row = _row(report.summary_table(df), model=GEMINI, route="Flash-Coder", profile="T4_COLAB")
+    assert row["carbon_gco2e_per_1k_tokens"] == approx(3.125e-5 * 400 / 0.05)  # r4 alone
+    assert _row(report.profile_table(df), profile="T4_COLAB")["energy_method"] == "roofline"
+    text = report.render_report(df, sources={})
+    assert "served but not simulated on a profile (left out of its energy figures):" in text
+    assert re.search(r"T4_COLAB\s+1\s+not simulated: too big for T4", text)

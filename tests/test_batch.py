@@ -187,7 +187,7 @@ def max_overlap(stub: ChatStub) -> int:
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_concurrency_bounds_requests_in_flight(concurrency: int) -> None:
     items = [WorkItem(PromptSpec(f"p{i}", f"prompt {i}"), 0) for i in range(6)]
-    with ChatStub(lambda i, body: slow(0.1)) as stub:
+    with ChatStub(lambda i, body: slow(0.2)) as stub:
         records = send(stub, items, concurrency=concurrency)
         assert max_overlap(stub) == concurrency
     assert len(records) == 6 and all(r.success for r in records)

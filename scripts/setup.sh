@@ -26,8 +26,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 REQ=requirements.txt
 [[ $DEV == 1 ]] && REQ=requirements-dev.txt
-if ! .venv/bin/python -m pip install -q -r "$REQ"; then
-    echo "error: pip could not install $REQ (see above); a C/C++ compiler and cmake are needed for llama-cpp-python" >&2
+mkdir -p outputs
+PIP_LOG=outputs/pip-install.log
+if ! .venv/bin/python -m pip install -q -r "$REQ" > "$PIP_LOG" 2>&1; then
+    tail -n 30 "$PIP_LOG" >&2
+    echo "error: pip could not install $REQ (full log: $PIP_LOG); llama-cpp-python needs a C/C++ compiler and cmake" >&2
     exit 1
 fi
 

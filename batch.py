@@ -1150,6 +1150,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profiles", help="comma-separated deployment profiles (default: gpu_profiles.DEFAULT_PROFILES)"
     )
+    p.add_argument(
+        "--profiles-file",
+        metavar="FILE",
+        help="your JSON file of gpus / datacenters / profiles, added to the built-in ones "
+        "(gpu_profiles.load_profiles(FILE))",
+    )
     p.add_argument("--out", default="outputs", help="output directory (default outputs/)")
     p.add_argument(
         "--resume",
@@ -1251,7 +1257,10 @@ def _prepare(args: argparse.Namespace) -> RunOptions:
         prompts = load_prompts(prompts_path)
     except PromptsFileError as exc:
         raise CliError(str(exc)) from None
-    profiles = _select_profiles(args.profiles or ",".join(previous.get("profiles") or []) or None)
+    profiles_file = args.profiles_file or previous.get("profiles_file")
+    profiles = _select_profiles(
+        args.profiles or ",".join(previous.get("profiles") or []) or None, profiles_file
+    )
     model = args.model if args.model is not None else previous.get("model")
     repeats = args.repeats or previous.get("repeats") or 1
     manifest = {
@@ -1259,6 +1268,7 @@ def _prepare(args: argparse.Namespace) -> RunOptions:
         "prompts_sha256": prompts_sha256(prompts_path),
         "model": model,
         "profiles": list(profiles),
+        "profiles_file": str(Path(profiles_file).resolve()) if profiles_file else None,
         "repeats": repeats,
     }
     if store is not None:
@@ -1279,11 +1289,15 @@ def _open_store(args: argparse.Namespace) -> tuple[RunStore | None, dict[str, An
         raise CliError(str(exc)) from None
 
 
-def _select_profiles(spec: str | None) -> dict[str, Any]:
-    """The chosen deployment profiles by name (default: gpu_profiles.DEFAULT_PROFILES)."""
+def _select_profiles(spec: str | None, profiles_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The chosen deployment profiles by name (default: gpu_profiles.DEFAULT_PROFILES), from the built-in ones
+    plus the user's `profiles_file`."""
     import gpu_profiles
 
-    available = gpu_profiles.load_profiles()
+    try:
+        available = gpu_profiles.load_profiles(profiles_file)
+    except gpu_profiles.DataFileError as exc:
+        raise CliError(f"--profiles-file: {exc}") from None
     names = [n.strip() for n in spec.split(",") if n.strip()] if spec else list(gpu_profiles.DEFAULT_PROFILES)
     unknown = [n for n in names if n not in available]
     if unknown or not names:

@@ -618,6 +618,69 @@ def test_cli_bad_options(
     assert err.count("\n") == 1 and err.startswith(message.format(out=out)), err
 
 
+MY_PROFILES = (
+    '{"profiles": [{"key": "MY_H200", "gpu": "H200", "gpu_count": 2, "datacenter": "aws_eu_north_1",'
+    ' "batch_size": 32, "bytes_per_param": 1, "description": "2x H200, fp8, Stockholm"}]}'
+)
+
+
+def test_cli_profiles_file_adds_the_users_profiles(
+    tmp_path: Path, prompts_file: Path, no_env_token: None
+) -> None:
+    import json
+
+    import pandas as pd
+
+    mine = tmp_path / "mine.json"
+    mine.write_text(MY_PROFILES)
+    out = tmp_path / "out"
+    with ChatStub() as stub:
+        code = cli(
+            "--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(out), "--warmup", "0",
+            "--profiles-file", str(mine), "--profiles", "MY_H200,T4_COLAB",
+        )  # fmt: skip
+    assert code == 0
+    df = pd.read_csv(next(out.glob("ai_metrics_*.csv")))
+    mine_rows = df[df["profile"] == "MY_H200"]
+    assert len(mine_rows) == 3 and sorted(df["profile"].unique()) == ["MY_H200", "T4_COLAB"]
+    assert set(zip(mine_rows["gpu"], mine_rows["gpu_count"], mine_rows["datacenter"], mine_rows["pue"])) == {
+        ("H200", 2, "aws_eu_north_1", 1.15)
+    }
+    [manifest] = out.glob("runs/*/manifest.json")
+    assert json.loads(manifest.read_text())["profiles_file"] == str(mine.resolve())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "error: --profiles-file: {path}: file not found"),
+        ("", "error: --profiles-file: {path}: invalid JSON at line 1, column 1: Expecting value"),
+        ('{"profiles": [{"key": "X"}]}', "error: --profiles-file: {path}: profiles[0] (key 'X'): field 'gpu': "
+         "Field required"),
+        ('{"other": []}', "error: --profiles-file: {path}: no 'profiles', 'gpus' or 'datacenters' rows found"),
+    ],
+)
+def test_cli_bad_profiles_file_is_one_line_and_nothing_is_sent(
+    tmp_path: Path,
+    prompts_file: Path,
+    content: str | None,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "mine.json"
+    if content is not None:
+        path.write_text(content)
+    with ChatStub() as stub:
+        code = cli(
+            "--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path / "out"),
+            "--profiles-file", str(path),
+        )  # fmt: skip
+        assert stub.received == []
+    assert code == 2
+    assert_one_error_line(capsys, message.format(path=path))
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_failed_requests_are_rows_and_exit_1(
     tmp_path: Path, prompts_file: Path, no_env_token: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -305,6 +305,7 @@ class RequestRecord:
     t_end_epoch_s: float
     client_latency_s: float | None  # the last attempt's HTTP round trip, seen by the client
     response: dict[str, Any] | None = None
+    requested_model: str | None = None  # the model asked for (or the service's default): kept when unanswered
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -472,8 +473,10 @@ class BatchProcessor:
     client: an httpx.AsyncClient (created and closed here when None); concurrency: the most requests in flight
     (1 = sequential); rate_rps: send at this many requests per second instead (arrival constant or poisson;
     concurrency then caps what may be in flight); warmup: requests sent first and not recorded;
-    model: sent as "model" (None: the service's default); on_record: called with each record as soon as it is
-    final (the CLI appends it to the run file there), before it counts as done.
+    model: sent as "model" (None: the service's default); service_model: the service's default model (its
+    /health "model"), recorded with requests the service never answered when `model` is None; on_record:
+    called with each record as soon as it is final (the CLI appends it to the run file there), before it
+    counts as done.
     """
 
     def __init__(
@@ -487,6 +490,7 @@ class BatchProcessor:
         arrival: Arrival = "constant",
         warmup: int = 0,
         model: str | None = None,
+        service_model: str | None = None,
         timeout_s: float = 300.0,
         retry: RetryPolicy = RetryPolicy(),
         seed: int | None = None,
@@ -508,6 +512,7 @@ class BatchProcessor:
         self.arrival = arrival
         self.warmup = warmup
         self.model = model
+        self.service_model = service_model
         self.timeout_s = timeout_s
         self.retry = retry
         self.rng = random.Random(seed)
@@ -706,6 +711,7 @@ class BatchProcessor:
             t_end_epoch_s=attempt.started_epoch_s + attempt.elapsed_s,
             client_latency_s=attempt.elapsed_s if attempt.kind == "ok" else None,
             response=attempt.response,
+            requested_model=self.model or self.service_model,
         )
 
     # -- progress --------------------------------------------------------------------------------------
@@ -1035,6 +1041,8 @@ def request_row(record: Mapping[str, Any], run_id: str, t0_epoch_s: float) -> di
     }
     for name in _RESPONSE_FIELDS:
         row[name] = response.get(name)
+    if row["model"] is None:  # never answered: the model that was asked for
+        row["model"] = record.get("requested_model")
     for name in _PROVIDER_KEYS:
         row[name] = None
     return row
@@ -1315,9 +1323,9 @@ def _default_token() -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def check_service(base_url: str, token: str | None, timeout_s: float = 5.0) -> None:
+def check_service(base_url: str, token: str | None, timeout_s: float = 5.0) -> str | None:
     """Raise CliError unless GET <base_url>/health answers 200, says the model is ready, and a token is at
-    hand when the service wants one."""
+    hand when the service wants one; return the service's default model (its /health "model", if any)."""
     import httpx
 
     try:
@@ -1346,6 +1354,8 @@ def check_service(base_url: str, token: str | None, timeout_s: float = 5.0) -> N
         raise CliError(
             f"the service at {base_url} wants a bearer token: set WATTBENCH_API_TOKEN or pass --token"
         )
+    model = health.get("model")
+    return model if isinstance(model, str) and model else None
 
 
 def _execute(args: argparse.Namespace, options: RunOptions) -> RunResult:
@@ -1378,12 +1388,12 @@ def _send(
 
     token = args.token or _default_token()
     if args.server_url:
-        check_service(args.server_url, token)
-        return _send_to(args.server_url, token, args, options, items, todo)
+        service_model = check_service(args.server_url, token)
+        return _send_to(args.server_url, token, service_model, args, options, items, todo)
     try:
         with ServiceProcess(log_path=Path(args.out) / "service.log") as service:
-            check_service(service.url, token)
-            return _send_to(service.url, token, args, options, items, todo)
+            service_model = check_service(service.url, token)
+            return _send_to(service.url, token, service_model, args, options, items, todo)
     except ServiceStartError as exc:
         lines = str(exc).splitlines()
         raise CliError(
@@ -1394,6 +1404,7 @@ def _send(
 def _send_to(
     url: str,
     token: str | None,
+    service_model: str | None,
     args: argparse.Namespace,
     options: RunOptions,
     items: list[WorkItem],
@@ -1408,6 +1419,7 @@ def _send_to(
         arrival=args.arrival,
         warmup=args.warmup,
         model=options.model,
+        service_model=service_model,
         timeout_s=args.timeout,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         seed=args.seed,

@@ -161,6 +161,20 @@ def test_model_is_sent_when_given() -> None:
     assert record.response["model"] == "gemini/gemini-2.5-flash"
 
 
+@pytest.mark.parametrize(
+    ("model", "service_model", "expected"),
+    [("gemini/gemini-2.5-flash", "stub/echo", "gemini/gemini-2.5-flash"), (None, "stub/echo", "stub/echo")],
+)
+def test_an_unanswered_request_keeps_the_model_it_asked_for(
+    model: str | None, service_model: str, expected: str
+) -> None:
+    with ChatStub(script=[status(422, "prompt too long")]) as stub:
+        [record] = send(stub, one_item(), model=model, service_model=service_model)
+    assert (record.success, record.response, record.requested_model) == (False, None, expected)
+    df = build_dataframe([record], {"A": {}}, run_id="r", enhance=fake_enhance, provider_estimate=lambda *a: None)
+    assert df["model"].tolist() == [expected]
+
+
 # -- load modes ---------------------------------------------------------------------------------------------
 
 
@@ -708,6 +722,7 @@ def test_cli_failed_requests_are_rows_and_exit_1(
     assert list(poem["profile"]) == ["T4_COLAB", "A100_SIMULATED"]
     assert poem["success"].eq(False).all() and poem["error"].eq("HTTP 500: model crashed").all()
     assert poem["attempts"].eq(2).all() and poem["energy_kwh"].isna().all()
+    assert poem["model"].eq("stub/echo").all()  # the service's /health model: no --model was given
     assert "served 2/3 requests" in capsys.readouterr().out
 
 

@@ -145,6 +145,12 @@ def _client(nb: object, cwd: Path):  # -> nbclient.NotebookClient
     return NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
 
 
+def nbformat_text(nb: object) -> str:
+    import nbformat
+
+    return nbformat.writes(nb)
+
+
 def _stream_text(cell: dict) -> str:
     return "".join(out.get("text", "") for out in cell.get("outputs", []) if out.get("output_type") == "stream")
 
@@ -289,3 +295,54 @@ def test_relaunching_stops_the_first_service_and_shutdown_stops_the_second(execu
     assert _port_is_closed(second)
     shutdown_cell = executed["nb"].cells[-1]
     assert _stream_text(shutdown_cell).startswith("service stopped (exit code ")
+
+
+@pytest.fixture(scope="module")
+def executed_public(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run the notebook with a good ngrok token (the stand-in agent) and no WATTBENCH_API_TOKEN, answering with
+    LiteLLM's mock_response instead of the model (fast); a last cell added here saves the generated token."""
+    import nbformat
+    from fake_ngrok import GOOD_TOKEN
+
+    work = tmp_path_factory.mktemp("public")
+    (work / "home").mkdir()
+    agent = write_fake_ngrok(tmp_path_factory.mktemp("ngrok-good"))
+    nb = nbformat.reads(NOTEBOOK.read_text(encoding="utf-8"), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell('Path("token.txt").write_text(os.environ["WATTBENCH_API_TOKEN"])'))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NGROK_AUTHTOKEN", GOOD_TOKEN)
+        env.delenv("WATTBENCH_API_TOKEN", raising=False)
+        env.setenv("PYNGROK_NGROK_PATH", agent["ngrok_path"])
+        env.setenv("HOME", str(work / "home"))
+        env.setenv("WATTBENCH_MOCK_RESPONSE", "Paris")
+        env.setenv("WATTBENCH_MODEL", "gemini/gemini-2.5-flash")  # priced, and no key needed with a mock answer
+        env.setenv("WATTBENCH_PROMPT_LIMIT", "2")
+        _client(nb, work).execute()
+    return {"work": work, "nb": nb, "token": (work / "token.txt").read_text(), "agent": agent}
+
+
+@pytest.mark.slow
+def test_with_a_tunnel_the_service_requires_a_generated_token_that_is_never_shown(executed_public: dict) -> None:
+    import pandas as pd
+    from fake_ngrok import PUBLIC_URL
+    from pyngrok import process
+
+    cells = executed_public["nb"].cells
+    service_cell = next(c for c in cells if "SERVICE = ServiceProcess(" in c.source)
+    text = _stream_text(service_cell)
+    assert text.startswith("WATTBENCH_API_TOKEN generated for this session; the service requires it")
+    assert "'auth_required': True" in text
+    tunnel_cell = next(c for c in cells if c.source.startswith("PUBLIC_URL = tunnel.open_tunnel("))
+    lines = _stream_text(tunnel_cell).splitlines()
+    assert lines[0].startswith(f"tunnel: {PUBLIC_URL} -> http://127.0.0.1:")
+    assert lines[1].startswith('try it: curl -H "Authorization: Bearer $WATTBENCH_API_TOKEN"')
+    [csv] = sorted((executed_public["work"] / "outputs").glob("ai_metrics_*.csv"))
+    assert pd.read_csv(csv)["success"].all()  # the batch sent the token
+    token = executed_public["token"]
+    assert len(token) == 43
+    notebook_text = nbformat_text(executed_public["nb"])
+    assert token not in notebook_text
+    for path in (executed_public["work"] / "outputs").rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(encoding="utf-8", errors="replace"), path
+    assert not process.is_process_running(executed_public["agent"]["ngrok_path"])  # closed at shut-down

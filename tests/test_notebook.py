@@ -308,7 +308,10 @@ def executed_public(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (work / "home").mkdir()
     agent = write_fake_ngrok(tmp_path_factory.mktemp("ngrok-good"))
     nb = nbformat.reads(NOTEBOOK.read_text(encoding="utf-8"), as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell('Path("token.txt").write_text(os.environ["WATTBENCH_API_TOKEN"])'))
+    nb.cells.append(nbformat.v4.new_code_cell(
+        'Path("token.txt").write_text(os.environ["WATTBENCH_API_TOKEN"])\n'
+        'from pyngrok import process\n'
+        'print("agent running:", process.is_process_running(os.environ["PYNGROK_NGROK_PATH"]))'))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("NGROK_AUTHTOKEN", GOOD_TOKEN)
         env.delenv("WATTBENCH_API_TOKEN", raising=False)
@@ -318,14 +321,13 @@ def executed_public(tmp_path_factory: pytest.TempPathFactory) -> dict:
         env.setenv("WATTBENCH_MODEL", "gemini/gemini-2.5-flash")  # priced, and no key needed with a mock answer
         env.setenv("WATTBENCH_PROMPT_LIMIT", "2")
         _client(nb, work).execute()
-    return {"work": work, "nb": nb, "token": (work / "token.txt").read_text(), "agent": agent}
+    return {"work": work, "nb": nb, "token": (work / "token.txt").read_text()}
 
 
 @pytest.mark.slow
 def test_with_a_tunnel_the_service_requires_a_generated_token_that_is_never_shown(executed_public: dict) -> None:
     import pandas as pd
     from fake_ngrok import PUBLIC_URL
-    from pyngrok import process
 
     cells = executed_public["nb"].cells
     service_cell = next(c for c in cells if "SERVICE = ServiceProcess(" in c.source)
@@ -345,4 +347,4 @@ def test_with_a_tunnel_the_service_requires_a_generated_token_that_is_never_show
     for path in (executed_public["work"] / "outputs").rglob("*"):
         if path.is_file():
             assert token not in path.read_text(encoding="utf-8", errors="replace"), path
-    assert not process.is_process_running(executed_public["agent"]["ngrok_path"])  # closed at shut-down
+    assert _stream_text(cells[-1]) == "agent running: False\n"  # shut-down closed the tunnel and its agent

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import batch  # noqa: E402
 import report  # noqa: E402
 from fixtures_frame import synthetic_frame  # noqa: E402
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     csv = out / "ai_metrics_20261127_000000.csv"
 
     t0 = time.perf_counter()
-    df.to_csv(csv, index=False)
+    batch.write_frame_csv(df, csv)  # what `wattbench.py run` does (batch.write_csv)
     t_csv = time.perf_counter()
     result = report.build_outputs(csv, out, sources={})
     t_end = time.perf_counter()

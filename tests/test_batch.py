@@ -795,3 +795,33 @@ def test_progress_postfix_counts_failures_retries_and_tokens_per_second() -> Non
     postfix = totals.postfix()
     assert (postfix["failed"], postfix["retries"]) == (1, 3)
     assert postfix["tok/s"] == pytest.approx(20.0, abs=0.2)
+
+
+def test_write_frame_csv_writes_what_to_csv_writes_with_12_significant_digits(tmp_path: Path) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {
+            "request_id": ["a-r0", "b-r0", "c-r0"],
+            "status_code": [200.0, None, 429.0],  # float with NaN, as build_dataframe makes it
+            "attempts": [1, 2, 3],
+            "latency_s": [0.1 + 0.2, 1234567.891234567, float("nan")],
+            "energy_kwh": [1.23456789012345e-7, 0.0, -2.5],
+            "success": [True, False, True],
+            "correct": pd.array([True, None, False], dtype="boolean"),
+            "response_text": ['He said "hi", then left', "line one\nline two", None],
+            "expected": ['["Paris", "paris"]', 5.0, None],
+        }
+    )
+    path = tmp_path / "run.csv"
+    batch.write_frame_csv(df, path)
+    assert path.read_text(encoding="utf-8") == (
+        "request_id,status_code,attempts,latency_s,energy_kwh,success,correct,response_text,expected\n"
+        'a-r0,200,1,0.3,1.23456789012e-07,True,True,"He said ""hi"", then left","[""Paris"", ""paris""]"\n'
+        'b-r0,,2,1234567.89123,0,False,,"line one\nline two",5.0\n'
+        "c-r0,429,3,,-2.5,True,False,,\n"
+    )
+    theirs = tmp_path / "pandas.csv"
+    df.to_csv(theirs, index=False)
+    pd.testing.assert_frame_equal(pd.read_csv(path), pd.read_csv(theirs), check_dtype=False, rtol=1e-11)
+

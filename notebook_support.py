@@ -43,7 +43,7 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("LANGFUSE_PUBLIC_KEY", True, "tracing every model call to Langfuse (with the secret key)"),
     KeySpec("LANGFUSE_SECRET_KEY", True, "tracing every model call to Langfuse (with the public key)"),
     KeySpec("LANGFUSE_HOST", False, "a self-hosted Langfuse (default https://cloud.langfuse.com)"),
-    KeySpec("WATTBENCH_API_TOKEN", False, "bearer token the service requires (generated when a tunnel opens)"),
+    KeySpec("WATTBENCH_API_TOKEN", False, "bearer token a public service requires (generated when unset)"),
 )
 
 Lookup = Callable[[str], "str | None"]
@@ -83,7 +83,7 @@ def colab_secrets() -> Lookup | None:
 
 
 def someone_can_answer() -> bool:
-    """Whether a prompt would reach a person: in Colab, or with a terminal on stdin (never under nbclient/CI)."""
+    """Whether a prompt would reach a person: in Colab, or with a terminal on stdin (never under nbclient)."""
     return "google.colab" in sys.modules or (sys.stdin is not None and sys.stdin.isatty())
 
 
@@ -185,8 +185,8 @@ def pip_install(specs: list[str], *, env: Mapping[str, str] | None = None) -> No
     """Install `specs` with this interpreter's pip; raise RuntimeError with pip's last lines on failure."""
     if not specs:
         return
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *specs], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    command = [sys.executable, "-m", "pip", "install", "-q", *specs]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-PIP_TAIL_LINES:])
         raise RuntimeError(f"pip could not install {' '.join(specs)}:\n{tail}")

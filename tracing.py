@@ -109,7 +109,9 @@ def _build_provider(target: TracingTarget) -> TracerProvider:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    exporter = OTLPSpanExporter(endpoint=target.endpoint, headers=dict(target.headers), timeout=EXPORT_TIMEOUT_S)
+    exporter = OTLPSpanExporter(
+        endpoint=target.endpoint, headers=dict(target.headers), timeout=EXPORT_TIMEOUT_S
+    )
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
     # OpenTelemetry's own OTEL_BSP_SCHEDULE_DELAY (milliseconds), when set, wins over EXPORT_DELAY_S.
     delay_ms = None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY") else int(EXPORT_DELAY_S * 1000)

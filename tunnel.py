@@ -117,7 +117,9 @@ def _connect(port: int, pyngrok_config: Any, download_timeout_s: float, attempt:
             # pyngrok draws a progress bar on stdout; keep the notebook to our one line.
             with contextlib.redirect_stdout(io.StringIO()):
                 installer.install_ngrok(
-                    pyngrok_config.ngrok_path, ngrok_version=pyngrok_config.ngrok_version, timeout=download_timeout_s
+                    pyngrok_config.ngrok_path,
+                    ngrok_version=pyngrok_config.ngrok_version,
+                    timeout=download_timeout_s,
                 )
         attempt.url = ngrok.connect(str(port), "http", pyngrok_config=pyngrok_config).public_url
     except PyngrokNgrokInstallError as exc:

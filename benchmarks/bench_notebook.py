@@ -1,13 +1,13 @@
 """Run-all time of benchmark.ipynb with the embedded default model, against a budget of 120 s on 2 cores.
 
-Executes the notebook alone in a fresh temporary directory (as after a Colab upload, with everything installed)
+Executes the notebook alone in a fresh temporary directory (as after a Colab upload, everything installed)
 with nbclient and no keys, then, side by side in the same run, the same work through the command line
 (`wattbench.py run`, same prompts, same max_tokens). Prints the wall time of each stage of the notebook, the
 totals, Run-all / budget (target <= 1.0) and notebook / CLI (what the notebook adds: kernel, inline figures).
 
     .venv/bin/python benchmarks/bench_notebook.py [--prompts 12] [--max-tokens 128] [--no-cli]
 
-The machine's other load matters a lot to the embedded model (llama.cpp on every core): `uptime` is printed too.
+Other load on the machine matters a lot to the embedded model (llama.cpp on every core): `uptime` is printed.
 """
 from __future__ import annotations
 
@@ -60,7 +60,9 @@ def run_notebook(work: Path, env: dict[str, str]) -> tuple[float, dict]:
     os.environ.update(env)
     try:
         start = time.perf_counter()
-        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+        resources = {"metadata": {"path": str(work)}}
+        client = NotebookClient(nb, timeout=900, kernel_name="python3", resources=resources)
+        client.execute()
         wall_s = time.perf_counter() - start
     finally:
         os.environ.clear()
@@ -77,20 +79,21 @@ def run_cli(out: Path, env: dict[str, str], prompts: int) -> float:
     lines = Path(batch.DEFAULT_PROMPTS_PATH).read_text(encoding="utf-8").splitlines()
     subset.write_text("\n".join([line for line in lines if line.strip()][:prompts]) + "\n", encoding="utf-8")
     start = time.perf_counter()
-    subprocess.run([sys.executable, "wattbench.py", "run", "--prompts", str(subset), "--out", str(out),
-                    "--no-progress"], cwd=ROOT, env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
+    command = [sys.executable, "wattbench.py", "run", "--prompts", str(subset), "--out", str(out),
+               "--no-progress"]
+    subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=12, help="the first N test prompts (default: all 12)")
-    parser.add_argument("--max-tokens", type=int, default=128, help="answer cap (the notebook's default: 128)")
+    parser.add_argument("--max-tokens", type=int, default=128, help="answer cap (notebook default: 128)")
     parser.add_argument("--no-cli", action="store_true", help="time the notebook only")
     args = parser.parse_args()
 
-    for name in ("GEMINI_API_KEY", "WATTBENCH_MODEL", "NGROK_AUTHTOKEN", "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY",
-                 "WATTBENCH_API_TOKEN"):
+    for name in ("GEMINI_API_KEY", "WATTBENCH_MODEL", "NGROK_AUTHTOKEN", "LANGFUSE_PUBLIC_KEY",
+                 "LANGFUSE_SECRET_KEY", "WATTBENCH_API_TOKEN"):
         os.environ.pop(name, None)
     env = {"WATTBENCH_MAX_TOKENS": str(args.max_tokens), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     if args.prompts != 12:

@@ -3,9 +3,10 @@
     python scripts/build_notebook.py           write benchmark.ipynb
     python scripts/build_notebook.py --check   exit 1 when benchmark.ipynb differs from what would be written
 
-The notebook is thin: each stage configures, calls the modules and shows the results. So that it also runs when
-uploaded alone (Colab), it carries the project's files (EMBEDDED_PATTERNS), one cell each, written to disk only
-where they are missing; tests/test_notebook.py fails when those copies differ from the repository files.
+The notebook is thin: each stage configures, calls the modules and shows the results. So that it also
+runs when uploaded alone (Colab), it carries the project's files (EMBEDDED_PATTERNS), one cell each, written
+to disk only where they are missing; tests/test_notebook.py fails when those copies differ from the
+repository files.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "benchmark.ipynb"
 #: The project files the notebook carries, as glob patterns relative to the repository root.
 EMBEDDED_PATTERNS: tuple[str, ...] = ("*.py", "requirements.txt", "data/*.json", "data/*.jsonl")
+#: The command that regenerates the notebook.
+REBUILD = "python scripts/build_notebook.py"
 #: The cell magic that writes a carried file when it is missing (defined in the first code cell).
 FILE_MAGIC = "%%project_file"
 
@@ -32,11 +35,11 @@ def embedded_paths(root: Path = ROOT) -> list[str]:
 INTRO = """\
 # wattbench: what an LLM costs you in time, money and energy
 
-This notebook is the front door of **wattbench**. It starts the FastAPI service, optionally puts it behind a
-public ngrok URL and traces every model call to Langfuse, sends the 12 test prompts through it, measures latency,
-time to first token, tokens, API cost and accuracy per request, estimates energy (kWh) and carbon (gCO2e) on
-several GPU / datacenter deployment profiles, and ends with the CSV, six interactive Plotly dashboards and a
-report.
+This notebook is the front door of **wattbench**. It starts the FastAPI service, optionally puts it behind
+a public ngrok URL and traces every model call to Langfuse, sends the 12 test prompts through it, measures
+latency, time to first token, tokens, API cost and accuracy per request, estimates energy (kWh) and carbon
+(gCO2e) on several GPU / datacenter deployment profiles, and ends with the CSV, six interactive Plotly
+dashboards and a report.
 
 **Run all** works as it is: with no key it benchmarks the embedded model (SmolLM2-135M-Instruct through
 llama-cpp-python) on this machine's CPU. Keys are optional (section 2):
@@ -48,8 +51,9 @@ llama-cpp-python) on this machine's CPU. Keys are optional (section 2):
 | `NGROK_AUTHTOKEN` | a public URL for the service (which then requires `WATTBENCH_API_TOKEN`) |
 | `LANGFUSE_PUBLIC_KEY` + `LANGFUSE_SECRET_KEY` (+ `LANGFUSE_HOST`) | a Langfuse trace of every model call |
 
-- **Colab**: upload this notebook alone (File > Upload notebook) and Run all. It writes the project's files next to
-  itself and installs what is missing. Put keys in Colab secrets (the key icon) or type them when asked.
+- **Colab**: upload this notebook alone (File > Upload notebook) and Run all. It writes the project's files
+  next to itself and installs what is missing. Put keys in Colab secrets (the key icon) or type them when
+  asked.
 - **Locally**: `bash scripts/setup.sh`, then open this notebook from the repository with Jupyter (it uses the
   repository's files) and Run all; keys come from the environment.
 
@@ -59,8 +63,8 @@ Nothing secret is printed, kept in the outputs or written to `outputs/`.
 SETUP_MD = """\
 ## 1. Set-up
 
-The first cell defines `%%project_file PATH`: a cell that starts with it writes PATH only when PATH does not exist.
-The collapsed cells after it carry the project's files (generated from the repository by
+The first cell defines `%%project_file PATH`: a cell that starts with it writes PATH only when PATH does not
+exist. The collapsed cells after it carry the project's files (generated from the repository by
 `scripts/build_notebook.py`): next to the repository they change nothing; uploaded alone, they recreate the
 project here.
 """
@@ -102,7 +106,8 @@ import notebook_support as nbs
 
 print(f"wrote {len(WRITTEN)} project files from this notebook" if WRITTEN
       else "using the project files already here")
-to_install = nbs.packages_to_install(nbs.parse_requirements("requirements.txt"), skip=nbs.EMBEDDED_MODEL_PACKAGES)
+pins = nbs.parse_requirements("requirements.txt")
+to_install = nbs.packages_to_install(pins, skip=nbs.EMBEDDED_MODEL_PACKAGES)
 if to_install:
     print("installing:", " ".join(to_install))
     nbs.pip_install(to_install)
@@ -118,22 +123,23 @@ Change them here (or set the variables in the environment before starting Jupyte
 """
 
 PARAMS = '''\
-OUT_DIR = Path(os.environ.get("WATTBENCH_OUT_DIR", "outputs"))    # CSV, dashboards, report, service log
-REPEATS = int(os.environ.get("WATTBENCH_REPEATS", "1"))            # each prompt is sent this many times
-PROMPT_LIMIT = int(os.environ.get("WATTBENCH_PROMPT_LIMIT", "0")) or None  # the first N prompts (None: all 12)
-CONCURRENCY = 1                                                    # requests in flight (1: one at a time)
-EMBEDDED_MAX_TOKENS = 128                                          # answer length cap for the embedded model
+OUT_DIR = Path(os.environ.get("WATTBENCH_OUT_DIR", "outputs"))  # CSV, dashboards, report, service log
+REPEATS = int(os.environ.get("WATTBENCH_REPEATS", "1"))  # each prompt is sent this many times
+PROMPT_LIMIT = int(os.environ.get("WATTBENCH_PROMPT_LIMIT", "0")) or None  # the first N prompts; None: all
+CONCURRENCY = 1  # requests in flight (1: one at a time)
+EMBEDDED_MAX_TOKENS = 128  # answer length cap for the embedded model
 '''
 
 KEYS_MD = """\
 ## 2. Keys
 
-Each key is looked up in the environment, then in Colab secrets, then asked for with a hidden prompt (Colab or a
-terminal only; Enter skips it). Only whether a key is set, and where from, is shown.
+Each key is looked up in the environment, then in Colab secrets, then asked for with a hidden prompt (Colab
+or a terminal only; Enter skips it). Only whether a key is set, and where from, is shown.
 """
 
 KEYS = '''\
-sources = nbs.load_keys(colab=nbs.colab_secrets(), prompt=nbs.hidden_prompt() if nbs.someone_can_answer() else None)
+ask = nbs.hidden_prompt() if nbs.someone_can_answer() else None  # never under nbclient / CI
+sources = nbs.load_keys(colab=nbs.colab_secrets(), prompt=ask)
 print("\\n".join(nbs.describe_keys(sources)))
 
 from config import LOCAL_MODEL, get_settings
@@ -145,16 +151,18 @@ print(f"\\nmodel: {MODEL}" + ("  (embedded, on this CPU)" if MODEL == LOCAL_MODE
 if MODEL == LOCAL_MODEL:
     missing = nbs.embedded_model_specs("requirements.txt")
     if missing:
-        print("installing the embedded model's packages (llama-cpp-python compiles: minutes):", " ".join(missing))
+        print("installing the embedded model's packages (llama-cpp-python compiles: minutes):",
+              " ".join(missing))
         nbs.pip_install(missing, env={"CMAKE_ARGS": nbs.LLAMA_CMAKE_ARGS})
 '''
 
 SERVICE_MD = """\
 ## 3. The service
 
-`app.py` under uvicorn as a subprocess on a free 127.0.0.1 port, ready when `GET /health` answers (a start that
-fails shows the tail of the service log). Running the notebook again first stops the service it started before.
-When a tunnel is wanted, the service requires `Authorization: Bearer <WATTBENCH_API_TOKEN>` (generated when unset).
+`app.py` under uvicorn as a subprocess on a free 127.0.0.1 port, ready when `GET /health` answers (a start
+that fails shows the tail of the service log). Running the notebook again first stops the service it started
+before. When a tunnel is wanted, the service requires `Authorization: Bearer <WATTBENCH_API_TOKEN>` (generated
+when unset).
 """
 
 SERVICE = '''\
@@ -172,8 +180,9 @@ if globals().get("SERVICE") is not None:
 
 if settings.ngrok_authtoken is not None:
     _, generated = tunnel.ensure_api_token()
-    print("WATTBENCH_API_TOKEN " + ("generated for this session" if generated else "set") + "; the service requires "
-          "it (not shown: read os.environ['WATTBENCH_API_TOKEN'] here, or set your own as a key)")
+    state = "generated for this session" if generated else "set"
+    print(f"WATTBENCH_API_TOKEN {state}; the service requires it (not shown: read "
+          "os.environ['WATTBENCH_API_TOKEN'] here, or set your own as a key)")
     get_settings.cache_clear()
     settings = get_settings()
 
@@ -197,15 +206,16 @@ tunnel's own latency is not part of the measurements.
 TUNNEL = '''\
 PUBLIC_URL = tunnel.open_tunnel(SERVICE.port, settings.ngrok_authtoken)
 if PUBLIC_URL:
-    print(f"try it: curl -H \\"Authorization: Bearer $WATTBENCH_API_TOKEN\\" -H 'Content-Type: application/json' "
+    print("try it: curl -H \\"Authorization: Bearer $WATTBENCH_API_TOKEN\\" "
+          "-H 'Content-Type: application/json' "
           f"-d '{{\\"prompt\\": \\"What is the capital of France?\\"}}' {PUBLIC_URL}/chat")
 '''
 
 PROFILES_MD = """\
 ## 5. Deployment profiles
 
-Each measured request is combined afterwards with every profile (a GPU in a datacenter): measure once, simulate
-many. The sources of every figure are in `data/gpus.json` and `data/datacenters.json`.
+Each measured request is combined afterwards with every profile (a GPU in a datacenter): measure once,
+simulate many. The sources of every figure are in `data/gpus.json` and `data/datacenters.json`.
 """
 
 PROFILES = '''\
@@ -227,12 +237,13 @@ The test prompts go to `/chat` (one warm-up request first, not recorded); each f
 BATCH = '''\
 import batch
 
-PROMPTS = batch.load_prompts(batch.DEFAULT_PROMPTS_PATH)[:PROMPT_LIMIT]
-manifest = {"prompts_path": str(batch.DEFAULT_PROMPTS_PATH), "prompts_sha256": batch.prompts_sha256(batch.DEFAULT_PROMPTS_PATH),
+prompts_path = batch.DEFAULT_PROMPTS_PATH
+PROMPTS = batch.load_prompts(prompts_path)[:PROMPT_LIMIT]
+manifest = {"prompts_path": str(prompts_path), "prompts_sha256": batch.prompts_sha256(prompts_path),
             "model": None, "profiles": list(PROFILES), "repeats": REPEATS}
 store = batch.RunStore.create(OUT_DIR, manifest)
-processor = batch.BatchProcessor(SERVICE.url, token=os.environ.get("WATTBENCH_API_TOKEN"), concurrency=CONCURRENCY,
-                                 warmup=1, on_record=store.append, run_id=store.run_id)
+processor = batch.BatchProcessor(SERVICE.url, token=os.environ.get("WATTBENCH_API_TOKEN"), warmup=1,
+                                 concurrency=CONCURRENCY, on_record=store.append, run_id=store.run_id)
 try:
     processor.run_sync(batch.plan_requests(PROMPTS, REPEATS))
 finally:
@@ -325,9 +336,10 @@ def build(root: Path = ROOT) -> dict:
     add("code", INSTALL)
     add("markdown", PARAMS_MD)
     add("code", PARAMS)
-    for markdown, code in ((KEYS_MD, KEYS), (SERVICE_MD, SERVICE), (TUNNEL_MD, TUNNEL), (PROFILES_MD, PROFILES),
-                           (BATCH_MD, BATCH), (ANALYSIS_MD, ANALYSIS), (DASHBOARDS_MD, DASHBOARDS),
-                           (REPORT_MD, REPORT), (SHUTDOWN_MD, SHUTDOWN)):
+    stages = ((KEYS_MD, KEYS), (SERVICE_MD, SERVICE), (TUNNEL_MD, TUNNEL), (PROFILES_MD, PROFILES),
+              (BATCH_MD, BATCH), (ANALYSIS_MD, ANALYSIS), (DASHBOARDS_MD, DASHBOARDS), (REPORT_MD, REPORT),
+              (SHUTDOWN_MD, SHUTDOWN))
+    for markdown, code in stages:
         add("markdown", markdown)
         add("code", code)
     return {
@@ -343,7 +355,7 @@ def build(root: Path = ROOT) -> dict:
 
 
 def render(notebook: dict) -> str:
-    """The notebook file's text (stable formatting, so that rebuilding changes nothing when nothing changed)."""
+    """The notebook file's text (stable formatting: rebuilding changes nothing when nothing changed)."""
     return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
 
 
@@ -355,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = NOTEBOOK.read_text(encoding="utf-8") if NOTEBOOK.exists() else ""
         if current != text:
-            print("error: benchmark.ipynb is out of date; run: python scripts/build_notebook.py", file=sys.stderr)
+            print(f"error: benchmark.ipynb is out of date; run: {REBUILD}", file=sys.stderr)
             return 1
         print("benchmark.ipynb is up to date")
         return 0

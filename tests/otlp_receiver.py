@@ -103,8 +103,9 @@ class OtlpReceiver:
 
     def spans(self) -> list[Span]:
         """The spans of every request received on the traces path, in arrival order."""
-        return [span for item in self.received if item.path == TRACES_PATH for span in decode_spans(item.body)]
+        bodies = [item.body for item in self.received if item.path == TRACES_PATH]
+        return [span for body in bodies for span in decode_spans(body)]
 
     def generations(self) -> list[Span]:
         """The spans that Langfuse shows as generations (one per model call)."""
-        return [span for span in self.spans() if span.attributes.get("langfuse.observation.type") == "generation"]
+        return [s for s in self.spans() if s.attributes.get("langfuse.observation.type") == "generation"]

@@ -1,9 +1,10 @@
 """benchmark.ipynb: generated from the repository, carries exact copies of its files, and runs headless.
 
-The slow test executes the notebook alone in an empty directory (as after a Colab upload) with nbclient, the
-embedded model and fake keys: Langfuse points at a loopback OTLP receiver, ngrok at a stand-in agent that rejects
-the token. It checks the outputs, the traces, the single tunnel line, that no secret reached an output, and that
-running the service cell again stops the first service (no orphan).
+The slow tests execute the notebook alone in an empty directory (as after a Colab upload) with nbclient, the
+embedded model and fake keys: Langfuse points at a loopback OTLP receiver, ngrok at a stand-in agent that
+rejects the token. They check the outputs, the traces, the single tunnel line, that no secret reached an
+output, and that running the service cell again stops the first service (no orphan). A second, fast run (mock
+answers) has a good ngrok token: the service then requires a generated token that no output shows.
 """
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ def test_key_lookup_prefers_environment_then_colab_then_prompt() -> None:
     assert nbs.find_key(GEMINI, {"GEMINI_API_KEY": " env "}, colab, prompt) == ("env", "environment")
     assert nbs.find_key(GEMINI, {"GEMINI_API_KEY": "  "}, colab, prompt) == ("from-colab", "Colab secrets")
     assert nbs.find_key(GEMINI, {}, None, prompt) == ("typed", "prompt")
-    assert nbs.find_key(HOST, {}, None, prompt) == (None, "not set")  # settings that are not keys: never asked
+    assert nbs.find_key(HOST, {}, None, prompt) == (None, "not set")  # a setting, not a key: never asked
     assert asked == ["GEMINI_API_KEY"]
     assert nbs.find_key(GEMINI, {}, None, None) == (None, "not set")
 
@@ -115,14 +116,17 @@ def test_load_keys_sets_found_keys_and_describes_them_without_values() -> None:
     assert sources == {"GEMINI_API_KEY": "Colab secrets", "LANGFUSE_HOST": "environment"}
     assert env == {"LANGFUSE_HOST": "http://127.0.0.1:3000", "GEMINI_API_KEY": "sk-colab-secret"}
     lines = nbs.describe_keys({"GEMINI_API_KEY": "Colab secrets"}, [GEMINI, HOST])
-    assert [line.split()[:3] for line in lines] == [["GEMINI_API_KEY", "set", "(Colab"], ["LANGFUSE_HOST", "not", "set"]]
+    assert [line.split()[:3] for line in lines] == [
+        ["GEMINI_API_KEY", "set", "(Colab"], ["LANGFUSE_HOST", "not", "set"]]
     assert "sk-colab-secret" not in "".join(lines)
 
 
 def test_requirements_to_install_are_the_missing_or_other_versions(tmp_path: Path) -> None:
     req = tmp_path / "requirements.txt"
-    req.write_text("# runtime\n-r base.txt\nfastapi==0.1.0\nlitellm==2.0.0  # pinned\nllama-cpp-python==0.3.36\n")
-    assert nbs.parse_requirements(req) == [("fastapi", "0.1.0"), ("litellm", "2.0.0"), ("llama-cpp-python", "0.3.36")]
+    req.write_text("# runtime\n-r base.txt\nfastapi==0.1.0\nlitellm==2.0.0  # pinned\n"
+                   "llama-cpp-python==0.3.36\n")
+    assert nbs.parse_requirements(req) == [
+        ("fastapi", "0.1.0"), ("litellm", "2.0.0"), ("llama-cpp-python", "0.3.36")]
     installed = {"fastapi": "0.1.0", "litellm": "1.0.0"}
     assert nbs.packages_to_install(nbs.parse_requirements(req), skip=nbs.EMBEDDED_MODEL_PACKAGES,
                                    version_of=installed.get) == ["litellm==2.0.0"]
@@ -152,7 +156,8 @@ def nbformat_text(nb: object) -> str:
 
 
 def _stream_text(cell: dict) -> str:
-    return "".join(out.get("text", "") for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+    streams = [out for out in cell.get("outputs", []) if out.get("output_type") == "stream"]
+    return "".join(out.get("text", "") for out in streams)
 
 
 @pytest.mark.slow
@@ -167,7 +172,8 @@ def test_set_up_cells_recreate_the_project_files_byte_for_byte_and_keep_existing
     _client(nb, tmp_path).execute()
     for cell in carried:
         path = cell.metadata["wattbench_file"]
-        expected = "# the user's own app.py\n" if path == "app.py" else (ROOT / path).read_text(encoding="utf-8")
+        body = cell.source.partition("\n")[2]  # the file as the notebook carries it
+        expected = "# the user's own app.py\n" if path == "app.py" else body
         assert (tmp_path / path).read_text(encoding="utf-8") == expected, path
 
 
@@ -177,6 +183,18 @@ FAKE_SECRETS = {
     "WATTBENCH_API_TOKEN": "wb-NOTEBOOK-API-TOKEN-92ab5e",
 }
 PROMPT_LIMIT = 4
+
+
+def _cell(nb: object, start: str) -> dict:
+    """The first code cell whose source starts with `start`."""
+    return next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith(start))  # type: ignore
+
+
+def _service_url(cell: dict) -> str:
+    """The URL that the service cell printed."""
+    match = re.search(r"service ready at (\S+):", _stream_text(cell))
+    assert match is not None, _stream_text(cell)
+    return match.group(1)
 
 
 def _port_is_closed(url: str) -> bool:
@@ -201,7 +219,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         env.setenv("LANGFUSE_HOST", receiver.url)
         for name, value in FAKE_SECRETS.items():
             env.setenv(name, value)
-        env.setenv("PYNGROK_NGROK_PATH", agent["ngrok_path"])  # pyngrok's agent: the stand-in that rejects tokens
+        env.setenv("PYNGROK_NGROK_PATH", agent["ngrok_path"])  # the stand-in agent, which rejects this token
         (work / "home").mkdir()
         env.setenv("HOME", str(work / "home"))  # pyngrok keeps its config under ~/.config/ngrok
         env.setenv("WATTBENCH_PROMPT_LIMIT", str(PROMPT_LIMIT))
@@ -212,14 +230,13 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> dict:
             for index, cell in enumerate(nb.cells):
                 client.execute_cell(cell, index)
                 if index == service_cell and first_url is None:
-                    first_url = re.search(r"service ready at (\S+):", _stream_text(cell)).group(1)  # type: ignore
+                    first_url = _service_url(cell)
                     client.execute_cell(cell, index)  # run the launch again, as a second Run all would
         receiver_generations = receiver.generations()
     executed_path = work / "executed.ipynb"
     nbformat.write(nb, executed_path)
-    second_url = re.search(r"service ready at (\S+):", _stream_text(nb.cells[service_cell])).group(1)  # type: ignore
-    return {"work": work, "nb": nb, "text": executed_path.read_text(encoding="utf-8"), "urls": (first_url, second_url),
-            "generations": receiver_generations}
+    return {"work": work, "nb": nb, "text": executed_path.read_text(encoding="utf-8"),
+            "urls": (first_url, _service_url(nb.cells[service_cell])), "generations": receiver_generations}
 
 
 @pytest.mark.slow
@@ -238,7 +255,7 @@ def test_run_all_writes_the_csv_six_dashboards_and_the_report(executed: dict) ->
     assert (out / "index.html").is_file()
     report = (out / "report.txt").read_text(encoding="utf-8")
     assert f"requests: {PROMPT_LIMIT} ({PROMPT_LIMIT} successful, 0 failed)" in report
-    report_cell = next(c for c in executed["nb"].cells if c.source.startswith('print(OUTPUTS["report_text"])'))
+    report_cell = _cell(executed["nb"], 'print(OUTPUTS["report_text"])')
     assert report in _stream_text(report_cell)
     figures = [o for c in executed["nb"].cells for o in c.get("outputs", [])
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
@@ -247,7 +264,7 @@ def test_run_all_writes_the_csv_six_dashboards_and_the_report(executed: dict) ->
 
 @pytest.mark.slow
 def test_a_rejected_ngrok_token_costs_one_line_and_the_run_goes_on(executed: dict) -> None:
-    tunnel_cell = next(c for c in executed["nb"].cells if c.source.startswith("PUBLIC_URL = tunnel.open_tunnel("))
+    tunnel_cell = _cell(executed["nb"], "PUBLIC_URL = tunnel.open_tunnel(")
     assert len(tunnel_cell.outputs) == 1
     [line] = _stream_text(tunnel_cell).splitlines()
     assert line.startswith("tunnel: not opened, ngrok could not start: authentication failed:")
@@ -283,7 +300,7 @@ def test_no_secret_reaches_the_notebook_or_any_output_file(executed: dict) -> No
         assert secret not in executed["text"]
         for path in files:
             assert secret not in path.read_text(encoding="utf-8", errors="replace"), (secret, path)
-    keys_cell = next(c for c in executed["nb"].cells if c.source.startswith("sources = nbs.load_keys("))
+    keys_cell = _cell(executed["nb"], "ask = nbs.hidden_prompt()")
     assert "LANGFUSE_SECRET_KEY  set (environment)" in _stream_text(keys_cell)
 
 
@@ -299,8 +316,9 @@ def test_relaunching_stops_the_first_service_and_shutdown_stops_the_second(execu
 
 @pytest.fixture(scope="module")
 def executed_public(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Run the notebook with a good ngrok token (the stand-in agent) and no WATTBENCH_API_TOKEN, answering with
-    LiteLLM's mock_response instead of the model (fast); a last cell added here saves the generated token."""
+    """Run the notebook with a good ngrok token (the stand-in agent) and no WATTBENCH_API_TOKEN, answering
+    with LiteLLM's mock_response instead of the model (fast); a last cell added here saves the generated token
+    and says whether the agent still runs."""
     import nbformat
     from fake_ngrok import GOOD_TOKEN
 
@@ -318,14 +336,14 @@ def executed_public(tmp_path_factory: pytest.TempPathFactory) -> dict:
         env.setenv("PYNGROK_NGROK_PATH", agent["ngrok_path"])
         env.setenv("HOME", str(work / "home"))
         env.setenv("WATTBENCH_MOCK_RESPONSE", "Paris")
-        env.setenv("WATTBENCH_MODEL", "gemini/gemini-2.5-flash")  # priced, and no key needed with a mock answer
+        env.setenv("WATTBENCH_MODEL", "gemini/gemini-2.5-flash")  # no key needed with a mock answer
         env.setenv("WATTBENCH_PROMPT_LIMIT", "2")
         _client(nb, work).execute()
     return {"work": work, "nb": nb, "token": (work / "token.txt").read_text()}
 
 
 @pytest.mark.slow
-def test_with_a_tunnel_the_service_requires_a_generated_token_that_is_never_shown(executed_public: dict) -> None:
+def test_with_a_tunnel_the_service_requires_a_generated_token_never_shown(executed_public: dict) -> None:
     import pandas as pd
     from fake_ngrok import PUBLIC_URL
 
@@ -334,7 +352,7 @@ def test_with_a_tunnel_the_service_requires_a_generated_token_that_is_never_show
     text = _stream_text(service_cell)
     assert text.startswith("WATTBENCH_API_TOKEN generated for this session; the service requires it")
     assert "'auth_required': True" in text
-    tunnel_cell = next(c for c in cells if c.source.startswith("PUBLIC_URL = tunnel.open_tunnel("))
+    tunnel_cell = _cell(executed_public["nb"], "PUBLIC_URL = tunnel.open_tunnel(")
     lines = _stream_text(tunnel_cell).splitlines()
     assert lines[0].startswith(f"tunnel: {PUBLIC_URL} -> http://127.0.0.1:")
     assert lines[1].startswith('try it: curl -H "Authorization: Bearer $WATTBENCH_API_TOKEN"')

@@ -38,8 +38,9 @@ def app_metadata(route: str, temperature: float, model: str) -> dict[str, object
 
 
 def test_traces_endpoint_normalises_the_host() -> None:
-    assert tracing.traces_endpoint("cloud.langfuse.com") == "https://cloud.langfuse.com/api/public/otel/v1/traces"
-    assert tracing.traces_endpoint("http://127.0.0.1:3000/") == "http://127.0.0.1:3000/api/public/otel/v1/traces"
+    path = "/api/public/otel/v1/traces"
+    assert tracing.traces_endpoint("cloud.langfuse.com") == "https://cloud.langfuse.com" + path
+    assert tracing.traces_endpoint("http://127.0.0.1:3000/") == "http://127.0.0.1:3000" + path
 
 
 def test_authorization_header_is_basic_public_colon_secret() -> None:
@@ -131,7 +132,7 @@ async def test_flush_and_shutdown_are_no_ops_when_tracing_is_off() -> None:
 @pytest.mark.slow
 def test_service_traces_each_chat_with_its_route_request_id_tokens_and_cost() -> None:
     # The real service (uvicorn subprocess; app.py's lifespan calls configure_tracing, and flush_tracing at
-    # shutdown) with LiteLLM's mock_response in place of Gemini, and Langfuse replaced by the loopback receiver.
+    # shutdown) with LiteLLM's mock_response in place of Gemini; Langfuse is the loopback receiver.
     import httpx
     from server import ServiceProcess
 
@@ -150,7 +151,7 @@ def test_service_traces_each_chat_with_its_route_request_id_tokens_and_cost() ->
         with ServiceProcess(env=env, startup_timeout_s=60) as service:
             answers = [
                 httpx.post(f"{service.url}/chat", json={"prompt": prompt}, timeout=30).json()
-                for prompt in ("What is the capital of France?", "Write a Python function that reverses a list.")
+                for prompt in ("What is the capital of France?", "Write a Python function to reverse a list.")
             ]
             assert receiver.generations() == []
         generations = receiver.generations()  # the service has stopped (SIGTERM)

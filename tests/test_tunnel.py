@@ -20,7 +20,9 @@ def fake_ngrok(tmp_path: Path) -> dict[str, str]:
 def test_no_token_prints_one_line_and_returns_none() -> None:
     lines: list[str] = []
     assert tunnel.open_tunnel(8123, None, echo=lines.append) is None
-    assert lines == ["tunnel: NGROK_AUTHTOKEN is not set, so no public URL; the service stays at http://127.0.0.1:8123"]
+    assert lines == [
+        "tunnel: NGROK_AUTHTOKEN is not set, so no public URL; the service stays at http://127.0.0.1:8123"
+    ]
 
 
 def test_blank_secret_counts_as_no_token() -> None:
@@ -143,7 +145,7 @@ def test_rejected_token_prints_exactly_one_line_with_logging_unconfigured(fake_n
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, "-c", NO_NETWORK_SCRIPT, BAD_TOKEN, fake_ngrok["ngrok_path"], fake_ngrok["config_path"]],
+        [sys.executable, "-c", NO_NETWORK_SCRIPT, BAD_TOKEN, *fake_ngrok.values()],
         cwd=Path(tunnel.__file__).parent, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr

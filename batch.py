@@ -661,30 +661,22 @@ class BatchProcessor:
             resp = await client.post(
                 f"{self.base_url}/chat", json=body, headers=headers, timeout=self.timeout_s
             )
-        except httpx.TimeoutException as exc:
-            return _Attempt(
-                "transient",
-                error=f"timed out after {self.timeout_s:g} s ({type(exc).__name__})",
-                started_epoch_s=started_epoch_s,
-                elapsed_s=time.perf_counter() - t0,
-            )
-        except httpx.ConnectError as exc:
-            return _Attempt(
-                "connect",
-                error=f"cannot connect to {self.base_url} ({exc})",
-                started_epoch_s=started_epoch_s,
-                elapsed_s=time.perf_counter() - t0,
-            )
         except httpx.TransportError as exc:
-            return _Attempt(
-                "transient",
-                error=f"connection dropped ({type(exc).__name__}: {exc})",
-                started_epoch_s=started_epoch_s,
-                elapsed_s=time.perf_counter() - t0,
-            )
-        attempt = classify_response(resp.status_code, resp.headers, resp.content)
+            attempt = self._transport_failure(exc)
+        else:
+            attempt = classify_response(resp.status_code, resp.headers, resp.content)
         attempt.started_epoch_s, attempt.elapsed_s = started_epoch_s, time.perf_counter() - t0
         return attempt
+
+    def _transport_failure(self, exc: httpx.TransportError) -> _Attempt:
+        """An attempt that got no HTTP answer: timed out, refused, or dropped."""
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return _Attempt("transient", error=f"timed out after {self.timeout_s:g} s ({type(exc).__name__})")
+        if isinstance(exc, httpx.ConnectError):
+            return _Attempt("connect", error=f"cannot connect to {self.base_url} ({exc})")
+        return _Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {exc})")
 
     def _record(
         self, item: WorkItem, attempt: _Attempt, attempts: int, rate_limited: int, wait_s: float

@@ -472,8 +472,12 @@ def no_env_token(monkeypatch: pytest.MonkeyPatch) -> None:
     get_settings.cache_clear()
 
 
-def cli(*argv: str) -> int:
-    return batch.cli_run(["--no-report", "--no-progress", "--profiles", "T4_COLAB,A100_SIMULATED", *argv])
+def cli(url: str, prompts: Path, out: Path, *argv: str) -> int:
+    """`wattbench.py run` against `url` with the prompts file, into `out`, without report or progress bar."""
+    return batch.cli_run(
+        ["--server-url", url, "--prompts", str(prompts), "--out", str(out), "--no-report", "--no-progress",
+         "--profiles", "T4_COLAB,A100_SIMULATED", *argv]
+    )  # fmt: skip
 
 
 def test_cli_writes_one_row_per_request_and_profile(
@@ -483,18 +487,7 @@ def test_cli_writes_one_row_per_request_and_profile(
 
     answers = {"What is the capital of France?": "Paris.", "What is 2+3?": "2+3 is 4."}
     with ChatStub(answers=answers) as stub:
-        code = cli(
-            "--server-url",
-            stub.url,
-            "--prompts",
-            str(prompts_file),
-            "--out",
-            str(tmp_path / "out"),
-            "--repeats",
-            "2",
-            "--warmup",
-            "1",
-        )
+        code = cli(stub.url, prompts_file, tmp_path / "out", "--repeats", "2", "--warmup", "1")
         assert len(stub.chat_requests()) == 1 + 6
     assert code == 0
     [csv_path] = (tmp_path / "out").glob("ai_metrics_*.csv")
@@ -547,7 +540,7 @@ def test_cli_bad_prompts_file_is_one_line_and_nothing_is_sent(
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"prompt": }\n')
     with ChatStub() as stub:
-        code = cli("--server-url", stub.url, "--prompts", str(bad), "--out", str(tmp_path / "out"))
+        code = cli(stub.url, bad, tmp_path / "out")
         assert stub.received == []
     assert code == 2
     assert_one_error_line(capsys, "error: bad.jsonl line 2 is not valid JSON (Expecting value at column 12)")
@@ -560,7 +553,7 @@ def test_cli_unreachable_server(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    assert cli("--server-url", url, "--prompts", str(prompts_file), "--out", str(tmp_path / "out")) == 2
+    assert cli(url, prompts_file, tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(f"error: cannot reach the service at {url} (ConnectError: ")
@@ -592,7 +585,7 @@ def test_cli_service_not_usable(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with ChatStub(health=health) as stub:
-        assert cli("--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path)) == 2
+        assert cli(stub.url, prompts_file, tmp_path) == 2
         assert stub.chat_requests() == []
     assert_one_error_line(capsys, message.format(url=stub.url))
 
@@ -615,18 +608,7 @@ def test_cli_bad_options(
     tmp_path: Path, prompts_file: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    code = batch.cli_run(
-        [
-            "--server-url",
-            "http://127.0.0.1:9",
-            "--prompts",
-            str(prompts_file),
-            "--out",
-            str(out),
-            "--no-progress",
-            *argv,
-        ]
-    )
+    code = cli("http://127.0.0.1:9", prompts_file, out, *argv)
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(message.format(out=out)), err
@@ -650,9 +632,8 @@ def test_cli_profiles_file_adds_the_users_profiles(
     out = tmp_path / "out"
     with ChatStub() as stub:
         code = cli(
-            "--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(out), "--warmup", "0",
-            "--profiles-file", str(mine), "--profiles", "MY_H200,T4_COLAB",
-        )  # fmt: skip
+            stub.url, prompts_file, out, "--warmup", "0", "--profiles-file", str(mine), "--profiles", "MY_H200,T4_COLAB"
+        )
     assert code == 0
     df = pd.read_csv(next(out.glob("ai_metrics_*.csv")))
     mine_rows = df[df["profile"] == "MY_H200"]
@@ -685,10 +666,7 @@ def test_cli_bad_profiles_file_is_one_line_and_nothing_is_sent(
     if content is not None:
         path.write_text(content)
     with ChatStub() as stub:
-        code = cli(
-            "--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path / "out"),
-            "--profiles-file", str(path),
-        )  # fmt: skip
+        code = cli(stub.url, prompts_file, tmp_path / "out", "--profiles-file", str(path))
         assert stub.received == []
     assert code == 2
     assert_one_error_line(capsys, message.format(path=path))
@@ -704,18 +682,7 @@ def test_cli_failed_requests_are_rows_and_exit_1(
         return status(500, "model crashed") if body["prompt"] == "Write a poem." else ok()
 
     with ChatStub(behave) as stub:
-        code = cli(
-            "--server-url",
-            stub.url,
-            "--prompts",
-            str(prompts_file),
-            "--out",
-            str(tmp_path),
-            "--max-attempts",
-            "2",
-            "--warmup",
-            "0",
-        )
+        code = cli(stub.url, prompts_file, tmp_path, "--max-attempts", "2", "--warmup", "0")
     assert code == 1
     df = pd.read_csv(next(tmp_path.glob("ai_metrics_*.csv")))
     poem = df[df["request_id"] == "poem-r0"]

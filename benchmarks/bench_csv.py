@@ -2,10 +2,10 @@
 
   .venv/bin/python benchmarks/bench_csv.py [--rows 100000] [--profiles 4] [--text-chars 600] [--rounds 2]
 
-Makes the seeded synthetic run of benchmarks/bench_report.py (tests/fixtures_frame.synthetic_frame), writes it
-with both writers, alternating, `--rounds` times each, and prints the best time of each and their ratio. Then it
-reads both files back with pandas and prints the largest relative difference between any two numbers and
-whether every text cell is the same, so that the speed is not bought with lost precision.
+Makes the seeded synthetic run of benchmarks/bench_report.py (tests/fixtures_frame.synthetic_frame), writes
+it with both writers, alternating, `--rounds` times each, and prints the best time of each and their ratio.
+Then it reads both files back with pandas and prints the largest relative difference between any two numbers
+and whether every text cell is the same, so that the speed is not bought with lost precision.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, NoReturn, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -1222,6 +1222,13 @@ class _CliError(Exception):
     """A bad argument: printed as one `error: ...` line, exit 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser that raises _CliError instead of printing its usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _CliError(message)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -1257,7 +1264,7 @@ DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
 def build_simulate_parser() -> argparse.ArgumentParser:
     """The `simulate` subcommand's arguments."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python wattbench.py simulate",
         description="Predict latency, GPU power, energy and carbon of serving an LLM on a GPU (roofline model).")
     p.add_argument("--params-b", type=_positive_float, default=None,
@@ -1389,7 +1396,11 @@ def format_table(estimates: list[InferenceEstimate]) -> str:
 
 def cli_simulate(argv: list[str]) -> int:
     """`python wattbench.py simulate`: print the prediction as a table (or --json); exit 2 on bad input."""
-    args = build_simulate_parser().parse_args(argv)
+    try:
+        args = build_simulate_parser().parse_args(argv)
+    except _CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         gpus = load_gpus(args.gpus_file)
         datacenters = load_datacenters(args.datacenters_file)

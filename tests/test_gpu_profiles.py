@@ -563,10 +563,24 @@ def test_cli_requires_params_and_lists_keys() -> None:
     assert "T4_COLAB" in listing.stdout and "world_average" in listing.stdout
 
 
-def test_cli_bad_number_is_an_argparse_error() -> None:
+def test_cli_bad_number_is_one_error_line() -> None:
     out = run_cli("--params-b", "-3")
-    assert out.returncode == 2
-    assert "argument --params-b: must be > 0, got '-3'" in out.stderr and "Traceback" not in out.stderr
+    assert (out.returncode, out.stdout, out.stderr) == (2, "", "error: argument --params-b: must be > 0, got '-3'\n")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--params-b", "x"], "error: argument --params-b: expected a number, got 'x'"),
+    (["--params-b", "8", "--dtype", "fp4"],
+     "error: argument --dtype: invalid choice: 'fp4' (choose from 'bf16', 'fp16', 'fp8', 'int4', 'int8')"),
+    (["--params-b", "8", "--bogus"], "error: unrecognized arguments: --bogus"),
+    (["--params-b", "8", "--profile", "T4_COLAB", "--profiles-file", "{dir}"],
+     "error: {dir}: is a directory, not a JSON file"),
+])
+def test_cli_bad_input_is_one_error_line(argv: list[str], message: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert gp.cli_simulate([a.format(dir=tmp_path) for a in argv]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", message.format(dir=tmp_path) + "\n")
 
 
 @pytest.mark.parametrize("params_b", [0.135, 8.0, 70.0])

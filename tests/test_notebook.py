@@ -1,10 +1,11 @@
 """benchmark.ipynb: generated from the repository, carries exact copies of its files, and runs headless.
 
-The slow tests execute the notebook alone in an empty directory (as after a Colab upload) with nbclient, the
-embedded model and fake keys: Langfuse points at a loopback OTLP receiver, ngrok at a stand-in agent that
-rejects the token. They check the outputs, the traces, the single tunnel line, that no secret reached an
-output, and that running the service cell again stops the first service (no orphan). A second, fast run (mock
-answers) has a good ngrok token: the service then requires a generated token that no output shows.
+The slow tests execute the notebook alone in an empty directory (as after a Colab upload) with nbclient:
+- with no keys and the embedded model (as CI does): the CSV, six dashboards and report; nothing asked, sent or
+  opened; running the service cell again stops the first service, and shut-down the second (no orphan);
+- with fake keys and mock answers: traces at a loopback OTLP receiver match the CSV, a rejected ngrok token
+  (stand-in agent) costs one line, and no key reaches the notebook or any output file;
+- with a good ngrok token: the service requires a generated token that no output shows.
 """
 from __future__ import annotations
 
@@ -149,12 +150,6 @@ def _client(nb: object, cwd: Path):  # -> nbclient.NotebookClient
     return NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
 
 
-def nbformat_text(nb: object) -> str:
-    import nbformat
-
-    return nbformat.writes(nb)
-
-
 def _stream_text(cell: dict) -> str:
     streams = [out for out in cell.get("outputs", []) if out.get("output_type") == "stream"]
     return "".join(out.get("text", "") for out in streams)
@@ -204,39 +199,63 @@ def _port_is_closed(url: str) -> bool:
         return sock.connect_ex((host, int(port))) != 0
 
 
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Run the notebook alone in an empty directory, executing the service cell twice (a re-run)."""
+def run_notebook(work: Path, env_vars: dict[str, str], *, relaunch: bool = False,
+                 extra_cells: tuple[str, ...] = ()) -> dict:
+    """Execute benchmark.ipynb alone in the empty directory `work` with these environment variables.
+
+    relaunch: execute the service cell a second time right after the first (as a second Run all would).
+    extra_cells: code cells appended at the end. Returns the executed notebook, its text, the service URLs."""
     import nbformat
 
-    work = tmp_path_factory.mktemp("colab")
-    (work / "benchmark.ipynb").write_text(NOTEBOOK.read_text(encoding="utf-8"), encoding="utf-8")
-    agent = write_fake_ngrok(tmp_path_factory.mktemp("ngrok"))
-    nb = nbformat.read(work / "benchmark.ipynb", as_version=4)
+    (work / "home").mkdir()
+    nb = nbformat.reads(NOTEBOOK.read_text(encoding="utf-8"), as_version=4)
+    nb.cells.extend(nbformat.v4.new_code_cell(code) for code in extra_cells)
     service_cell = next(i for i, c in enumerate(nb.cells) if "SERVICE = ServiceProcess(" in c.source)
-    with OtlpReceiver() as receiver, pytest.MonkeyPatch.context() as env:
-        env.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-notebook")
-        env.setenv("LANGFUSE_HOST", receiver.url)
-        for name, value in FAKE_SECRETS.items():
-            env.setenv(name, value)
-        env.setenv("PYNGROK_NGROK_PATH", agent["ngrok_path"])  # the stand-in agent, which rejects this token
-        (work / "home").mkdir()
+    urls = []
+    with pytest.MonkeyPatch.context() as env:
         env.setenv("HOME", str(work / "home"))  # pyngrok keeps its config under ~/.config/ngrok
-        env.setenv("WATTBENCH_PROMPT_LIMIT", str(PROMPT_LIMIT))
-        env.setenv("WATTBENCH_MAX_TOKENS", "16")
+        for name, value in env_vars.items():
+            env.setenv(name, value)
         client = _client(nb, work)
-        first_url = None
         with client.setup_kernel():
             for index, cell in enumerate(nb.cells):
                 client.execute_cell(cell, index)
-                if index == service_cell and first_url is None:
-                    first_url = _service_url(cell)
-                    client.execute_cell(cell, index)  # run the launch again, as a second Run all would
-        receiver_generations = receiver.generations()
-    executed_path = work / "executed.ipynb"
-    nbformat.write(nb, executed_path)
-    return {"work": work, "nb": nb, "text": executed_path.read_text(encoding="utf-8"),
-            "urls": (first_url, _service_url(nb.cells[service_cell])), "generations": receiver_generations}
+                if index == service_cell:
+                    urls.append(_service_url(cell))
+                    if relaunch and len(urls) == 1:
+                        client.execute_cell(cell, index)
+                        urls.append(_service_url(cell))
+    return {"work": work, "nb": nb, "text": nbformat.writes(nb), "urls": urls,
+            "csv": next((work / "outputs").glob("ai_metrics_*.csv"), None)}
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """No keys at all and the embedded model (as in CI); Langfuse's host points at a receiver that must stay
+    empty; the service cell runs twice."""
+    with OtlpReceiver() as receiver:
+        run = run_notebook(tmp_path_factory.mktemp("colab"), {
+            "LANGFUSE_HOST": receiver.url, "WATTBENCH_PROMPT_LIMIT": str(PROMPT_LIMIT),
+            "WATTBENCH_MAX_TOKENS": "16",
+        }, relaunch=True)
+        run["received"] = list(receiver.received)
+    return run
+
+
+@pytest.fixture(scope="module")
+def executed_keys(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Fake keys: Langfuse at a loopback receiver, an ngrok token the stand-in agent rejects, a known API
+    token; LiteLLM's mock_response answers (fast; the embedded model's run is `executed`)."""
+    agent = write_fake_ngrok(tmp_path_factory.mktemp("ngrok"))
+    with OtlpReceiver() as receiver:
+        run = run_notebook(tmp_path_factory.mktemp("keys"), {
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-notebook", "LANGFUSE_HOST": receiver.url, **FAKE_SECRETS,
+            "PYNGROK_NGROK_PATH": agent["ngrok_path"],  # the stand-in agent, which rejects this token
+            "WATTBENCH_MOCK_RESPONSE": "Paris", "WATTBENCH_MODEL": "gemini/gemini-2.5-flash",
+            "WATTBENCH_PROMPT_LIMIT": str(PROMPT_LIMIT),
+        })
+        run["generations"] = receiver.generations()
+    return run
 
 
 @pytest.mark.slow
@@ -245,8 +264,7 @@ def test_run_all_writes_the_csv_six_dashboards_and_the_report(executed: dict) ->
     import pandas as pd
 
     out = executed["work"] / "outputs"
-    [csv] = sorted(out.glob("ai_metrics_*.csv"))
-    df = pd.read_csv(csv)
+    df = pd.read_csv(executed["csv"])
     assert len(df) == PROMPT_LIMIT * 4  # requests x the 4 default profiles
     assert df["success"].all()
     assert df["model"].unique().tolist() == ["wattbench-local/smollm2-135m-instruct"]
@@ -255,53 +273,23 @@ def test_run_all_writes_the_csv_six_dashboards_and_the_report(executed: dict) ->
     assert (out / "index.html").is_file()
     report = (out / "report.txt").read_text(encoding="utf-8")
     assert f"requests: {PROMPT_LIMIT} ({PROMPT_LIMIT} successful, 0 failed)" in report
-    report_cell = _cell(executed["nb"], 'print(OUTPUTS["report_text"])')
-    assert report in _stream_text(report_cell)
+    assert report in _stream_text(_cell(executed["nb"], 'print(OUTPUTS["report_text"])'))
     figures = [o for c in executed["nb"].cells for o in c.get("outputs", [])
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) == 6
 
 
 @pytest.mark.slow
-def test_a_rejected_ngrok_token_costs_one_line_and_the_run_goes_on(executed: dict) -> None:
+def test_with_no_keys_nothing_is_asked_sent_or_opened(executed: dict) -> None:
+    keys = _stream_text(_cell(executed["nb"], "ask = nbs.hidden_prompt()"))
+    for spec in nbs.KEYS:
+        assert re.search(rf"^{spec.name} +(not set|set \(environment\)) ", keys, re.M), spec.name
+    assert re.search(r"^GEMINI_API_KEY +not set ", keys, re.M)
+    assert "\nmodel: wattbench-local/smollm2-135m-instruct  (embedded, on this CPU)" in keys
+    assert executed["received"] == []  # Langfuse's host was set, but without keys nothing is sent
     tunnel_cell = _cell(executed["nb"], "PUBLIC_URL = tunnel.open_tunnel(")
-    assert len(tunnel_cell.outputs) == 1
-    [line] = _stream_text(tunnel_cell).splitlines()
-    assert line.startswith("tunnel: not opened, ngrok could not start: authentication failed:")
-    assert line.endswith(f"; the service stays at {executed['urls'][1]}")
-
-
-@pytest.mark.slow
-def test_every_model_call_is_traced_to_langfuse(executed: dict) -> None:
-    import pandas as pd
-
-    [csv] = sorted((executed["work"] / "outputs").glob("ai_metrics_*.csv"))
-    requests = pd.read_csv(csv).drop_duplicates("request_id").set_index("service_request_id")
-    generations = {g.attributes["langfuse.trace.id"]: g.attributes for g in executed["generations"]}
-    assert len(executed["generations"]) == PROMPT_LIMIT + 1  # + the warm-up request
-    assert set(requests.index) <= set(generations)
-    for request_id, row in requests.iterrows():
-        attrs = generations[request_id]
-        assert attrs["langfuse.generation.name"] == row["route"]
-        assert attrs["llm.request.temperature"] == pytest.approx(row["temperature"])
-        assert attrs["llm.token_count.completion"] == row["completion_tokens"]
-        assert attrs["llm.token_count.prompt"] == row["prompt_tokens"]
-
-
-@pytest.mark.slow
-def test_no_secret_reaches_the_notebook_or_any_output_file(executed: dict) -> None:
-    import base64
-
-    basic = base64.b64encode(f"pk-lf-notebook:{FAKE_SECRETS['LANGFUSE_SECRET_KEY']}".encode()).decode()
-    secrets = [*FAKE_SECRETS.values(), basic]
-    files = [p for p in (executed["work"] / "outputs").rglob("*") if p.is_file()]
-    assert any(p.name == "service.log" for p in files)
-    for secret in secrets:
-        assert secret not in executed["text"]
-        for path in files:
-            assert secret not in path.read_text(encoding="utf-8", errors="replace"), (secret, path)
-    keys_cell = _cell(executed["nb"], "ask = nbs.hidden_prompt()")
-    assert "LANGFUSE_SECRET_KEY  set (environment)" in _stream_text(keys_cell)
+    assert _stream_text(tunnel_cell) == (
+        f"tunnel: NGROK_AUTHTOKEN is not set, so no public URL; the service stays at {executed['urls'][1]}\n")
 
 
 @pytest.mark.slow
@@ -310,36 +298,72 @@ def test_relaunching_stops_the_first_service_and_shutdown_stops_the_second(execu
     assert first != second
     assert _port_is_closed(first)
     assert _port_is_closed(second)
-    shutdown_cell = executed["nb"].cells[-1]
-    assert _stream_text(shutdown_cell).startswith("service stopped (exit code ")
+    assert _stream_text(executed["nb"].cells[-1]).startswith("service stopped (exit code ")
+
+
+@pytest.mark.slow
+def test_a_rejected_ngrok_token_costs_one_line_and_the_run_goes_on(executed_keys: dict) -> None:
+    import pandas as pd
+
+    tunnel_cell = _cell(executed_keys["nb"], "PUBLIC_URL = tunnel.open_tunnel(")
+    assert len(tunnel_cell.outputs) == 1
+    [line] = _stream_text(tunnel_cell).splitlines()
+    assert line.startswith("tunnel: not opened, ngrok could not start: authentication failed:")
+    assert line.endswith(f"; the service stays at {executed_keys['urls'][0]}")
+    assert pd.read_csv(executed_keys["csv"])["success"].all()
+
+
+@pytest.mark.slow
+def test_every_model_call_is_traced_to_langfuse(executed_keys: dict) -> None:
+    import pandas as pd
+
+    requests = pd.read_csv(executed_keys["csv"]).drop_duplicates("request_id").set_index("service_request_id")
+    generations = {g.attributes["langfuse.trace.id"]: g.attributes for g in executed_keys["generations"]}
+    assert len(executed_keys["generations"]) == PROMPT_LIMIT + 1  # + the warm-up request
+    assert set(requests.index) <= set(generations)
+    for request_id, row in requests.iterrows():
+        attrs = generations[request_id]
+        assert attrs["langfuse.generation.name"] == row["route"]
+        assert attrs["llm.request.temperature"] == pytest.approx(row["temperature"])
+        assert attrs["llm.token_count.completion"] == row["completion_tokens"]
+        assert attrs["llm.token_count.prompt"] == row["prompt_tokens"]
+        assert attrs["llm.cost.total"] == pytest.approx(row["cost_usd"])
+
+
+@pytest.mark.slow
+def test_no_secret_reaches_the_notebook_or_any_output_file(executed_keys: dict) -> None:
+    import base64
+
+    basic = base64.b64encode(f"pk-lf-notebook:{FAKE_SECRETS['LANGFUSE_SECRET_KEY']}".encode()).decode()
+    files = [p for p in (executed_keys["work"] / "outputs").rglob("*") if p.is_file()]
+    assert any(p.name == "service.log" for p in files)
+    for secret in [*FAKE_SECRETS.values(), basic]:
+        assert secret not in executed_keys["text"]
+        for path in files:
+            assert secret not in path.read_text(encoding="utf-8", errors="replace"), (secret, path)
+    keys = _stream_text(_cell(executed_keys["nb"], "ask = nbs.hidden_prompt()"))
+    assert re.search(r"^LANGFUSE_SECRET_KEY +set \(environment\) ", keys, re.M)
 
 
 @pytest.fixture(scope="module")
 def executed_public(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Run the notebook with a good ngrok token (the stand-in agent) and no WATTBENCH_API_TOKEN, answering
-    with LiteLLM's mock_response instead of the model (fast); a last cell added here saves the generated token
-    and says whether the agent still runs."""
-    import nbformat
+    """A good ngrok token (the stand-in agent) and no WATTBENCH_API_TOKEN, mock answers; a last cell added
+    here saves the generated token and says whether the agent still runs."""
     from fake_ngrok import GOOD_TOKEN
 
-    work = tmp_path_factory.mktemp("public")
-    (work / "home").mkdir()
     agent = write_fake_ngrok(tmp_path_factory.mktemp("ngrok-good"))
-    nb = nbformat.reads(NOTEBOOK.read_text(encoding="utf-8"), as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(
+    work = tmp_path_factory.mktemp("public")
+    run = run_notebook(work, {
+        "NGROK_AUTHTOKEN": GOOD_TOKEN, "PYNGROK_NGROK_PATH": agent["ngrok_path"],
+        "WATTBENCH_MOCK_RESPONSE": "Paris", "WATTBENCH_MODEL": "gemini/gemini-2.5-flash",
+        "WATTBENCH_PROMPT_LIMIT": "2",
+    }, extra_cells=(
         'Path("token.txt").write_text(os.environ["WATTBENCH_API_TOKEN"])\n'
-        'from pyngrok import process\n'
-        'print("agent running:", process.is_process_running(os.environ["PYNGROK_NGROK_PATH"]))'))
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("NGROK_AUTHTOKEN", GOOD_TOKEN)
-        env.delenv("WATTBENCH_API_TOKEN", raising=False)
-        env.setenv("PYNGROK_NGROK_PATH", agent["ngrok_path"])
-        env.setenv("HOME", str(work / "home"))
-        env.setenv("WATTBENCH_MOCK_RESPONSE", "Paris")
-        env.setenv("WATTBENCH_MODEL", "gemini/gemini-2.5-flash")  # no key needed with a mock answer
-        env.setenv("WATTBENCH_PROMPT_LIMIT", "2")
-        _client(nb, work).execute()
-    return {"work": work, "nb": nb, "token": (work / "token.txt").read_text()}
+        "from pyngrok import process\n"
+        'print("agent running:", process.is_process_running(os.environ["PYNGROK_NGROK_PATH"]))',
+    ))
+    run["token"] = (work / "token.txt").read_text()
+    return run
 
 
 @pytest.mark.slow
@@ -348,20 +372,17 @@ def test_with_a_tunnel_the_service_requires_a_generated_token_never_shown(execut
     from fake_ngrok import PUBLIC_URL
 
     cells = executed_public["nb"].cells
-    service_cell = next(c for c in cells if "SERVICE = ServiceProcess(" in c.source)
-    text = _stream_text(service_cell)
+    text = _stream_text(next(c for c in cells if "SERVICE = ServiceProcess(" in c.source))
     assert text.startswith("WATTBENCH_API_TOKEN generated for this session; the service requires it")
     assert "'auth_required': True" in text
     tunnel_cell = _cell(executed_public["nb"], "PUBLIC_URL = tunnel.open_tunnel(")
     lines = _stream_text(tunnel_cell).splitlines()
     assert lines[0].startswith(f"tunnel: {PUBLIC_URL} -> http://127.0.0.1:")
     assert lines[1].startswith('try it: curl -H "Authorization: Bearer $WATTBENCH_API_TOKEN"')
-    [csv] = sorted((executed_public["work"] / "outputs").glob("ai_metrics_*.csv"))
-    assert pd.read_csv(csv)["success"].all()  # the batch sent the token
+    assert pd.read_csv(executed_public["csv"])["success"].all()  # the batch sent the token
     token = executed_public["token"]
     assert len(token) == 43
-    notebook_text = nbformat_text(executed_public["nb"])
-    assert token not in notebook_text
+    assert token not in executed_public["text"]
     for path in (executed_public["work"] / "outputs").rglob("*"):
         if path.is_file():
             assert token not in path.read_text(encoding="utf-8", errors="replace"), path

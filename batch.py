@@ -72,6 +72,8 @@ def load_prompts(path: str | os.PathLike[str]) -> list[PromptSpec]:
     """Read prompts from JSONL (one object per line with a "prompt" field; optional "id", "category",
     "expected", "grader", "tolerance") or CSV (a "prompt" column, the same optional columns)."""
     p = Path(path)
+    if p.is_dir():
+        raise PromptsFileError(f"prompts file {p} is a directory; give the .jsonl or .csv file in it")
     if not p.is_file():
         raise PromptsFileError(f"prompts file {p} does not exist")
     suffix = p.suffix.lower()
@@ -818,7 +820,18 @@ class RunStore:
         return cls(max(candidates, key=lambda d: d.joinpath("manifest.json").stat().st_mtime_ns))
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads(self.manifest_path.read_text())
+        """The run's manifest.json; RunStoreError when it is not a JSON object."""
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunStoreError(
+                f"{self.manifest_path} is damaged ({exc}); start a new run without --resume"
+            ) from None
+        if not isinstance(data, dict):
+            raise RunStoreError(
+                f"{self.manifest_path} is not a JSON object; start a new run without --resume"
+            )
+        return data
 
     def check_matches(self, wanted: Mapping[str, Any]) -> None:
         """Refuse to resume when the prompts, model, profiles or repeats differ from the run's manifest."""
@@ -843,7 +856,23 @@ class RunStore:
             with open(self.records_path, "r+b") as fh:
                 fh.truncate(end)
                 os.fsync(fh.fileno())
-        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+        records = []
+        for lineno, line in enumerate(data[:end].splitlines(), start=1):
+            if line.strip():
+                records.append(self._parse_line(line, lineno))
+        return records
+
+    def _parse_line(self, line: bytes, lineno: int) -> dict[str, Any]:
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            record = exc
+        if not isinstance(record, dict) or not {"key", "success"} <= record.keys():
+            raise RunStoreError(
+                f"{self.records_path} line {lineno} is not a request record; delete that line "
+                "(that request is then sent again) and rerun"
+            )
+        return record
 
     def append(self, record: RequestRecord | Mapping[str, Any]) -> None:
         """Write one finished request and make it durable (flush + fsync) before returning."""
@@ -1208,7 +1237,7 @@ def cli_run(argv: Sequence[str]) -> int:
     try:
         args = _parser().parse_args(list(argv))
         result = _execute(args, _prepare(args))
-    except CliError as exc:
+    except (CliError, RunStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
@@ -1249,8 +1278,10 @@ def _prepare(args: argparse.Namespace) -> RunOptions:
         raise CliError(f"--warmup must be >= 0, not {args.warmup}")
     if args.rate is not None and not (args.rate > 0 and math.isfinite(args.rate)):
         raise CliError(f"--rate must be a number of requests per second > 0, not {args.rate}")
-    if args.timeout <= 0:
-        raise CliError(f"--timeout must be > 0 seconds, not {args.timeout}")
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise CliError(f"--timeout must be a number of seconds > 0, not {args.timeout}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CliError(f"--out {args.out} is a file; give a directory")
     store, previous = _open_store(args)
     prompts_path = Path(args.prompts or previous.get("prompts_path") or DEFAULT_PROMPTS_PATH)
     try:
@@ -1285,7 +1316,7 @@ def _open_store(args: argparse.Namespace) -> tuple[RunStore | None, dict[str, An
     try:
         store = RunStore.open(args.out, None if args.resume == "latest" else args.resume)
         return store, store.manifest()
-    except (RunStoreError, json.JSONDecodeError) as exc:
+    except RunStoreError as exc:
         raise CliError(str(exc)) from None
 
 
@@ -1322,6 +1353,10 @@ def check_service(base_url: str, token: str | None, timeout_s: float = 5.0) -> s
 
     try:
         resp = httpx.get(f"{base_url.rstrip('/')}/health", timeout=timeout_s)
+    except httpx.InvalidURL as exc:
+        raise CliError(
+            f"--server-url {base_url!r} is not a valid URL ({exc}); e.g. http://127.0.0.1:8000"
+        ) from None
     except httpx.HTTPError as exc:
         raise CliError(
             f"cannot reach the service at {base_url} ({type(exc).__name__}: {exc}); start it with "
@@ -1402,7 +1437,10 @@ def _send_to(
     items: list[WorkItem],
     todo: list[WorkItem],
 ) -> tuple[RunStore, str | None]:
-    store = options.store or RunStore.create(args.out, options.manifest)
+    try:
+        store = options.store or RunStore.create(args.out, options.manifest)
+    except OSError as exc:
+        raise CliError(f"cannot create the run under --out {args.out} ({exc.strerror or exc})") from None
     processor = BatchProcessor(
         url,
         token=token,
@@ -1469,9 +1507,8 @@ def csv_cells(column: pd.Series) -> list[str]:
     if plain and column.dtype.kind in "iu":
         return [str(v) for v in values]
     na = pd.NA
-    return [
-        "" if v is None or v is na or (isinstance(v, float) and v != v) else _csv_quote(str(v)) for v in values
-    ]
+    return ["" if v is None or v is na or (isinstance(v, float) and v != v) else _csv_quote(str(v))
+            for v in values]
 
 
 def _csv_quote(text: str) -> str:

@@ -171,7 +171,9 @@ def test_an_unanswered_request_keeps_the_model_it_asked_for(
     with ChatStub(script=[status(422, "prompt too long")]) as stub:
         [record] = send(stub, one_item(), model=model, service_model=service_model)
     assert (record.success, record.response, record.requested_model) == (False, None, expected)
-    df = build_dataframe([record], {"A": {}}, run_id="r", enhance=fake_enhance, provider_estimate=lambda *a: None)
+    df = build_dataframe(
+        [record], {"A": {}}, run_id="r", enhance=fake_enhance, provider_estimate=lambda *a: None
+    )
     assert df["model"].tolist() == [expected]
 
 
@@ -602,16 +604,61 @@ def test_cli_service_not_usable(
         (["--repeats", "x"], "error: argument --repeats: invalid int value: 'x'"),
         (["--profiles", "T4_COLAB,NOPE"], "error: unknown profile(s) NOPE; choose from: "),
         (["--resume"], "error: nothing to resume: no run under {out}/runs; drop --resume to start one"),
+        (["--timeout", "nan"], "error: --timeout must be a number of seconds > 0, not nan"),
+        (
+            ["--prompts", "{tmp}"],
+            "error: prompts file {tmp} is a directory; give the .jsonl or .csv file in it",
+        ),
     ],
 )
 def test_cli_bad_options(
     tmp_path: Path, prompts_file: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    code = cli("http://127.0.0.1:9", prompts_file, out, *argv)
+    code = cli("http://127.0.0.1:9", prompts_file, out, *[a.format(tmp=tmp_path) for a in argv])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(message.format(out=out)), err
+    assert err.count("\n") == 1 and err.startswith(message.format(out=out, tmp=tmp_path)), err
+
+
+def test_cli_unusable_url_or_out_is_one_line_and_nothing_is_sent(
+    tmp_path: Path, prompts_file: Path, no_env_token: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli("http://[::1", prompts_file, tmp_path / "out") == 2
+    assert_one_error_line(
+        capsys,
+        "error: --server-url 'http://[::1' is not a valid URL (Invalid port: ':1'); "
+        "e.g. http://127.0.0.1:8000",
+    )
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with ChatStub() as stub:
+        assert cli(stub.url, prompts_file, a_file) == 2
+        assert stub.received == []
+    assert_one_error_line(capsys, f"error: --out {a_file} is a file; give a directory")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("requests.jsonl", "error: {run}/requests.jsonl line 4 is not a request record; delete that line "
+         "(that request is then sent again) and rerun"),
+        ("manifest.json", "error: {run}/manifest.json is damaged (Expecting value: line 1 column 1 "
+         "(char 0)); start a new run without --resume"),
+    ],
+)  # fmt: skip
+def test_cli_resume_of_a_damaged_run_is_one_line(
+    tmp_path: Path, prompts_file: Path, damage: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ChatStub(script=[ok(), status(422, "no")]) as stub:
+        assert cli(stub.url, prompts_file, tmp_path, "--warmup", "0", "--max-attempts", "1") == 1
+        [run] = (tmp_path / "runs").iterdir()
+        with open(run / damage, "w" if damage == "manifest.json" else "a") as fh:
+            fh.write("not json\n")
+        capsys.readouterr()
+        assert cli(stub.url, prompts_file, tmp_path, "--resume") == 2
+        assert len(stub.received) == 3  # the first run's; none for the resume
+    assert_one_error_line(capsys, message.format(run=run))
 
 
 MY_PROFILES = (
@@ -632,8 +679,9 @@ def test_cli_profiles_file_adds_the_users_profiles(
     out = tmp_path / "out"
     with ChatStub() as stub:
         code = cli(
-            stub.url, prompts_file, out, "--warmup", "0", "--profiles-file", str(mine), "--profiles", "MY_H200,T4_COLAB"
-        )
+            stub.url, prompts_file, out, "--warmup", "0",
+            "--profiles-file", str(mine), "--profiles", "MY_H200,T4_COLAB",
+        )  # fmt: skip
     assert code == 0
     df = pd.read_csv(next(out.glob("ai_metrics_*.csv")))
     mine_rows = df[df["profile"] == "MY_H200"]
@@ -650,9 +698,14 @@ def test_cli_profiles_file_adds_the_users_profiles(
     [
         (None, "error: --profiles-file: {path}: file not found"),
         ("", "error: --profiles-file: {path}: invalid JSON at line 1, column 1: Expecting value"),
-        ('{"profiles": [{"key": "X"}]}', "error: --profiles-file: {path}: profiles[0] (key 'X'): field 'gpu': "
-         "Field required"),
-        ('{"other": []}', "error: --profiles-file: {path}: no 'profiles', 'gpus' or 'datacenters' rows found"),
+        (
+            '{"profiles": [{"key": "X"}]}',
+            "error: --profiles-file: {path}: profiles[0] (key 'X'): field 'gpu': Field required",
+        ),
+        (
+            '{"other": []}',
+            "error: --profiles-file: {path}: no 'profiles', 'gpus' or 'datacenters' rows found",
+        ),
     ],
 )
 def test_cli_bad_profiles_file_is_one_line_and_nothing_is_sent(

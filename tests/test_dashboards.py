@@ -180,10 +180,14 @@ def test_write_dashboards_writes_plotly_once(tmp_path, df):
     assert all(f'href="{f}"' in index for f, _ in dashboards.DASHBOARDS.values())
 
 
-def test_failed_only_run_still_draws(df):
-    failed = df[~df["success"]]
-    for name, fig in dashboards.make_all(failed).items():
-        assert isinstance(fig, go.Figure), name
+def test_failed_only_run_still_draws_and_says_why_panels_are_empty(df):
+    figs = dashboards.make_all(df[~df["success"]])
+    assert list(figs) == list(dashboards.DASHBOARDS)
+    notes = {name: [a.text for a in fig.layout.annotations] for name, fig in figs.items()}
+    assert "no successful request" in notes["gpu_comparison"]
+    assert "no successful request" in notes["carbon_energy"]
+    assert "no graded prompt in this run" in notes["model_performance"]
+    assert len(figs["gpu_comparison"].data) == 0
 
 
 def test_frame_without_schema_columns_is_a_clear_error(df):

@@ -184,7 +184,29 @@ def read_metrics_csv(path: Path) -> pd.DataFrame:
     except PermissionError:
         raise ReportInputError(f"{path}: permission denied; make the file readable") from None
     check_frame(df, str(path))
+    check_cells(df, str(path))
     return prepare(df)
+
+
+SUCCESS_VALUES = frozenset({True, False, "True", "False", "true", "false", "TRUE", "FALSE", 1, 0, "1", "0"})
+
+
+def check_cells(df: pd.DataFrame, source: str) -> None:
+    """ReportInputError naming the row, the column and the value when a number column holds text that is not a
+    number, or `success` holds something other than True / False (either would silently change the figures)."""
+    for col in NUMERIC_COLUMNS:
+        if col in df.columns and not pd.api.types.is_numeric_dtype(df[col]):
+            bad = pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()
+            _raise_first_bad(df, col, bad, source, "is not a number; correct it or leave the cell empty")
+    if "success" in df.columns and df["success"].dtype != bool:
+        bad = ~df["success"].isin(SUCCESS_VALUES) & df["success"].notna()
+        _raise_first_bad(df, "success", bad, source, "is not True or False")
+
+
+def _raise_first_bad(df: pd.DataFrame, col: str, bad: pd.Series, source: str, what: str) -> None:
+    if bad.any():
+        position = int(bad.to_numpy().argmax())
+        raise ReportInputError(f"{source}: row {position + 1}, column {col!r}: {df[col].iloc[position]!r} {what}")
 
 
 def _to_bool(values: pd.Series, *, nullable: bool) -> pd.Series:

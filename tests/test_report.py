@@ -212,6 +212,21 @@ def test_missing_columns_named(tmp_path):
                               "(schema: docs/architecture.md)")
 
 
+@pytest.mark.parametrize("column, value, message", [
+    ("latency_s", "1.5 s", "row 3, column 'latency_s': '1.5 s' is not a number; correct it or leave the cell empty"),
+    ("success", "yes", "row 3, column 'success': 'yes' is not True or False"),
+])
+def test_a_cell_that_would_be_misread_is_named(tmp_path, column, value, message):
+    path = tmp_path / "ai_metrics_x.csv"
+    frame = fixture_frame()
+    frame[column] = frame[column].astype(object)
+    frame.loc[2, column] = value
+    frame.to_csv(path, index=False)
+    with pytest.raises(report.ReportInputError) as err:
+        report.read_metrics_csv(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
 def test_empty_and_header_only_csv(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")

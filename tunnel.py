@@ -6,7 +6,8 @@ within its deadline. It never raises for those and never prints the token (ngrok
 it; it is redacted from everything this module prints or lets pyngrok log).
 
 A public /chat without auth lets anyone spend your quota: before starting a service that a tunnel will
-expose, call `ensure_api_token()` so that the service requires `Authorization: Bearer <WATTBENCH_API_TOKEN>`.
+expose, call `ensure_api_token()` so that the service requires `Authorization: Bearer <WATTBENCH_API_TOKEN>`;
+`open_tunnel` refuses a service whose /health does not say `auth_required: true`.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ NGROK_DOWNLOAD_TIMEOUT_S = 10.0
 TUNNEL_DEADLINE_S = 30.0
 #: Environment variable the service reads its bearer token from (config.Settings.api_token).
 API_TOKEN_ENV = "WATTBENCH_API_TOKEN"
+#: Seconds allowed for the service's GET /health when checking that it requires a token.
+HEALTH_TIMEOUT_S = 5.0
 #: Extra seconds before giving up on an agent that stopped logging altogether.
 BACKSTOP_MARGIN_S = 5.0
 #: Longest reason quoted in the one-line message.
@@ -95,6 +98,18 @@ def _quiet_unconfigured_logging() -> None:
         pyngrok_logger.addHandler(logging.NullHandler())
 
 
+def service_requires_auth(port: int, timeout_s: float = HEALTH_TIMEOUT_S) -> bool | None:
+    """What GET http://127.0.0.1:`port`/health says in `auth_required`; None when it cannot be read."""
+    import httpx
+
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=timeout_s, trust_env=False)
+        value = response.json().get("auth_required") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, bool) else None
+
+
 def _pyngrok_config(authtoken: str, ngrok_path: str | None, config_path: str | None, startup_s: float) -> Any:
     from pyngrok import conf
 
@@ -139,12 +154,14 @@ def open_tunnel(
     config_path: str | None = None,
     deadline_s: float = TUNNEL_DEADLINE_S,
     download_timeout_s: float = NGROK_DOWNLOAD_TIMEOUT_S,
+    require_auth: bool = True,
     echo: Echo = print,
 ) -> str | None:
     """Open an ngrok http tunnel to 127.0.0.1:`port`; the public URL, or None after one `echo`ed line.
 
-    `authtoken` is a str, a pydantic SecretStr or None. `ngrok_path` / `config_path` default to pyngrok's
-    (~/.config/ngrok); the agent is downloaded there on first use (each read bounded by
+    `authtoken` is a str, a pydantic SecretStr or None. With `require_auth` (the default) the service's
+    /health must say `auth_required: true`, else no tunnel is opened. `ngrok_path` / `config_path` default to
+    pyngrok's (~/.config/ngrok); the agent is downloaded there on first use (each read bounded by
     `download_timeout_s`). The agent gets `deadline_s` to connect (offline it keeps retrying and is stopped).
     """
     local = f"http://127.0.0.1:{port}"
@@ -152,6 +169,13 @@ def open_tunnel(
     if not token:
         echo(f"tunnel: NGROK_AUTHTOKEN is not set, so no public URL; the service stays at {local}")
         return None
+    if require_auth:
+        auth = service_requires_auth(port)
+        if auth is not True:
+            why = "could not read its /health" if auth is None else "it does not require a token"
+            echo(f"tunnel: not opened, the service at {local} would be public but {why}; set "
+                 f"{API_TOKEN_ENV} (tunnel.ensure_api_token()) before starting it")
+            return None
 
     pyngrok_config = _pyngrok_config(token, ngrok_path, config_path, deadline_s)
     _quiet_unconfigured_logging()

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,31 @@ from fake_ngrok import BAD_TOKEN, GOOD_TOKEN, PUBLIC_URL, write_fake_ngrok
 def fake_ngrok(tmp_path: Path) -> dict[str, str]:
     """Paths of the stand-in agent and of an ngrok config file in tmp_path."""
     return write_fake_ngrok(tmp_path)
+
+
+@contextmanager
+def health_server(body: bytes) -> Iterator[int]:
+    """A /health on 127.0.0.1 that answers `body` (JSON); yields its port."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+            self.send_response(200 if self.path == "/health" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_no_token_prints_one_line_and_returns_none() -> None:
@@ -38,11 +67,12 @@ def test_good_token_returns_public_url_and_close_stops_agent(fake_ngrok: dict[st
     from pyngrok import process
 
     lines: list[str] = []
-    url = tunnel.open_tunnel(8123, SecretStr(GOOD_TOKEN), echo=lines.append, **fake_ngrok)
+    with health_server(b'{"status": "ok", "auth_required": true}') as port:
+        url = tunnel.open_tunnel(port, SecretStr(GOOD_TOKEN), echo=lines.append, **fake_ngrok)
     try:
         assert url == PUBLIC_URL
         assert lines == [
-            f"tunnel: {PUBLIC_URL} -> http://127.0.0.1:8123 "
+            f"tunnel: {PUBLIC_URL} -> http://127.0.0.1:{port} "
             "(requests need 'Authorization: Bearer <WATTBENCH_API_TOKEN>')"
         ]
         assert process.is_process_running(fake_ngrok["ngrok_path"])
@@ -51,12 +81,36 @@ def test_good_token_returns_public_url_and_close_stops_agent(fake_ngrok: dict[st
     assert not process.is_process_running(fake_ngrok["ngrok_path"])
 
 
+@pytest.mark.parametrize(("body", "why"), [
+    (b'{"status": "ok", "auth_required": false}', "it does not require a token"),
+    (b"not json", "could not read its /health"),
+])
+def test_no_tunnel_to_a_service_that_does_not_require_a_token(fake_ngrok: dict[str, str], body: bytes,
+                                                              why: str) -> None:
+    from pyngrok import process
+
+    lines: list[str] = []
+    with health_server(body) as port:
+        assert tunnel.open_tunnel(port, GOOD_TOKEN, echo=lines.append, **fake_ngrok) is None
+    assert lines == [
+        f"tunnel: not opened, the service at http://127.0.0.1:{port} would be public but {why}; "
+        "set WATTBENCH_API_TOKEN (tunnel.ensure_api_token()) before starting it"
+    ]
+    assert not process.is_process_running(fake_ngrok["ngrok_path"])  # the agent was never started
+
+
+def test_service_requires_auth_is_none_when_nothing_listens() -> None:
+    with health_server(b"{}") as port:
+        pass  # closed again: nothing listens on this port now
+    assert tunnel.service_requires_auth(port, timeout_s=2) is None
+
+
 def test_rejected_token_costs_one_line_without_the_token(
     fake_ngrok: dict[str, str], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     caplog.set_level(logging.DEBUG)
     lines: list[str] = []
-    assert tunnel.open_tunnel(8124, BAD_TOKEN, echo=lines.append, **fake_ngrok) is None
+    assert tunnel.open_tunnel(8124, BAD_TOKEN, require_auth=False, echo=lines.append, **fake_ngrok) is None
     assert lines == [
         "tunnel: not opened, ngrok could not start: authentication failed: The authtoken you specified does "
         "not look like a proper ngrok tunnel authtoken. Your authtoken: *** ERR_NGROK_105; the service stays "
@@ -72,7 +126,8 @@ def test_agent_without_network_is_stopped_at_the_deadline(fake_ngrok: dict[str, 
     from pyngrok import process
 
     lines: list[str] = []
-    assert tunnel.open_tunnel(8125, "OFFLINE", deadline_s=0.5, echo=lines.append, **fake_ngrok) is None
+    assert tunnel.open_tunnel(8125, "OFFLINE", deadline_s=0.5, require_auth=False, echo=lines.append,
+                              **fake_ngrok) is None
     assert lines == [
         "tunnel: not opened, ngrok could not start: failed to dial ngrok server with address "
         "connect.ngrok-agent.com:443: dial tcp: lookup connect.ngrok-agent.com: no such host; "
@@ -83,7 +138,8 @@ def test_agent_without_network_is_stopped_at_the_deadline(fake_ngrok: dict[str, 
 
 NO_NETWORK_SCRIPT = """
 import sys, tunnel
-url = tunnel.open_tunnel(8126, sys.argv[1], ngrok_path=sys.argv[2], config_path=sys.argv[3])
+url = tunnel.open_tunnel(8126, sys.argv[1], ngrok_path=sys.argv[2], config_path=sys.argv[3],
+                         require_auth=False)
 sys.exit(0 if url is None else 1)
 """
 

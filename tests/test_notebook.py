@@ -77,6 +77,14 @@ def test_stages_are_sections_in_order_and_the_notebook_has_no_outputs() -> None:
     assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
 
 
+def test_notebook_is_valid_nbformat_4() -> None:
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+
+
 def test_check_mode_reports_a_stale_notebook_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     stale = tmp_path / "benchmark.ipynb"

@@ -144,6 +144,15 @@ def test_requirements_to_install_are_the_missing_or_other_versions(tmp_path: Pat
         nbs.parse_requirements(req)
 
 
+def test_a_failed_pip_install_raises_with_pips_own_words() -> None:
+    # An invalid requirement fails inside pip before any index is asked.
+    with pytest.raises(RuntimeError) as failure:
+        nbs.pip_install(["not a requirement!!"])
+    message = str(failure.value)
+    assert message.startswith("pip could not install not a requirement!!:\n")
+    assert "Invalid requirement: 'not a requirement!!'" in message
+
+
 def test_the_repository_requirements_are_installed_here() -> None:
     # What the notebook's install cell checks: in this environment nothing needs installing.
     assert nbs.packages_to_install(nbs.parse_requirements(ROOT / "requirements.txt")) == []

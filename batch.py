@@ -1394,13 +1394,19 @@ def _execute(args: argparse.Namespace, options: RunOptions) -> RunResult:
         store, stopped = _send(args, options, items, todo)
     assert store is not None
     df = build_dataframe(store.load_records(), options.profiles, run_id=store.run_id)
-    csv_path = write_csv(df, Path(args.out))
+    try:
+        csv_path = write_csv(df, Path(args.out))
+    except OSError as exc:
+        raise CliError(
+            f"cannot write the CSV in {args.out} ({exc.strerror or exc}); every request is kept in "
+            f"{store.records_path}: free space and rerun with --resume {store.run_id}"
+        ) from None
     print(
         f"wrote {csv_path} ({df['request_id'].nunique()} requests x {len(options.profiles)} profiles = "
         f"{len(df)} rows; run file {store.records_path})"
     )
     if not args.no_report:
-        _build_outputs(df, Path(args.out))
+        _build_outputs(df, Path(args.out), csv_path)
     print(summary_line(df))
     code = 1 if stopped or not bool(df["success"].all()) else 0
     return RunResult(code, store.run_id, csv_path, df, stopped)
@@ -1517,21 +1523,20 @@ def _csv_quote(text: str) -> str:
     return text
 
 
-def _build_outputs(df: pd.DataFrame, out_dir: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("report") is None:
-        return
+def _build_outputs(df: pd.DataFrame, out_dir: Path, csv_path: Path) -> None:
+    """The dashboards and the report (report.build_outputs); CliError when they cannot be written."""
     import report
 
-    if hasattr(report, "build_outputs"):
+    try:
         outputs = report.build_outputs(df, out_dir)
-        if isinstance(outputs, Mapping):
-            if outputs.get("report_text"):
-                print(outputs["report_text"])
-            for name in ("index", "report_txt"):
-                if outputs.get(name):
-                    print(f"wrote {outputs[name]}")
+    except (OSError, report.ReportInputError) as exc:
+        raise CliError(
+            f"{csv_path} is written, but not the report ({exc}); "
+            f"rerun it with `python wattbench.py report {csv_path}`"
+        ) from None
+    print(outputs["report_text"])
+    print(f"wrote {outputs['index']}")
+    print(f"wrote {outputs['report_txt']}")
 
 
 def summary_line(df: pd.DataFrame) -> str:

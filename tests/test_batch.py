@@ -738,6 +738,24 @@ def test_cli_bad_profiles_file_is_one_line_and_nothing_is_sent(
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_report_that_cannot_be_written_is_one_line_and_the_csv_is_kept(
+    tmp_path: Path, prompts_file: Path, no_env_token: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "report.txt").mkdir()  # where the report's text file should go
+    with ChatStub() as stub:
+        code = batch.cli_run(
+            ["--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path), "--warmup", "0",
+             "--profiles", "T4_COLAB", "--no-progress"]
+        )  # fmt: skip
+    assert code == 2
+    [csv_path] = tmp_path.glob("ai_metrics_*.csv")
+    assert_one_error_line(
+        capsys,
+        f"error: {csv_path} is written, but not the report ([Errno 21] Is a directory: "
+        f"'{tmp_path / 'report.txt'}'); rerun it with `python wattbench.py report {csv_path}`",
+    )
+
+
 def test_cli_failed_requests_are_rows_and_exit_1(
     tmp_path: Path, prompts_file: Path, no_env_token: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

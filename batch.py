@@ -917,6 +917,14 @@ def pending_items(items: Sequence[WorkItem], records: Iterable[Mapping[str, Any]
 # Enrichment: measured requests x deployment profiles -> the CSV rows
 # ----------------------------------------------------------------------------------------------------------
 
+_PROVIDER_KEYS = (
+    "provider_energy_kwh",
+    "provider_energy_kwh_min",
+    "provider_energy_kwh_max",
+    "provider_carbon_gco2e",
+    "provider_carbon_gco2e_min",
+    "provider_carbon_gco2e_max",
+)
 REQUEST_COLUMNS: tuple[str, ...] = (
     "run_id",
     "request_id",
@@ -950,40 +958,9 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "response_text",
     "measured_energy_kwh",
     "measured_energy_method",
-    "provider_energy_kwh",
-    "provider_energy_kwh_min",
-    "provider_energy_kwh_max",
-    "provider_carbon_gco2e",
-    "provider_carbon_gco2e_min",
-    "provider_carbon_gco2e_max",
+    *_PROVIDER_KEYS,
 )
 EXTRA_REQUEST_COLUMNS: tuple[str, ...] = ("client_latency_s", "service_request_id", "session")
-PROFILE_COLUMNS: tuple[str, ...] = (
-    "profile",
-    "gpu",
-    "gpu_count",
-    "datacenter",
-    "location",
-    "tdp_w",
-    "idle_w",
-    "pue",
-    "grid_gco2e_per_kwh",
-    "electricity_usd_per_kwh",
-    "energy_method",
-    "sim_latency_s",
-    "idle_s",
-    "compute_energy_kwh",
-    "idle_energy_kwh",
-    "pue_overhead_kwh",
-    "energy_kwh",
-    "energy_kwh_min",
-    "energy_kwh_max",
-    "carbon_gco2e",
-    "carbon_gco2e_min",
-    "carbon_gco2e_max",
-    "energy_cost_usd",
-    "total_cost_usd",
-)
 _RESPONSE_FIELDS = (
     "route",
     "route_reason",
@@ -1000,14 +977,6 @@ _RESPONSE_FIELDS = (
     "cost_usd",
     "measured_energy_kwh",
     "measured_energy_method",
-)
-_PROVIDER_KEYS = (
-    "provider_energy_kwh",
-    "provider_energy_kwh_min",
-    "provider_energy_kwh_max",
-    "provider_carbon_gco2e",
-    "provider_carbon_gco2e_min",
-    "provider_carbon_gco2e_max",
 )
 
 
@@ -1085,9 +1054,9 @@ def build_dataframe(
     with empty energy columns."""
     import pandas as pd
 
-    if enhance is None or provider_estimate is None:
-        import gpu_profiles
+    import gpu_profiles
 
+    if enhance is None or provider_estimate is None:
         enhance = enhance or gpu_profiles.calculate_enhanced_metrics
         provider_estimate = provider_estimate or gpu_profiles.provider_side_estimate
     latest = sorted(latest_by_key(records).values(), key=lambda r: r["t_start_epoch_s"])
@@ -1102,7 +1071,7 @@ def build_dataframe(
             rows.append(
                 {**base, **_profile_columns(record, name, profile, gaps.get(record["key"], 0.0), enhance)}
             )
-    columns = list(REQUEST_COLUMNS) + list(EXTRA_REQUEST_COLUMNS) + list(PROFILE_COLUMNS)
+    columns = list(REQUEST_COLUMNS) + list(EXTRA_REQUEST_COLUMNS) + list(gpu_profiles.PROFILE_COLUMNS)
     extra = [c for row in rows for c in row if c not in columns]
     return pd.DataFrame(rows, columns=columns + list(dict.fromkeys(extra)))
 

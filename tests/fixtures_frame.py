@@ -12,24 +12,13 @@ import math
 import numpy as np
 import pandas as pd
 
+from batch import REQUEST_COLUMNS
+from gpu_profiles import PROFILE_COLUMNS
+
 GEMINI = "gemini/gemini-2.5-flash"
 LOCAL = "local/smollm2-135m"
 
-# The CSV columns, in the order of docs/architecture.md.
-REQUEST_COLUMNS: tuple[str, ...] = (
-    "run_id", "request_id", "prompt_id", "repeat", "prompt", "category", "route", "route_reason", "temperature",
-    "model", "success", "error", "status_code", "attempts", "retry_wait_s", "started_at", "t_start_s", "latency_s",
-    "ttft_s", "tpot_s", "tokens_per_s", "prompt_tokens", "completion_tokens", "total_tokens", "token_source",
-    "cost_usd", "expected", "grader", "correct", "response_text", "measured_energy_kwh", "measured_energy_method",
-    "provider_energy_kwh", "provider_energy_kwh_min", "provider_energy_kwh_max", "provider_carbon_gco2e",
-    "provider_carbon_gco2e_min", "provider_carbon_gco2e_max",
-)
-PROFILE_COLUMNS: tuple[str, ...] = (
-    "profile", "gpu", "gpu_count", "datacenter", "location", "tdp_w", "idle_w", "pue", "grid_gco2e_per_kwh",
-    "electricity_usd_per_kwh", "energy_method", "sim_latency_s", "idle_s", "compute_energy_kwh", "idle_energy_kwh",
-    "pue_overhead_kwh", "energy_kwh", "energy_kwh_min", "energy_kwh_max", "carbon_gco2e", "carbon_gco2e_min",
-    "carbon_gco2e_max", "energy_cost_usd", "total_cost_usd",
-)
+# The CSV columns, in the order of docs/architecture.md: the writers' own lists.
 ALL_COLUMNS: tuple[str, ...] = REQUEST_COLUMNS + PROFILE_COLUMNS
 
 # Two made-up profiles (test data, not real hardware claims). compute_kwh_per_token and idle_kwh_per_request

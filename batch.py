@@ -917,6 +917,17 @@ def pending_items(items: Sequence[WorkItem], records: Iterable[Mapping[str, Any]
 # Enrichment: measured requests x deployment profiles -> the CSV rows
 # ----------------------------------------------------------------------------------------------------------
 
+_RESPONSE_MEASURES = (  # the /chat response's measurements, each a CSV column of the same name
+    "latency_s",
+    "ttft_s",
+    "tpot_s",
+    "tokens_per_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "token_source",
+    "cost_usd",
+)
 _PROVIDER_KEYS = (
     "provider_energy_kwh",
     "provider_energy_kwh_min",
@@ -943,15 +954,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "retry_wait_s",
     "started_at",
     "t_start_s",
-    "latency_s",
-    "ttft_s",
-    "tpot_s",
-    "tokens_per_s",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "token_source",
-    "cost_usd",
+    *_RESPONSE_MEASURES,
     "expected",
     "grader",
     "correct",
@@ -966,15 +969,7 @@ _RESPONSE_FIELDS = (
     "route_reason",
     "temperature",
     "model",
-    "latency_s",
-    "ttft_s",
-    "tpot_s",
-    "tokens_per_s",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "token_source",
-    "cost_usd",
+    *_RESPONSE_MEASURES,
     "measured_energy_kwh",
     "measured_energy_method",
 )

@@ -142,12 +142,16 @@ ask = nbs.hidden_prompt() if nbs.someone_can_answer() else None  # never under n
 sources = nbs.load_keys(colab=nbs.colab_secrets(), prompt=ask)
 print("\\n".join(nbs.describe_keys(sources)))
 
+import tracing
 from config import LOCAL_MODEL, get_settings
 
 get_settings.cache_clear()  # read the environment again, keys included
 settings = get_settings()
 MODEL = settings.default_model()
 print(f"\\nmodel: {MODEL}" + ("  (embedded, on this CPU)" if MODEL == LOCAL_MODEL else ""))
+target = tracing.tracing_target(settings)
+print(f"tracing: on, to {target.endpoint}" if target
+      else "tracing: off (it needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY)")
 if MODEL == LOCAL_MODEL:
     missing = nbs.embedded_model_specs("requirements.txt")
     if missing:

@@ -302,7 +302,8 @@ def test_with_no_keys_nothing_is_asked_sent_or_opened(executed: dict) -> None:
     for spec in nbs.KEYS:
         assert re.search(rf"^{spec.name} +(not set|set \(environment\)) ", keys, re.M), spec.name
     assert re.search(r"^GEMINI_API_KEY +not set ", keys, re.M)
-    assert "\nmodel: wattbench-local/smollm2-135m-instruct  (embedded, on this CPU)" in keys
+    assert keys.endswith("\nmodel: wattbench-local/smollm2-135m-instruct  (embedded, on this CPU)\n"
+                         "tracing: off (it needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY)\n")
     assert executed["received"] == []  # Langfuse's host was set, but without keys nothing is sent
     tunnel_cell = _cell(executed["nb"], "PUBLIC_URL = tunnel.open_tunnel(")
     assert _stream_text(tunnel_cell) == (
@@ -360,6 +361,7 @@ def test_no_secret_reaches_the_notebook_or_any_output_file(executed_keys: dict) 
             assert secret not in path.read_text(encoding="utf-8", errors="replace"), (secret, path)
     keys = _stream_text(_cell(executed_keys["nb"], "ask = nbs.hidden_prompt()"))
     assert re.search(r"^LANGFUSE_SECRET_KEY +set \(environment\) ", keys, re.M)
+    assert re.search(r"^tracing: on, to http://127\.0\.0\.1:\d+/api/public/otel/v1/traces$", keys, re.M)
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ def test_service_traces_each_chat_with_its_route_request_id_tokens_and_cost() ->
             # Spans wait in the batch for a minute: only the flush at the service's shutdown can deliver them.
             "OTEL_BSP_SCHEDULE_DELAY": "60000",
         }
-        with ServiceProcess(env=env, startup_timeout_s=60) as service:
+        with ServiceProcess(env=env, startup_timeout_s=180) as service:
             answers = [
                 httpx.post(f"{service.url}/chat", json={"prompt": prompt}, timeout=30).json()
                 for prompt in ("What is the capital of France?", "Write a Python function to reverse a list.")

@@ -88,6 +88,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="llama.cpp threads on both sides (default 1: spinning threads collapse when another "
+                             "process holds a core of a 2-core machine)")
     parser.add_argument("--only", choices=["overhead", "throughput"], help="run one of the two measurements")
     args = parser.parse_args()
     if args.only != "throughput":
@@ -124,8 +127,9 @@ def measure_throughput(args: argparse.Namespace) -> None:
     import local_llm
 
     direct, through = [], []
-    llm = Llama(model_path=str(local_llm.find_default_gguf()), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
-    with ServiceProcess() as service:
+    llm = Llama(model_path=str(local_llm.find_default_gguf()), n_ctx=2048, n_threads=args.threads, verbose=False)
+    print(f"llama.cpp threads on both sides: {args.threads}")
+    with ServiceProcess(env={"WATTBENCH_LOCAL_N_THREADS": str(args.threads)}) as service:
         url = service.url
         _chat_tokens_per_s(url, 8)  # warm-up both
         _direct_llama_tokens_per_s(llm, 8)

@@ -1453,15 +1453,14 @@ CSV_FLOAT_FORMAT = "%.12g"  # 12 significant digits: far finer than any measured
 
 
 def write_frame_csv(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """`df.to_csv(path, index=False)`, about three times as fast on a large run (benchmarks/bench_csv.py):
+    """`df.to_csv(path, index=False)`, about six times as fast on a large run (benchmarks/bench_csv.py):
     floats with 12 significant digits (whole numbers without ".0"), missing values empty, text quoted as the
     csv module does (QUOTE_MINIMAL)."""
     cells = [csv_cells(df[name]) for name in df.columns]
     header = ",".join(_csv_quote(str(name)) for name in df.columns)
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write(header + "\n")
-        for line in map(",".join, zip(*cells, strict=True)):
-            fh.write(line + "\n")
+        fh.writelines(line + "\n" for line in map(",".join, zip(*cells, strict=True)))
 
 
 def csv_cells(column: pd.Series) -> list[str]:
@@ -1470,15 +1469,16 @@ def csv_cells(column: pd.Series) -> list[str]:
     import numpy as np
     import pandas as pd
 
-    values = column.tolist()
-    plain = isinstance(column.dtype, np.dtype)  # not a nullable extension dtype (Int64, boolean, string)
-    if plain and column.dtype.kind == "f":
-        return ["" if v != v else CSV_FLOAT_FORMAT % v for v in values]
-    if plain and column.dtype.kind in "iu":
-        return [str(v) for v in values]
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "fiu":
+        # a run repeats its numbers (each request once per profile, each profile's constants once per
+        # request): format each distinct value once; code -1 (NaN) takes the "" appended last
+        codes, distinct = pd.factorize(column, use_na_sentinel=True)
+        fmt = CSV_FLOAT_FORMAT if column.dtype.kind == "f" else "%d"
+        fields = np.array([fmt % v for v in distinct.tolist()] + [""], dtype=object)
+        return fields[codes].tolist()
     na = pd.NA
     return ["" if v is None or v is na or (isinstance(v, float) and v != v) else _csv_quote(str(v))
-            for v in values]
+            for v in column.tolist()]
 
 
 def _csv_quote(text: str) -> str:

@@ -1202,13 +1202,18 @@ def cli_run(argv: Sequence[str]) -> int:
         args = _parser().parse_args(list(argv))
         result = _execute(args, _prepare(args))
     except (CliError, RunStoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     if result.stopped:
-        print(f"error: {result.stopped}", file=sys.stderr)
+        print(f"error: {one_line(result.stopped)}", file=sys.stderr)
     return result.exit_code
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks (e.g. from a service's error detail) folded into spaces."""
+    return " ".join(text.split())
 
 
 def run_benchmark(server_url: str | None = None, **options: Any) -> RunResult:

@@ -534,7 +534,8 @@ def test_cli_writes_one_row_per_request_and_profile(
     for row in df.to_dict("records"):  # each row's energy is the simulated lens of its own measurement
         measured = {k: row[k] for k in ("latency_s", "prompt_tokens", "completion_tokens", "cost_usd")}
         want = gpu_profiles.calculate_enhanced_metrics(
-            measured, profiles[row["profile"]], idle_s=row["idle_s"], active_params_b=0.135, total_params_b=0.135
+            measured, profiles[row["profile"]], idle_s=row["idle_s"], active_params_b=0.135,
+            total_params_b=0.135,
         )
         assert row["energy_kwh"] == pytest.approx(want["energy_kwh"], rel=1e-9)
         assert row["energy_kwh"] == pytest.approx(
@@ -583,6 +584,11 @@ def test_cli_unreachable_server(
         (
             {"status": "degraded", "ready": False, "detail": "the GGUF file is missing"},
             "error: the service at {url} is up but its model is not ready: the GGUF file is missing",
+        ),
+        (
+            {"status": "degraded", "ready": False, "detail": "cannot load the model:\n  GGUF file missing\n"},
+            "error: the service at {url} is up but its model is not ready: "
+            "cannot load the model: GGUF file missing",
         ),
         (
             {"status": "ok", "ready": True, "auth_required": True},
@@ -744,8 +750,8 @@ def test_cli_report_that_cannot_be_written_is_one_line_and_the_csv_is_kept(
     (tmp_path / "report.txt").mkdir()  # where the report's text file should go
     with ChatStub() as stub:
         code = batch.cli_run(
-            ["--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path), "--warmup", "0",
-             "--profiles", "T4_COLAB", "--no-progress"]
+            ["--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path),
+             "--warmup", "0", "--profiles", "T4_COLAB", "--no-progress"]
         )  # fmt: skip
     assert code == 2
     [csv_path] = tmp_path.glob("ai_metrics_*.csv")

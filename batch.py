@@ -644,7 +644,8 @@ class BatchProcessor:
         self._connect_failures += 1
         if self._connect_failures >= self.retry.abort_after_connect_failures:
             raise ServiceGoneError(
-                f"the service at {self.base_url} refused {self._connect_failures} connections in a row "
+                f"the service at {shown_url(self.base_url)} refused {self._connect_failures} "
+                "connections in a row "
                 f"({attempt.error}); what was measured is saved: "
                 "start the service again and rerun with --resume"
             )
@@ -677,7 +678,7 @@ class BatchProcessor:
         if isinstance(exc, httpx.TimeoutException):
             return _Attempt("transient", error=f"timed out after {self.timeout_s:g} s ({type(exc).__name__})")
         if isinstance(exc, httpx.ConnectError):
-            return _Attempt("connect", error=f"cannot connect to {self.base_url} ({exc})")
+            return _Attempt("connect", error=f"cannot connect to {shown_url(self.base_url)} ({exc})")
         return _Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {exc})")
 
     def _record(
@@ -1211,6 +1212,11 @@ def cli_run(argv: Sequence[str]) -> int:
     return result.exit_code
 
 
+def shown_url(url: str) -> str:
+    """`url` as it may be printed or written: a user:password part becomes ***."""
+    return re.sub(r"//[^/@]*@", "//***@", url, count=1)
+
+
 def one_line(text: str) -> str:
     """`text` with its line breaks (e.g. from a service's error detail) folded into spaces."""
     return " ".join(text.split())
@@ -1320,20 +1326,21 @@ def check_service(base_url: str, token: str | None, timeout_s: float = 5.0) -> s
     hand when the service wants one; return the service's default model (its /health "model", if any)."""
     import httpx
 
+    shown = shown_url(base_url)
     try:
         resp = httpx.get(f"{base_url.rstrip('/')}/health", timeout=timeout_s)
     except httpx.InvalidURL as exc:
         raise CliError(
-            f"--server-url {base_url!r} is not a valid URL ({exc}); e.g. http://127.0.0.1:8000"
+            f"--server-url {shown!r} is not a valid URL ({exc}); e.g. http://127.0.0.1:8000"
         ) from None
     except httpx.HTTPError as exc:
         raise CliError(
-            f"cannot reach the service at {base_url} ({type(exc).__name__}: {exc}); start it with "
+            f"cannot reach the service at {shown} ({type(exc).__name__}: {exc}); start it with "
             "`python wattbench.py serve` or leave out --server-url to let run start one"
         ) from None
     if resp.status_code != 200:
         raise CliError(
-            f"the service at {base_url} answered GET /health with HTTP {resp.status_code}: "
+            f"the service at {shown} answered GET /health with HTTP {resp.status_code}: "
             f"{_error_detail(resp.content)}"
         )
     try:
@@ -1343,12 +1350,12 @@ def check_service(base_url: str, token: str | None, timeout_s: float = 5.0) -> s
     health = health if isinstance(health, dict) else {}
     if health.get("ready") is False:
         raise CliError(
-            f"the service at {base_url} is up but its model is not ready: "
+            f"the service at {shown} is up but its model is not ready: "
             f"{health.get('detail') or 'see the service log'}"
         )
     if health.get("auth_required") and not token:
         raise CliError(
-            f"the service at {base_url} wants a bearer token: set WATTBENCH_API_TOKEN or pass --token"
+            f"the service at {shown} wants a bearer token: set WATTBENCH_API_TOKEN or pass --token"
         )
     model = health.get("model")
     return model if isinstance(model, str) and model else None
@@ -1433,7 +1440,7 @@ def _send_to(
         run_id=store.run_id,
     )
     print(
-        f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {url}"
+        f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {shown_url(url)}"
         + (" (resumed)" if options.store is not None else ""),
         flush=True,
     )

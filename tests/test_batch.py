@@ -578,6 +578,21 @@ def test_cli_unreachable_server(
     assert not (tmp_path / "out").exists()
 
 
+def test_credentials_in_the_url_are_never_printed_or_written(
+    tmp_path: Path, prompts_file: Path, no_env_token: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ChatStub(script=[ok(), status(422, "no")]) as stub:
+        url = stub.url.replace("http://", "http://user:s3cret-pw@")
+        assert cli(url, prompts_file, tmp_path / "out", "--warmup", "0", "--max-attempts", "1") == 1
+        assert stub.chat_requests()[0].headers["authorization"].startswith("Basic ")  # they were used
+    shown = stub.url.replace("http://", "http://***@")
+    assert f"requests to {shown}\n" in capsys.readouterr().out
+    assert batch.shown_url("https://a:b@host:8000/x?y=1") == "https://***@host:8000/x?y=1"
+    assert batch.shown_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
+    written = [p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(written) == 3 and not any("s3cret-pw" in text for text in written)  # CSV, manifest, run file
+
+
 @pytest.mark.parametrize(
     ("health", "message"),
     [

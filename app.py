@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 import sys
 import time
 import uuid
@@ -370,9 +371,11 @@ async def lifespan(app: FastAPI):
         from backend import LiteLLMBackend
 
         app.state.backend = LiteLLMBackend(settings)
+        from local_llm import LocalModelError
+
         try:
             await asyncio.to_thread(app.state.backend.warm_up)
-        except Exception as exc:  # the service still starts; /health reports why it is not ready
+        except (LocalModelError, OSError) as exc:  # the service still starts; /health reports why
             log.error("the default model could not be loaded: %s", exc)
         notice = deprecation_notice(settings.default_model())
         if notice:
@@ -451,15 +454,34 @@ async def batch(body: BatchRequest, settings: SettingsDep, backend: BackendDep, 
     return _json(await run_batch(body, backend, settings, clock))
 
 
+class _ServeArgError(Exception):
+    """Bad input for `wattbench.py serve`: one `error: ...` line, exit 2."""
+
+
+class _ServeParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _ServeArgError(message)
+
+
 def cli_serve(argv: list[str]) -> int:
     """`python wattbench.py serve [--host H] [--port P]`: run the service under uvicorn."""
-    parser = argparse.ArgumentParser(prog="wattbench.py serve", description="Run the wattbench service.")
+    parser = _ServeParser(prog="wattbench.py serve", description="Run the wattbench service.")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    args = parser.parse_args(argv)
-    if not 0 < args.port < 65536:
-        print(f"error: --port must be 1-65535, got {args.port}", file=sys.stderr)
+    try:
+        args = parser.parse_args(argv)
+        if not 0 < args.port < 65536:
+            raise _ServeArgError(f"--port must be 1-65535, got {args.port}")
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            try:
+                probe.bind((args.host, args.port))
+            except OSError as exc:  # before loading the model, not after
+                raise _ServeArgError(
+                    f"cannot listen on {args.host}:{args.port} ({exc.strerror}); choose another --port"
+                ) from None
+    except _ServeArgError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     import uvicorn
 

@@ -138,9 +138,11 @@ class LiteLLMBackend:
         if self._settings.mock_response is not None:
             return True, "mock responses (WATTBENCH_MOCK_RESPONSE)"
         if model == LOCAL_MODEL:
+            from local_llm import LocalModelError
+
             try:
                 path = self.local().model_path
-            except Exception as exc:  # LocalModelError: reported by /health, not raised
+            except LocalModelError as exc:  # reported by /health, not raised
                 return False, str(exc)
             return self.local().loaded, f"local GGUF {path.name}" + ("" if self.local().loaded else " (not loaded yet)")
         if self._settings.api_base:

@@ -1,7 +1,7 @@
 """The service through a fake at the model seam: fields, timing maths, validation, auth, /batch, /health."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from conftest import FakeBackend, Scripted, ScriptedClock
@@ -44,7 +44,7 @@ def test_chat_answers_every_field_with_measured_timing(make_client, fake_backend
     assert body["tpot_s"] == pytest.approx(1.5 / 3)
     assert body["tokens_per_s"] == pytest.approx(4 / 1.9)
     assert body["cost_usd"] == pytest.approx(12 * 0.30e-6 + 4 * 2.50e-6)
-    assert datetime.fromisoformat(body["created_at"].replace("Z", "+00:00")).tzinfo is not None
+    assert datetime.fromisoformat(body["created_at"].replace("Z", "+00:00")).utcoffset() == timedelta(0)
     sent = fake_backend.requests[0]
     assert sent.temperature == 0.1 and sent.max_tokens == 256
     assert sent.metadata["route"] == "Precise" and sent.metadata["request_id"] == body["request_id"]
@@ -169,3 +169,26 @@ def test_batch_runs_items_concurrently_but_bounded(make_client):
     results = make_client(settings, backend=backend).post("/batch", json={"prompts": list("abcde")}).json()["results"]
     assert len(results) == 5 and len(backend.requests) == 5
     assert {r["text"] for r in results} == {f"answer {i}" for i in range(5)}
+
+
+def test_serve_cli_bad_port_is_one_line(capsys):
+    from app import cli_serve
+
+    assert cli_serve(["--port", "x"]) == 2
+    assert capsys.readouterr().err == "error: argument --port: invalid int value: 'x'\n"
+    assert cli_serve(["--port", "70000"]) == 2
+    assert capsys.readouterr().err == "error: --port must be 1-65535, got 70000\n"
+
+
+def test_serve_cli_port_in_use_is_one_line_before_loading_anything(capsys):
+    import socket
+
+    from app import cli_serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli_serve(["--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port\n")

@@ -309,14 +309,17 @@ class ChatStub:
             self.received.append(Received(t_s, handler.path, body, headers, reply, t_end_s))
 
     def _answer(self, handler: Any, reply: Reply, body: dict[str, Any]) -> float | None:
-        """Write the reply; return when it was written, or None when no answer was written."""
+        """Write the reply; return the time it went out, or None when no answer was written."""
         if reply.kind == "drop":
             handler.close_connection = True
             handler.connection.shutdown(socket.SHUT_RDWR)
             return None
+        # The end time is read just before the answer goes out: read after, it could fall behind the
+        # arrival of the client's next request (another handler thread) and overlap what never overlapped.
         if reply.kind == "status":
+            t_end_s = time.monotonic()
             handler._send_json(reply.status_code, {"detail": reply.detail}, reply.headers)
-            return time.monotonic()
+            return t_end_s
         if reply.delay_s:
             time.sleep(reply.delay_s)
         prompt = str(body.get("prompt", ""))
@@ -324,8 +327,9 @@ class ChatStub:
         payload = chat_response(
             prompt, text, latency_s=self.latency_s, model=str(body.get("model") or "stub/echo")
         )
+        t_end_s = time.monotonic()
         try:
             handler._send_json(200, payload)
         except (BrokenPipeError, ConnectionResetError):
             return None  # the client gave up (its timeout) before the answer was ready
-        return time.monotonic()
+        return t_end_s

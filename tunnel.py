@@ -54,6 +54,11 @@ class _RedactFilter(logging.Filter):
         message = record.getMessage()
         if self._secret in message:
             record.msg, record.args = message.replace(self._secret, "***"), ()
+        if record.exc_info and not record.exc_text:
+            # a formatter prints exc_text when set: format the traceback now, redacted
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and self._secret in record.exc_text:
+            record.exc_text = record.exc_text.replace(self._secret, "***")
         return True
 
 

@@ -209,3 +209,27 @@ def test_rejected_token_prints_exactly_one_line_with_logging_unconfigured(fake_n
     assert done.stdout.count("\n") == 1
     assert done.stdout.startswith("tunnel: not opened, ngrok could not start: authentication failed:")
     assert BAD_TOKEN not in done.stdout
+
+
+def test_redact_filter_hides_the_token_in_messages_and_tracebacks():
+    import io
+    import logging
+
+    from tunnel import _RedactFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("wattbench.test.redact")
+    logger.addHandler(handler)
+    logger.addFilter(_RedactFilter("tok_SECRET_123"))
+    try:
+        try:
+            raise RuntimeError("agent refused authtoken tok_SECRET_123")
+        except RuntimeError:
+            logger.exception("ngrok said %s", "bad token tok_SECRET_123")
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue()
+    assert "tok_SECRET_123" not in written
+    assert "ngrok said bad token ***" in written
+    assert "RuntimeError: agent refused authtoken ***" in written

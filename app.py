@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -424,8 +424,10 @@ ClockDep = Annotated[Callable[[], float], Depends(get_clock)]
 
 
 @app.get("/health", response_model=HealthResponse)
-def health(settings: SettingsDep, backend: BackendDep) -> HealthResponse:
-    model = settings.default_model()
+def health(settings: SettingsDep, backend: BackendDep,
+           model: Annotated[str | None, Query(max_length=200, description="check this model, not the default")]
+           = None) -> HealthResponse:
+    model = model or settings.default_model()
     ready, detail = backend.ready(model)
     try:
         notice = deprecation_notice(model)

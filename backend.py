@@ -144,7 +144,9 @@ class LiteLLMBackend:
                 path = self.local().model_path
             except LocalModelError as exc:  # reported by /health, not raised
                 return False, str(exc)
-            return self.local().loaded, f"local GGUF {path.name}" + ("" if self.local().loaded else " (not loaded yet)")
+            if not path.is_file():
+                return False, f"local model file not found: {path} (check WATTBENCH_LOCAL_MODEL_PATH)"
+            return True, f"local GGUF {path.name}" + ("" if self.local().loaded else " (loads on first request)")
         if self._settings.api_base:
             return True, f"OpenAI-compatible server at {self._settings.api_base}"
         check = self._litellm.validate_environment(model=model)

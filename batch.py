@@ -1321,14 +1321,17 @@ def _default_token() -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def check_service(base_url: str, token: str | None, timeout_s: float = 5.0) -> str | None:
-    """Raise CliError unless GET <base_url>/health answers 200, says the model is ready, and a token is at
-    hand when the service wants one; return the service's default model (its /health "model", if any)."""
+def check_service(
+    base_url: str, token: str | None, timeout_s: float = 5.0, model: str | None = None
+) -> str | None:
+    """Raise CliError unless GET <base_url>/health answers 200, says the model (`model`, else the service's
+    default) is ready, and a token is at hand when the service wants one; return the model /health names."""
     import httpx
 
     shown = shown_url(base_url)
     try:
-        resp = httpx.get(f"{base_url.rstrip('/')}/health", timeout=timeout_s)
+        resp = httpx.get(f"{base_url.rstrip('/')}/health", params={"model": model} if model else None,
+                         timeout=timeout_s)
     except httpx.InvalidURL as exc:
         raise CliError(
             f"--server-url {shown!r} is not a valid URL ({exc}); e.g. http://127.0.0.1:8000"
@@ -1397,11 +1400,11 @@ def _send(
 
     token = args.token or _default_token()
     if args.server_url:
-        service_model = check_service(args.server_url, token)
+        service_model = check_service(args.server_url, token, model=options.model)
         return _send_to(args.server_url, token, service_model, args, options, items, todo)
     try:
         with ServiceProcess(log_path=Path(args.out) / "service.log") as service:
-            service_model = check_service(service.url, token)
+            service_model = check_service(service.url, token, model=options.model)
             return _send_to(service.url, token, service_model, args, options, items, todo)
     except ServiceStartError as exc:
         lines = str(exc).splitlines()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 ReplyKind = Literal["ok", "status", "drop", "slow"]
 
@@ -178,6 +179,7 @@ class ChatStub:
         self.answers = dict(answers or {})
         self.token = token
         self.latency_s = latency_s
+        self.health_queries: list[str] = []  # the query string of each GET /health
         self.health = (
             dict(health)
             if health is not None
@@ -206,7 +208,9 @@ class ChatStub:
                 return None
 
             def do_GET(self) -> None:
-                if self.path == "/health":
+                url = urlsplit(self.path)
+                if url.path == "/health":
+                    stub.health_queries.append(url.query)
                     self._send_json(200, stub.health)
                 else:
                     self._send_json(404, {"detail": f"no route {self.path}"})

@@ -896,3 +896,16 @@ def test_write_frame_csv_writes_what_to_csv_writes_with_12_significant_digits(tm
     df.to_csv(theirs, index=False)
     pd.testing.assert_frame_equal(pd.read_csv(path), pd.read_csv(theirs), check_dtype=False, rtol=1e-11)
 
+
+
+def test_cli_checks_the_requested_model_not_the_default(
+    tmp_path: Path, prompts_file: Path, no_env_token: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    health = {"status": "degraded", "ready": False, "model": "gemini/gemini-2.5-flash",
+              "detail": "missing key: set GEMINI_API_KEY"}
+    with ChatStub(health=health) as stub:
+        assert cli(stub.url, prompts_file, tmp_path, "--model", "gemini/gemini-2.5-flash") == 2
+        assert stub.health_queries == ["model=gemini%2Fgemini-2.5-flash"]
+        assert stub.chat_requests() == []
+    assert_one_error_line(capsys, f"error: the service at {stub.url} is up but its model is not ready: "
+                                  "missing key: set GEMINI_API_KEY")

@@ -90,3 +90,15 @@ def test_unknown_model_string_is_a_422_that_says_what_to_use(make_client):
     assert response.status_code == 422
     assert response.json() == {
         "detail": "unknown model 'not-a-real-model': use a LiteLLM model string such as gemini/gemini-2.5-flash"}
+
+
+def test_health_checks_a_named_model(make_client):
+    from backend import LiteLLMBackend
+
+    settings = Settings(_env_file=None)
+    client = make_client(settings, backend=LiteLLMBackend(settings))
+    body = client.get("/health", params={"model": "gemini/gemini-2.5-flash"}).json()
+    assert (body["model"], body["ready"], body["status"]) == ("gemini/gemini-2.5-flash", False, "degraded")
+    assert body["detail"] == "missing key: set GEMINI_API_KEY"
+    default = client.get("/health").json()
+    assert default["model"] == "wattbench-local/smollm2-135m-instruct" and default["ready"] is True

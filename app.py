@@ -285,6 +285,7 @@ async def run_chat(
             "generation_name": decision.route,
             "trace_id": request_id,
             "tags": [decision.route, model],
+            "trace_metadata": {"request_id": request_id, "route": decision.route, "temperature": temperature},
         },
     )
     parts: list[str] = []

@@ -178,11 +178,12 @@ class LiteLLMBackend:
             max_retries=0,
             metadata=request.metadata,
         )
+        if request.model == LOCAL_MODEL:
+            self.local()  # registers the provider (LiteLLM resolves it even for a mock answer); loads nothing
         if self._settings.mock_response is not None:
             kwargs["mock_response"] = self._settings.mock_response
             return kwargs
         if request.model == LOCAL_MODEL:
-            self.local()
             return kwargs
         if self._settings.api_base:
             kwargs["api_base"] = self._settings.api_base

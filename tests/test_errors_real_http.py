@@ -102,3 +102,16 @@ def test_health_checks_a_named_model(make_client):
     assert body["detail"] == "missing key: set GEMINI_API_KEY"
     default = client.get("/health").json()
     assert default["model"] == "wattbench-local/smollm2-135m-instruct" and default["ready"] is True
+
+
+def test_mock_mode_answers_for_the_embedded_model_name_without_loading_it(make_client):
+    from backend import LiteLLMBackend
+
+    settings = Settings(_env_file=None, WATTBENCH_MOCK_RESPONSE="Paris is the capital of France.")
+    backend = LiteLLMBackend(settings)
+    response = make_client(settings, backend=backend).post("/chat", json={"prompt": "Capital of France?"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["model"], body["text"], body["cost_usd"]) == (
+        "wattbench-local/smollm2-135m-instruct", "Paris is the capital of France.", 0.0)
+    assert backend.local().loaded is False

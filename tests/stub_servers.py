@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -308,22 +308,28 @@ class ChatStub:
             reply = status(401, "missing or wrong bearer token; set WATTBENCH_API_TOKEN")
         else:
             reply = self._next_reply(body)
-        t_end_s = self._answer(handler, reply, body)
-        with self._lock:
-            self.received.append(Received(t_s, handler.path, body, headers, reply, t_end_s))
+        def record(t_end_s: float | None) -> int:
+            with self._lock:
+                self.received.append(Received(t_s, handler.path, body, headers, reply, t_end_s))
+                return len(self.received) - 1
 
-    def _answer(self, handler: Any, reply: Reply, body: dict[str, Any]) -> float | None:
-        """Write the reply; return the time it went out, or None when no answer was written."""
+        self._answer(handler, reply, body, record)
+
+    def _answer(
+        self, handler: Any, reply: Reply, body: dict[str, Any], record: Callable[[float | None], int]
+    ) -> None:
+        """Record the request, then write the reply. The record (with the time the answer goes out) is made
+        before the answer leaves: made after, a client could already see its answer, and send its next
+        request, while the stub has not yet listed this one."""
         if reply.kind == "drop":
+            record(None)
             handler.close_connection = True
             handler.connection.shutdown(socket.SHUT_RDWR)
-            return None
-        # The end time is read just before the answer goes out: read after, it could fall behind the
-        # arrival of the client's next request (another handler thread) and overlap what never overlapped.
+            return
         if reply.kind == "status":
-            t_end_s = time.monotonic()
+            record(time.monotonic())
             handler._send_json(reply.status_code, {"detail": reply.detail}, reply.headers)
-            return t_end_s
+            return
         if reply.delay_s:
             time.sleep(reply.delay_s)
         prompt = str(body.get("prompt", ""))
@@ -331,9 +337,9 @@ class ChatStub:
         payload = chat_response(
             prompt, text, latency_s=self.latency_s, model=str(body.get("model") or "stub/echo")
         )
-        t_end_s = time.monotonic()
+        index = record(time.monotonic())
         try:
             handler._send_json(200, payload)
-        except (BrokenPipeError, ConnectionResetError):
-            return None  # the client gave up (its timeout) before the answer was ready
-        return t_end_s
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout): no answer
+            with self._lock:
+                self.received[index] = replace(self.received[index], t_end_s=None)

@@ -453,7 +453,6 @@ class _Attempt:
 class Progress:
     """Running totals for the progress bar."""
 
-    done: int = 0
     failed: int = 0
     retries: int = 0
     completion_tokens: int = 0
@@ -719,7 +718,6 @@ class BatchProcessor:
 
     def _count(self, record: RequestRecord, bar: Any) -> None:
         totals = self._totals
-        totals.done += 1
         totals.failed += 0 if record.success else 1
         totals.retries += record.attempts - 1
         totals.completion_tokens += int((record.response or {}).get("completion_tokens") or 0)

@@ -860,9 +860,7 @@ def pd_isna(value: Any) -> bool:
 def test_progress_postfix_counts_failures_retries_and_tokens_per_second() -> None:
     import time
 
-    totals = batch.Progress(
-        done=5, failed=1, retries=3, completion_tokens=200, started_s=time.monotonic() - 10.0
-    )
+    totals = batch.Progress(failed=1, retries=3, completion_tokens=200, started_s=time.monotonic() - 10.0)
     postfix = totals.postfix()
     assert (postfix["failed"], postfix["retries"]) == (1, 3)
     assert postfix["tok/s"] == pytest.approx(20.0, abs=0.2)

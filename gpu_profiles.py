@@ -931,8 +931,8 @@ def simulate_inference(*, gpu: GPUSpec | str, num_gpus: int = 1, active_params_b
 # Lens 1: simulated, per deployment profile (the CSV's per-profile columns)
 # ----------------------------------------------------------------------------------------------------------
 
-#: Lower end of the original accounting's range: a GPU at batch-1 decode draws ~45% of (TDP - idle) above
-#: idle rather than TDP (NOMINAL power_memory_coeff 0.45, see Efficiency); the original's TDP is the top.
+#: Lower end of the original accounting's range: a GPU at batch-1 decode draws ~50% of (TDP - idle) above
+#: idle rather than TDP (NOMINAL power_memory_coeff 0.50, see Efficiency); the original's TDP is the top.
 LATENCY_X_TDP_MIN_UTILISATION = NOMINAL.power_memory_coeff
 
 

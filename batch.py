@@ -1050,9 +1050,8 @@ def build_dataframe(
 
     import gpu_profiles
 
-    if enhance is None or provider_estimate is None:
-        enhance = enhance or gpu_profiles.calculate_enhanced_metrics
-        provider_estimate = provider_estimate or gpu_profiles.provider_side_estimate
+    enhance = enhance or gpu_profiles.calculate_enhanced_metrics
+    provider_estimate = provider_estimate or gpu_profiles.provider_side_estimate
     latest = sorted(latest_by_key(records).values(), key=lambda r: r["t_start_epoch_s"])
     t0 = min((r["t_start_epoch_s"] for r in latest), default=0.0)
     gaps = idle_gaps_s(latest)

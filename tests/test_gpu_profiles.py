@@ -93,10 +93,20 @@ def test_user_file_adds_a_gpu_and_a_datacenter(tmp_path: Path) -> None:
     assert mine.datacenter.grid_gco2e_per_kwh == pytest.approx(56.039)  # CodeCarbon's France 2023 value
 
 
-def test_empty_user_file_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "empty.json"
-    path.write_text("{}")
-    with pytest.raises(gp.DataFileError, match=r"empty.json: no 'profiles', 'gpus' or 'datacenters' rows found$"):
+@pytest.mark.parametrize(("name", "text", "message"), [
+    pytest.param("empty.json", "{}", r"empty.json: no 'profiles', 'gpus' or 'datacenters' rows found$",
+                 id="empty-file-is-refused"),
+    pytest.param("bad.json", json.dumps({"profiles": [{"key": "X", "gpu": "V100", "gpu_count": 1,
+                                                       "datacenter": "us_average"}]}),
+                 r"profiles\[0\] \(key 'X'\): field 'gpu': unknown GPU 'V100'; valid keys: T4, L4, L40S, ",
+                 id="unknown-gpu-lists-valid-keys"),
+    pytest.param("broken.json", '{"profiles": [\n  {"key": }\n]}',
+                 r"broken.json: invalid JSON at line 2, column 11", id="invalid-json-says-where"),
+])
+def test_bad_user_profile_file_says_what_is_wrong(name: str, text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(gp.DataFileError, match=message):
         gp.load_profiles(path)
 
 
@@ -120,15 +130,6 @@ def test_bad_profile_row_names_the_row_and_field(tmp_path: Path) -> None:
                               "Input should be greater than or equal to 1")
 
 
-def test_unknown_gpu_in_a_profile_lists_valid_keys(tmp_path: Path) -> None:
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"profiles": [{"key": "X", "gpu": "V100", "gpu_count": 1,
-                                              "datacenter": "us_average"}]}))
-    with pytest.raises(gp.DataFileError, match=r"profiles\[0\] \(key 'X'\): field 'gpu': unknown GPU 'V100'; "
-                                               r"valid keys: T4, L4, L40S, "):
-        gp.load_profiles(path)
-
-
 def test_gpu_row_without_a_source_is_refused(tmp_path: Path) -> None:
     row = make_gpu().model_dump()
     row["key"] = "NOSRC"
@@ -139,13 +140,6 @@ def test_gpu_row_without_a_source_is_refused(tmp_path: Path) -> None:
         gp.load_gpus(path)
     assert str(exc.value) == (f"{path}: gpus[0] (key 'NOSRC'): Value error, sources.tdp_w is missing: "
                               "cite where the number 400.0 comes from")
-
-
-def test_invalid_json_says_where(tmp_path: Path) -> None:
-    path = tmp_path / "broken.json"
-    path.write_text('{"profiles": [\n  {"key": }\n]}')
-    with pytest.raises(gp.DataFileError, match=r"broken.json: invalid JSON at line 2, column 11"):
-        gp.load_profiles(path)
 
 
 def test_grid_intensity_read_from_codecarbon_files(tmp_path: Path) -> None:

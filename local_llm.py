@@ -11,19 +11,19 @@ import asyncio
 import importlib.util
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import litellm
 from litellm.llms.custom_llm import CustomLLM, CustomLLMError
-from litellm.types.utils import GenericStreamingChunk, ModelResponse, Usage
+from litellm.types.utils import GenericStreamingChunk
 
-PROVIDER = "wattbench-local"
-MODEL_NAME = "smollm2-135m-instruct"
+from config import LOCAL_MODEL
+
+PROVIDER = LOCAL_MODEL.split("/", 1)[0]  # "wattbench-local"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -48,18 +48,16 @@ def find_default_gguf() -> Path:
 
 @dataclass
 class GenerationStats:
-    """What one local generation measured; app.py reads it through `current_stats`."""
+    """What one local generation measured; the caller hands one in through `current_stats`."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cpu_s: float = 0.0
-    wall_s: float = 0.0
+    finish_reason: str = "length"
     energy_kwh: float | None = None
     energy_method: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: Set by the caller (app.py) around one request; the provider fills it in. A ContextVar, not a global:
+#: Set by the caller (backend.py) around one request; the provider fills it in. A ContextVar, not a global:
 #: each request's task sees its own object.
 current_stats: ContextVar[GenerationStats | None] = ContextVar("wattbench_local_stats", default=None)
 
@@ -126,14 +124,16 @@ class LocalLlama(CustomLLM):
         return llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
 
     def generate(
-        self, messages: list[dict[str, Any]], *, temperature: float, max_tokens: int, seed: int | None = None
-    ) -> Iterator[tuple[str, GenerationStats | None]]:
-        """Yield (text_piece, None) per token, then ("", stats). Blocking: run it in a worker thread."""
-        with self._gen_lock:
-            import llama_cpp
+        self, messages: list[dict[str, Any]], stats: GenerationStats, *, temperature: float, max_tokens: int,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """Yield the text token by token and fill in `stats` at the end. Blocking: run it in a worker thread."""
+        import llama_cpp
 
+        from gpu_profiles import EnergyMeter  # the measured lens: RAPL / NVML counters, else a CPU-time estimate
+
+        with self._gen_lock:
             llm = self.load()
-            t0_wall, t0_cpu = time.perf_counter(), time.process_time()
             tokens = self.prompt_tokens(messages)
             budget = min(max_tokens, self._n_ctx - len(tokens))
             if budget < 1:
@@ -144,51 +144,46 @@ class LocalLlama(CustomLLM):
                 )
             if seed is not None:
                 llm.set_seed(seed)
-            stats = GenerationStats(prompt_tokens=len(tokens))
-            meter = _energy_meter()
-            meter.__enter__()
+            stats.prompt_tokens, stats.completion_tokens, stats.finish_reason = len(tokens), 0, "length"
             pending = b""
-            finish = "length"
             sampler = dict(temp=temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1)
-            for token in llm.generate(tokens, reset=True, **sampler):
-                if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
-                    finish = "stop"
-                    break
-                stats.completion_tokens += 1
-                pending += llm.detokenize([token], prev_tokens=tokens)
-                tokens.append(token)
-                try:
-                    piece = pending.decode("utf-8")
-                except UnicodeDecodeError:
-                    piece = ""  # an incomplete multi-byte character: wait for the next token
-                else:
-                    pending = b""
-                if piece:
-                    yield piece, None
-                if stats.completion_tokens >= budget:
-                    break
-            if pending:
-                yield pending.decode("utf-8", "replace"), None
-            meter.__exit__(None, None, None)
-            stats.wall_s = time.perf_counter() - t0_wall
-            stats.cpu_s = time.process_time() - t0_cpu
+            with EnergyMeter() as meter:
+                for token in llm.generate(tokens, reset=True, **sampler):
+                    if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                        stats.finish_reason = "stop"
+                        break
+                    stats.completion_tokens += 1
+                    pending += llm.detokenize([token], prev_tokens=tokens)
+                    tokens.append(token)
+                    try:
+                        piece = pending.decode("utf-8")
+                    except UnicodeDecodeError:
+                        piece = ""  # an incomplete multi-byte character: wait for the next token
+                    else:
+                        pending = b""
+                    if piece:
+                        yield piece
+                    if stats.completion_tokens >= budget:
+                        break
+                if pending:
+                    yield pending.decode("utf-8", "replace")
             stats.energy_kwh, stats.energy_method = meter.energy_kwh, meter.method
-            stats.extra["finish_reason"] = finish
-            yield "", stats
 
     async def astreaming(self, model: str, messages: list, *args: Any, **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:  # type: ignore[override]
         optional = kwargs.get("optional_params") or {}
         temperature = float(optional.get("temperature", 0.7))
         max_tokens = int(optional.get("max_tokens") or optional.get("max_completion_tokens") or 256)
         seed = optional.get("seed")
+        stats = current_stats.get() or GenerationStats()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         stop = threading.Event()
 
         def worker() -> None:
             try:
-                for item in self.generate(messages, temperature=temperature, max_tokens=max_tokens, seed=seed):
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                for piece in self.generate(messages, stats, temperature=temperature, max_tokens=max_tokens,
+                                           seed=seed):
+                    loop.call_soon_threadsafe(queue.put_nowait, piece)
                     if stop.is_set():
                         break
             except BaseException as exc:  # handed to the event loop, re-raised there
@@ -199,56 +194,19 @@ class LocalLlama(CustomLLM):
         thread = threading.Thread(target=worker, name="wattbench-local-gen", daemon=True)
         thread.start()
         try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
+            while (item := await queue.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
-                text, stats = item
-                if stats is None:
-                    yield GenericStreamingChunk(text=text, is_finished=False, finish_reason="", usage=None, index=0)
-                    continue
-                _record(stats)
-                usage = {
-                    "prompt_tokens": stats.prompt_tokens,
-                    "completion_tokens": stats.completion_tokens,
-                    "total_tokens": stats.prompt_tokens + stats.completion_tokens,
-                }
-                yield GenericStreamingChunk(
-                    text="", is_finished=True, finish_reason=stats.extra["finish_reason"], usage=usage, index=0
-                )
+                yield GenericStreamingChunk(text=item, is_finished=False, finish_reason="", usage=None, index=0)
+            usage = {
+                "prompt_tokens": stats.prompt_tokens,
+                "completion_tokens": stats.completion_tokens,
+                "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+            }
+            yield GenericStreamingChunk(text="", is_finished=True, finish_reason=stats.finish_reason, usage=usage,
+                                        index=0)
         finally:
             stop.set()
-
-    async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
-        parts: list[str] = []
-        usage: dict[str, int] = {}
-        finish = "stop"
-        async for chunk in self.astreaming(model, messages, *args, **kwargs):
-            parts.append(chunk["text"])
-            if chunk["is_finished"]:
-                usage = dict(chunk["usage"] or {})
-                finish = chunk["finish_reason"]
-        response = ModelResponse(model=f"{PROVIDER}/{MODEL_NAME}")
-        response.choices[0].message.content = "".join(parts)  # type: ignore[union-attr]
-        response.choices[0].finish_reason = finish
-        response.usage = Usage(**usage)  # type: ignore[attr-defined]
-        return response
-
-
-def _energy_meter() -> Any:
-    """The measured lens: RAPL / NVML where counters exist, else a CPU-time estimate (gpu_profiles says which)."""
-    from gpu_profiles import EnergyMeter
-
-    return EnergyMeter()
-
-
-def _record(stats: GenerationStats) -> None:
-    """Hand the stats of this generation to the caller's context."""
-    holder = current_stats.get()
-    if holder is not None:
-        holder.__dict__.update(stats.__dict__)
 
 
 _handler: LocalLlama | None = None

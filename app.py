@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent
 ROUTES_FILE = ROOT / "data" / "routes.json"
 
 MAX_PROMPT_CHARS = 32_000
+BLANK_PROMPT = "prompt must contain some non-whitespace text"
 
 
 # ---- smart_router ------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class ChatRequest(ChatOptions):
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("prompt must contain some non-whitespace text")
+            raise ValueError(BLANK_PROMPT)
         return value
 
 
@@ -351,7 +352,7 @@ async def run_batch(
 
     async def one(index: int, prompt: str) -> ChatResponse | BatchItemError:
         if not prompt.strip():
-            return BatchItemError(prompt_index=index, error="prompt must contain some non-whitespace text",
+            return BatchItemError(prompt_index=index, error=BLANK_PROMPT,
                                   status_code=422)
         async with limit:
             try:
@@ -367,13 +368,16 @@ async def run_batch(
 # ---- the app -----------------------------------------------------------------------------------------
 @asynccontextmanager
 async def lifespan(app: FastAPI):
+    """Build the real backend and load its model before serving (unless a test put a fake in), warn about a
+    deprecated default, and trace to Langfuse when its keys are set; flush the traces on shutdown."""
     settings = get_settings()
+    traced = False
     if get_backend not in app.dependency_overrides and getattr(app.state, "backend", None) is None:
+        import tracing
         from backend import LiteLLMBackend
-
-        app.state.backend = LiteLLMBackend(settings)
         from local_llm import LocalModelError
 
+        app.state.backend = LiteLLMBackend(settings)
         try:
             await asyncio.to_thread(app.state.backend.warm_up)
         except (LocalModelError, OSError) as exc:  # the service still starts; /health reports why
@@ -381,17 +385,13 @@ async def lifespan(app: FastAPI):
         notice = deprecation_notice(settings.default_model())
         if notice:
             log.warning(notice)
-        import tracing
-
         traced = tracing.configure_tracing(settings)
-        try:
-            yield
-        finally:
-            if traced:  # uvicorn re-raises SIGTERM after shutdown, so atexit hooks would never flush
-                await tracing.flush_tracing()
-                tracing.shutdown_tracing()
-        return
-    yield
+    try:
+        yield
+    finally:
+        if traced:  # uvicorn re-raises SIGTERM after shutdown, so atexit hooks would never flush
+            await tracing.flush_tracing()
+            tracing.shutdown_tracing()
 
 
 app = FastAPI(title="wattbench", version="0.1.0", lifespan=lifespan,
@@ -430,12 +430,8 @@ def health(settings: SettingsDep, backend: BackendDep,
            = None) -> HealthResponse:
     model = model or settings.default_model()
     ready, detail = backend.ready(model)
-    try:
-        notice = deprecation_notice(model)
-    except ImportError:
-        notice = None
     return HealthResponse(status="ok" if ready else "degraded", model=model, ready=ready, detail=detail,
-                          auth_required=settings.api_token is not None, deprecation=notice)
+                          auth_required=settings.api_token is not None, deprecation=deprecation_notice(model))
 
 
 # The routes serialise their pydantic result once themselves (`_json`) instead of letting FastAPI validate it

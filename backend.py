@@ -115,8 +115,13 @@ class LiteLLMBackend:
         litellm.suppress_debug_info = True
         litellm.drop_params = True  # e.g. temperature for models that fix it
         self._local = None
-        if settings.default_model() == LOCAL_MODEL and settings.mock_response is None:
+        if self._runs_local_default:
             self.local()  # register early so /health can say whether the model is there
+
+    @property
+    def _runs_local_default(self) -> bool:
+        """Whether requests that name no model run the embedded model (not a mock answer)."""
+        return self._settings.default_model() == LOCAL_MODEL and self._settings.mock_response is None
 
     def local(self) -> Any:
         if self._local is None:
@@ -131,7 +136,7 @@ class LiteLLMBackend:
 
     def warm_up(self) -> None:
         """Load the local model now (startup), so the first request is not the one that pays for it."""
-        if self._settings.default_model() == LOCAL_MODEL and self._settings.mock_response is None:
+        if self._runs_local_default:
             self.local().load()
 
     def ready(self, model: str) -> tuple[bool, str]:

@@ -17,6 +17,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 # Keys from the developer's shell must never leak into tests (nor their outputs).
 for _name in ("GEMINI_API_KEY", "WATTBENCH_MODEL", "WATTBENCH_API_TOKEN", "WATTBENCH_API_BASE",
+              "WATTBENCH_MOCK_RESPONSE",
               "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "NGROK_AUTHTOKEN"):
     os.environ.pop(_name, None)
 

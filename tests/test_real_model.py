@@ -2,55 +2,22 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    port = _free_port()
+    """`uvicorn app:app` as a subprocess (conftest removed every key from the environment)."""
+    from server import ServiceProcess
+
     log_path = tmp_path_factory.mktemp("uvicorn") / "service.log"
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"GEMINI_API_KEY", "WATTBENCH_MODEL", "WATTBENCH_API_BASE", "WATTBENCH_API_TOKEN"}}
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1",
-                                 "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                health = httpx.get(f"{url}/health", timeout=2)
-                if health.status_code == 200 and health.json()["ready"]:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"service did not become ready:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with ServiceProcess(env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"}, log_path=log_path,
+                        startup_timeout_s=90) as process:
+        yield process.url
 
 
 def test_health_names_the_embedded_model(service):

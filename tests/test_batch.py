@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from batch import (
     pending_items,
     plan_requests,
 )
+from server import free_port
 from stub_servers import ChatStub, Reply, drop, ok, slow, status
 
 FAST_RETRY = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.02)
@@ -135,9 +135,7 @@ def test_token_is_sent_and_a_refused_token_stops_the_run() -> None:
 
 
 def test_refused_connections_stop_the_run() -> None:
-    with socket.socket() as sock:  # a port with nothing listening
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     processor = BatchProcessor(
         f"http://127.0.0.1:{port}",
         progress=False,
@@ -565,9 +563,7 @@ def test_cli_bad_prompts_file_is_one_line_and_nothing_is_sent(
 def test_cli_unreachable_server(
     tmp_path: Path, prompts_file: Path, no_env_token: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     assert cli(url, prompts_file, tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1

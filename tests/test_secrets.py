@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRETS = {
@@ -20,13 +21,6 @@ SECRETS = {
     "NGROK_AUTHTOKEN": "fake-ngrok-token-91a4e2",
 }
 LANGFUSE_PUBLIC_KEY = "pk-lf-fake-public-4d2c19"
-
-
-def closed_port() -> int:
-    """A 127.0.0.1 port with nothing listening (Langfuse exports to it fail at once, locally)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def forms(secret: str) -> list[str]:
@@ -46,7 +40,7 @@ def test_run_writes_no_secret_anywhere(tmp_path: Path) -> None:
         **os.environ,
         **SECRETS,
         "LANGFUSE_PUBLIC_KEY": LANGFUSE_PUBLIC_KEY,
-        "LANGFUSE_HOST": f"http://127.0.0.1:{closed_port()}",
+        "LANGFUSE_HOST": f"http://127.0.0.1:{free_port()}",  # nothing listens: exports fail at once, locally
         "WATTBENCH_MODEL": "gemini/gemini-2.5-flash",
         "WATTBENCH_MOCK_RESPONSE": "Paris.",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",

@@ -285,7 +285,9 @@ DASHBOARDS = '''\
 import dashboards
 
 OUTPUTS = report.build_outputs(frame, OUT_DIR)
-for name, figure in dashboards.make_all(frame).items():
+# with each GPU's memory, as in the written dashboards (without it make_all leaves that panel empty)
+figures = dashboards.make_all(frame, gpu_memory_gb=dashboards.gpu_memory_from_profiles())
+for figure in figures.values():
     figure.show()
 print("\\n".join(f"wrote {path}" for path in OUTPUTS["dashboards"].values()))
 print(f"wrote {OUTPUTS['index']}")

@@ -294,6 +294,9 @@ def test_run_all_writes_the_csv_six_dashboards_and_the_report(executed: dict) ->
     figures = [o for c in executed["nb"].cells for o in c.get("outputs", [])
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) == 6
+    # the inline figures are the written ones: the hardware dashboard knows each GPU's memory here too
+    assert not any("GPU memory unknown" in json.dumps(o["data"]["application/vnd.plotly.v1+json"])
+                   for o in figures)
 
 
 @pytest.mark.slow

@@ -37,9 +37,9 @@ class Reply:
     delay_s: float = 0.0
 
 
-def ok(delay_s: float = 0.0) -> Reply:
-    """A normal /chat answer, after `delay_s` seconds."""
-    return Reply("ok" if delay_s == 0 else "slow", delay_s=delay_s)
+def ok() -> Reply:
+    """A normal /chat answer (`slow` delays one)."""
+    return Reply("ok")
 
 
 def status(code: int, detail: str = "stub error", retry_after: str | None = None) -> Reply:

@@ -124,7 +124,8 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
     measured/estimated lenses as their own bars.
     """
     df = _checked(df)
-    eff = report.efficiency_table(df).sort_values(["model", "profile"])
+    ranked = report.efficiency_table(df)
+    eff = ranked.sort_values(["model", "profile"])
     models = _models(df)
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1, subplot_titles=(
         f"Carbon per 1K tokens, gCO2e {SIM} (bars: min-max)",
@@ -145,7 +146,7 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
                              hovertemplate="%{x}<br>$%{y:.6g} per 1K tokens<extra>%{fullData.name}</extra>"),
                       row=1, col=2)
     _latency_panel(fig, df, row=2, col=1)
-    _lens_energy_panel(fig, df, models, row=2, col=2)
+    _lens_energy_panel(fig, report.lens_table(df, ranked), models, row=2, col=2)
     fig.update_yaxes(title_text="gCO2e / 1K tokens", row=1, col=1)
     fig.update_yaxes(title_text="USD / 1K tokens", row=1, col=2)
     fig.update_yaxes(title_text="seconds (log)", type="log", row=2, col=1)
@@ -183,9 +184,8 @@ def lens_labels(lenses: pd.DataFrame) -> list[str]:
             if lens == report.LENS_PROVIDER else f"{lens}:<br>{s}" for s, lens in zip(lenses["source"], lenses["lens"])]
 
 
-def _lens_energy_panel(fig: go.Figure, df: pd.DataFrame, models: list[str], row: int, col: int) -> None:
-    """Energy per 1K tokens under every lens, one bar per (lens, source), per model."""
-    lenses = report.lens_table(df)
+def _lens_energy_panel(fig: go.Figure, lenses: pd.DataFrame, models: list[str], row: int, col: int) -> None:
+    """Energy per 1K tokens under every lens (report.lens_table), one bar per (lens, source), per model."""
     if lenses.empty:
         _no_data(fig, row, col, "no successful request")
         return
@@ -218,10 +218,10 @@ def make_model_performance(df: pd.DataFrame) -> go.Figure:
     (p50/p90/p99 drawn over each other, darker = lower percentile). One colour per model."""
     df = _checked(df)
     models = _models(df)
-    routes = report.route_latency_table(df).sort_values(["model", "route"], ignore_index=True)
+    pct = report.percentile_table(df, by=("model", "route"), percentiles=PCT_SHOWN)
+    routes = report.route_latency_table(df, pct).sort_values(["model", "route"], ignore_index=True)
     acc = report.accuracy_table(df)
     graded = acc[(acc["route"] != "(all)") & (acc["graded"] > 0)].sort_values(["model", "route"])
-    pct = report.percentile_table(df, by=("model", "route"), percentiles=PCT_SHOWN)
     fig = make_subplots(rows=2, cols=3, vertical_spacing=0.2, horizontal_spacing=0.07, subplot_titles=(
         "API cost per request, USD (mean)", "Throughput, output tokens/s (mean)",
         "Accuracy, % of graded prompts (text: correct/graded)", "Latency, s (p50 dark, p90, p99 light)",

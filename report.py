@@ -364,8 +364,14 @@ def energy_breakdown(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def route_latency_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model x route: requests, successes, mean latency/TTFT/tokens/s and latency, TTFT p50/p90/p99."""
+ROUTE_PCT_COLUMNS: tuple[str, ...] = tuple(f"{m}_p{q}" for m in ("latency_s", "ttft_s") for q in (50, 90, 99))
+
+
+def route_latency_table(df: pd.DataFrame, pct: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per model x route: requests, successes, mean latency/TTFT/tokens/s and latency, TTFT p50/p90/p99.
+
+    pct: percentile_table(df, by=("model", "route")) when the caller has it already (only ROUTE_PCT_COLUMNS
+    are taken from it)."""
     req = requests_of(df)
     g = req.groupby(["model", "route"], sort=True)
     out = pd.DataFrame({"requests": g.size(), "successes": g["success"].sum()})
@@ -375,8 +381,9 @@ def route_latency_table(df: pd.DataFrame) -> pd.DataFrame:
     out["tokens_per_s_mean"] = ok["tokens_per_s"].mean()
     out["cost_usd_mean"] = ok["cost_usd"].mean()
     out["temperature"] = g["temperature"].first()
-    pct = percentile_table(df, by=("model", "route"), metrics=("latency_s", "ttft_s"), percentiles=(50, 90, 99))
-    out = out.reset_index().merge(pct.drop(columns="requests"), on=["model", "route"], how="left")
+    if pct is None:
+        pct = percentile_table(df, by=("model", "route"), metrics=("latency_s", "ttft_s"), percentiles=(50, 90, 99))
+    out = out.reset_index().merge(pct[["model", "route", *ROUTE_PCT_COLUMNS]], on=["model", "route"], how="left")
     return out.sort_values(["model", "latency_s_mean"], ignore_index=True)
 
 
@@ -438,14 +445,16 @@ def goodput_table(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
     return pd.DataFrame(rows)
 
 
-def lens_table(df: pd.DataFrame) -> pd.DataFrame:
+def lens_table(df: pd.DataFrame, eff: pd.DataFrame | None = None) -> pd.DataFrame:
     """Energy per 1K tokens of each model under each lens, with its range where it has one.
 
     Long format: model, lens, source (profile name, 'EcoLogits' or the measuring method), requests (with a
-    value), energy_kwh, energy_kwh_per_1k_tokens, _min, _max. The simulated lens has one row per profile.
+    value), energy_kwh, energy_kwh_per_1k_tokens, _min, _max. The simulated lens has one row per profile,
+    from eff (efficiency_table(df), computed here when the caller has not).
     """
     rows: list[dict] = []
-    eff = efficiency_table(df)
+    if eff is None:
+        eff = efficiency_table(df)
     for rec in eff.itertuples(index=False):
         rows.append(dict(model=rec.model, lens=LENS_SIMULATED, source=rec.profile, requests=rec.requests,
                          energy_kwh=rec.energy_kwh, energy_kwh_per_1k_tokens=rec.energy_kwh_per_1k_tokens,
@@ -653,12 +662,13 @@ def report_tables(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
     route), accuracy, goodput, lenses, failures, profiles, plus 'rows' (df) and 'requests'."""
     check_frame(df, required=ANALYSIS_COLUMNS)
     df = lean(prepare(df))
+    eff, pct_route = efficiency_table(df), percentile_table(df, by=("model", "route"))
     return {
-        "rows": df, "requests": requests_of(df), "efficiency": efficiency_table(df),
-        "breakdown": energy_breakdown(df), "routes": route_latency_table(df),
-        "pct_model": percentile_table(df, by=("model",)), "pct_route": percentile_table(df, by=("model", "route")),
+        "rows": df, "requests": requests_of(df), "efficiency": eff,
+        "breakdown": energy_breakdown(df), "routes": route_latency_table(df, pct_route),
+        "pct_model": percentile_table(df, by=("model",)), "pct_route": pct_route,
         "accuracy": accuracy_table(df), "goodput": goodput_table(df, slo_ttft_s, slo_tpot_s),
-        "lenses": lens_table(df), "failures": failures_table(df), "profiles": profile_table(df),
+        "lenses": lens_table(df, eff), "failures": failures_table(df), "profiles": profile_table(df),
         "not_simulated": not_simulated_table(df),
     }
 

@@ -336,6 +336,7 @@ def test_readme_documents_every_column():
     rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]*) \|", section, flags=re.M))
     assert list(rows) == list(report.CSV_SCHEMA)
     assert all(rows[name].strip() == (col.unit or "") for name, col in report.CSV_SCHEMA.items())
+    assert report.schema_markdown() in section  # lens and meaning too, cell for cell
 
 
 def test_unanswered_request_takes_its_runs_only_model(df):

@@ -622,8 +622,11 @@ DASHBOARDS: dict[str, tuple[str, str]] = {
 def make_all(df: pd.DataFrame, *, slo_ttft_s: float = report.DEFAULT_SLO_TTFT_S,
              slo_tpot_s: float = report.DEFAULT_SLO_TPOT_S, gpu_memory_gb: Mapping[str, float] | None = None,
              max_points: int = DEFAULT_MAX_POINTS) -> dict[str, go.Figure]:
-    """The six figures by name (keys of DASHBOARDS), from one prepared copy of df."""
+    """The six figures by name (keys of DASHBOARDS), from one prepared copy of df. gpu_memory_gb defaults to
+    gpu_memory_from_profiles()."""
     df = _checked(df)
+    if gpu_memory_gb is None:
+        gpu_memory_gb = gpu_memory_from_profiles()
     makers: dict[str, Callable[[], go.Figure]] = {
         "gpu_comparison": lambda: make_gpu_comparison(df),
         "model_performance": lambda: make_model_performance(df),
@@ -687,8 +690,6 @@ def write_dashboards(df: pd.DataFrame, out_dir: str | Path, *, slo_ttft_s: float
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if gpu_memory_gb is None:
-        gpu_memory_gb = gpu_memory_from_profiles()
     figures = make_all(df, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, gpu_memory_gb=gpu_memory_gb,
                        max_points=max_points)
     js = write_plotly_js(out)

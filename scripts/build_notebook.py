@@ -285,8 +285,7 @@ DASHBOARDS = '''\
 import dashboards
 
 OUTPUTS = report.build_outputs(frame, OUT_DIR)
-# with each GPU's memory, as in the written dashboards (without it make_all leaves that panel empty)
-figures = dashboards.make_all(frame, gpu_memory_gb=dashboards.gpu_memory_from_profiles())
+figures = dashboards.make_all(frame)
 for figure in figures.values():
     figure.show()
 print("\\n".join(f"wrote {path}" for path in OUTPUTS["dashboards"].values()))

@@ -242,20 +242,15 @@ BATCH = '''\
 import batch
 
 prompts_path = batch.DEFAULT_PROMPTS_PATH
-PROMPTS = batch.load_prompts(prompts_path)[:PROMPT_LIMIT]
-manifest = {"prompts_path": str(prompts_path), "prompts_sha256": batch.prompts_sha256(prompts_path),
-            "model": None, "profiles": list(PROFILES), "repeats": REPEATS}
-store = batch.RunStore.create(OUT_DIR, manifest)
-processor = batch.BatchProcessor(SERVICE.url, token=os.environ.get("WATTBENCH_API_TOKEN"), warmup=1,
-                                 concurrency=CONCURRENCY, on_record=store.append, run_id=store.run_id)
-try:
-    processor.run_sync(batch.plan_requests(PROMPTS, REPEATS))
-finally:
-    store.close()
-df = batch.build_dataframe(store.load_records(), PROFILES, run_id=store.run_id)
-CSV_PATH = batch.write_csv(df, OUT_DIR)
-print(f"wrote {CSV_PATH}: {df['request_id'].nunique()} requests x {len(PROFILES)} profiles = {len(df)} rows")
-print(batch.summary_line(df))
+if PROMPT_LIMIT:  # the first N prompts, in a file of their own, so that the run's manifest names what it sent
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    prompts_path = OUT_DIR / f"prompts_first_{PROMPT_LIMIT}.jsonl"
+    lines = batch.DEFAULT_PROMPTS_PATH.read_text(encoding="utf-8").splitlines(keepends=True)
+    prompts_path.write_text("".join(lines[:PROMPT_LIMIT]), encoding="utf-8")
+# the same code path as `python wattbench.py run` (run file, resume, CSV); the report comes in section 7
+RESULT = batch.run_benchmark(SERVICE.url, prompts=str(prompts_path), profiles=",".join(PROFILES),
+                             repeats=REPEATS, concurrency=CONCURRENCY, out=str(OUT_DIR), no_report=True)
+df, CSV_PATH = RESULT.frame, RESULT.csv_path
 '''
 
 ANALYSIS_MD = """\

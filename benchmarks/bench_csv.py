@@ -1,4 +1,4 @@
-"""Writing the run's CSV: pandas' `df.to_csv` against `batch.write_frame_csv`, side by side in one run.
+"""Writing the run's CSV: pandas' `df.to_csv` against `write_frame_csv`, side by side in one run.
 
   .venv/bin/python benchmarks/bench_csv.py [--rows 100000] [--profiles 4] [--text-chars 600] [--rounds 2]
 
@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-
-import batch  # noqa: E402
 from fixtures_frame import synthetic_frame  # noqa: E402
+
+from wattbench.analysis.outputs import write_frame_csv
 
 
 def seconds(write: Callable[[], object]) -> float:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     pandas_s = batch_s = float("inf")
     for _ in range(args.rounds):  # alternate, so that both see the same machine load
         pandas_s = min(pandas_s, seconds(lambda: df.to_csv(before, index=False)))
-        batch_s = min(batch_s, seconds(lambda: batch.write_frame_csv(df, after)))
+        batch_s = min(batch_s, seconds(lambda: write_frame_csv(df, after)))
 
     a, b = pd.read_csv(before, low_memory=False), pd.read_csv(after, low_memory=False)
     worst = largest_relative_difference(a, b)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rows: {len(df):,} x {len(df.columns)} columns, response_text {args.text_chars} chars; "
           f"best of {args.rounds} rounds each, alternating")
     print(f"pandas df.to_csv:        {pandas_s:6.2f} s  ({before.stat().st_size / 1e6:.1f} MB)")
-    print(f"batch.write_frame_csv:   {batch_s:6.2f} s  ({after.stat().st_size / 1e6:.1f} MB)")
+    print(f"write_frame_csv:   {batch_s:6.2f} s  ({after.stat().st_size / 1e6:.1f} MB)")
     print(f"ratio (pandas / batch):  {pandas_s / batch_s:6.2f}x faster")
     print(f"read back: largest relative difference between numbers {worst:.1e}; "
           f"text and missing cells {'identical' if same_text else 'DIFFER'}")

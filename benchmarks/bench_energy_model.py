@@ -6,7 +6,7 @@ Prints four tables (no timing, no network, < 2 s):
 1. reference checks: each prediction next to the range it should fall in, with where the range comes from;
 2. a batch sweep of Llama-3.1-8B on one H100 and Llama-3.1-70B on four, next to EcoLogits 0.11.3's GPU-energy
    formula, which assumes batch 64 whatever the server runs (ecologits/impacts/llm.py, BATCH_SIZE = 64);
-3. one workload across every GPU (what `wattbench.py simulate --compare` prints);
+3. one workload across every GPU (what `wattbench simulate --compare` prints);
 4. long reasoning outputs (200 prompt + 4000 output tokens) at growing batch sizes.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import gpu_profiles as gp
+from wattbench import energy as gp
 
 WORKLOAD = {"prompt_tokens": 512, "output_tokens": 512}
 

@@ -2,7 +2,7 @@
 
 Executes the notebook alone in a fresh temporary directory (as after a Colab upload, everything installed)
 with nbclient and no keys, then, side by side in the same run, the same work through the command line
-(`wattbench.py run`, same prompts, same max_tokens). Prints the wall time of each stage of the notebook, the
+(`wattbench run`, same prompts, same max_tokens). Prints the wall time of each stage of the notebook, the
 totals, Run-all / budget (target <= 1.0) and notebook / CLI (what the notebook adds: kernel, inline figures).
 
     .venv/bin/python benchmarks/bench_notebook.py [--prompts 12] [--max-tokens 128] [--no-cli]
@@ -71,15 +71,15 @@ def run_notebook(work: Path, env: dict[str, str]) -> tuple[float, dict]:
 
 
 def run_cli(out: Path, env: dict[str, str], prompts: int) -> float:
-    """`wattbench.py run` on the first `prompts` prompts; wall seconds."""
-    import batch
+    """`wattbench run` on the first `prompts` prompts; wall seconds."""
+    from wattbench.runner.prompts import DEFAULT_PROMPTS_PATH
 
     out.mkdir(parents=True, exist_ok=True)
     subset = out / "prompts.jsonl"
-    lines = Path(batch.DEFAULT_PROMPTS_PATH).read_text(encoding="utf-8").splitlines()
+    lines = Path(DEFAULT_PROMPTS_PATH).read_text(encoding="utf-8").splitlines()
     subset.write_text("\n".join([line for line in lines if line.strip()][:prompts]) + "\n", encoding="utf-8")
     start = time.perf_counter()
-    command = [sys.executable, "wattbench.py", "run", "--prompts", str(subset), "--out", str(out),
+    command = [sys.executable, "-m", "wattbench", "run", "--prompts", str(subset), "--out", str(out),
                "--no-progress"]
     subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -110,7 +110,7 @@ def main() -> int:
         print(f"Run-all / budget {BUDGET_S:g} s = {wall_s / BUDGET_S:.2f}  (target <= 1.0)")
         if not args.no_cli:
             cli_s = run_cli(Path(tmp) / "cli", env, args.prompts)
-            print(f"CLI `wattbench.py run`, same work: {cli_s:.1f} s; notebook / CLI = {wall_s / cli_s:.2f}")
+            print(f"CLI `wattbench run`, same work: {cli_s:.1f} s; notebook / CLI = {wall_s / cli_s:.2f}")
     print("load:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     return 0
 

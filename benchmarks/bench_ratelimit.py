@@ -24,8 +24,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from batch import BatchProcessor, PromptSpec, plan_requests  # noqa: E402
 from stub_servers import ChatStub, rate_limited  # noqa: E402
+
+from wattbench.runner.plan import plan_requests
+from wattbench.runner.prompts import PromptSpec
+from wattbench.runner.sender import BatchProcessor
 
 
 def span_s(stub: ChatStub) -> float:

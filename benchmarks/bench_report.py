@@ -3,7 +3,7 @@
   .venv/bin/python benchmarks/bench_report.py [--rows 100000] [--profiles 4] [--text-chars 600] [--out DIR]
 
 Makes a seeded synthetic run of ROWS rows (requests x profiles, tests/fixtures_frame.synthetic_frame), then
-times, in one go, what `wattbench.py run` + `wattbench.py report` do after the requests: write the CSV, read it
+times, in one go, what `wattbench run` + `wattbench report` do after the requests: write the CSV, read it
 back, and write the six dashboards, index.html, plotly.min.js, the summary CSV and the report
 (report.build_outputs). Targets from issue 5: at most 20 s for 100,000 rows, all HTML together at most 6 MB
 (plotly.min.js, written once beside the pages, is counted apart).
@@ -20,9 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import batch  # noqa: E402
-import report  # noqa: E402
 from fixtures_frame import synthetic_frame  # noqa: E402
+
+from wattbench.analysis.outputs import (
+    build_outputs,
+    write_frame_csv,  # noqa: E402
+)
 
 TARGET_S = 20.0
 TARGET_HTML_BYTES = 6 * 1024 * 1024
@@ -44,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     csv = out / "ai_metrics_20261127_000000.csv"
 
     t0 = time.perf_counter()
-    batch.write_frame_csv(df, csv)  # what `wattbench.py run` does (batch.write_csv)
+    write_frame_csv(df, csv)  # what `wattbench run` does (batch.write_csv)
     t_csv = time.perf_counter()
-    result = report.build_outputs(csv, out, sources={})
+    result = build_outputs(csv, out, sources={})
     t_end = time.perf_counter()
 
     html = sorted(out.glob("*.html"))

@@ -101,7 +101,7 @@ def main() -> int:
 
 
 def measure_overhead(args: argparse.Namespace) -> None:
-    from server import ServiceProcess
+    from wattbench.runner.service_process import ServiceProcess
 
     overhead_env = {"WATTBENCH_MOCK_RESPONSE": MOCK_TEXT, "WATTBENCH_MODEL": MOCK_MODEL}
     bare, served = [], []
@@ -120,11 +120,10 @@ def measure_overhead(args: argparse.Namespace) -> None:
 
 
 def measure_throughput(args: argparse.Namespace) -> None:
-    from server import ServiceProcess
-
     from llama_cpp import Llama
 
-    import local_llm
+    from wattbench.runner.service_process import ServiceProcess
+    from wattbench.service import local_llm
 
     direct, through = [], []
     llm = Llama(model_path=str(local_llm.find_default_gguf()), n_ctx=2048, n_threads=args.threads, verbose=False)

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export LITELLM_LOCAL_MODEL_COST_MAP=True
-exec .venv/bin/python wattbench.py run "$@"
+exec .venv/bin/wattbench run "$@"

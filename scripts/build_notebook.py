@@ -18,7 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "benchmark.ipynb"
 #: The project files the notebook carries, as glob patterns relative to the repository root.
-EMBEDDED_PATTERNS: tuple[str, ...] = ("*.py", "requirements.txt", "data/*.json", "data/*.jsonl")
+EMBEDDED_PATTERNS: tuple[str, ...] = ("app.py", "gpu_profiles.py", "requirements.txt", "wattbench/*.py",
+                                      "wattbench/*/*.py", "wattbench/*/*/*.py",
+                                      "wattbench/data/*.json", "wattbench/data/*.jsonl")
 #: The command that regenerates the notebook.
 REBUILD = "python scripts/build_notebook.py"
 #: The cell magic that writes a carried file when it is missing (defined in the first code cell).
@@ -102,7 +104,7 @@ INSTALL = '''\
 import importlib
 
 importlib.invalidate_caches()
-import notebook_support as nbs
+from wattbench import notebook as nbs
 
 print(f"wrote {len(WRITTEN)} project files from this notebook" if WRITTEN
       else "using the project files already here")
@@ -142,8 +144,8 @@ ask = nbs.hidden_prompt() if nbs.someone_can_answer() else None  # never under n
 sources = nbs.load_keys(colab=nbs.colab_secrets(), prompt=ask)
 print("\\n".join(nbs.describe_keys(sources)))
 
-import tracing
-from config import LOCAL_MODEL, get_settings
+from wattbench.config import LOCAL_MODEL, get_settings
+from wattbench.service import tracing
 
 get_settings.cache_clear()  # read the environment again, keys included
 settings = get_settings()
@@ -172,8 +174,8 @@ when unset).
 SERVICE = '''\
 import httpx
 
-import tunnel
-from server import ServiceProcess
+from wattbench.runner.service_process import ServiceProcess
+from wattbench.service import tunnel
 
 if globals().get("PUBLIC_URL"):  # left by an earlier run of this notebook
     tunnel.close_tunnel(PUBLIC_URL)
@@ -219,11 +221,11 @@ PROFILES_MD = """\
 ## 5. Deployment profiles
 
 Each measured request is combined afterwards with every profile (a GPU in a datacenter): measure once,
-simulate many. The sources of every figure are in `data/gpus.json` and `data/datacenters.json`.
+simulate many. The sources of every figure are in `wattbench/data/gpus.json` and `wattbench/data/datacenters.json`.
 """
 
 PROFILES = '''\
-import gpu_profiles
+import gpu_profiles  # the design card's module: profiles and the energy maths
 
 available = gpu_profiles.load_profiles()
 PROFILES = {name: available[name] for name in gpu_profiles.DEFAULT_PROFILES}
@@ -239,17 +241,18 @@ The test prompts go to `/chat` (one warm-up request first, not recorded); each f
 """
 
 BATCH = '''\
-import batch
+from wattbench.runner.prompts import DEFAULT_PROMPTS_PATH
+from wattbench.runner.run import run_benchmark
 
-prompts_path = batch.DEFAULT_PROMPTS_PATH
+prompts_path = DEFAULT_PROMPTS_PATH
 if PROMPT_LIMIT:  # the first N prompts, in a file of their own, so that the run's manifest names what it sent
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     prompts_path = OUT_DIR / f"prompts_first_{PROMPT_LIMIT}.jsonl"
-    lines = batch.DEFAULT_PROMPTS_PATH.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = DEFAULT_PROMPTS_PATH.read_text(encoding="utf-8").splitlines(keepends=True)
     prompts_path.write_text("".join(lines[:PROMPT_LIMIT]), encoding="utf-8")
-# the same code path as `python wattbench.py run` (run file, resume, CSV); the report comes in section 7
-RESULT = batch.run_benchmark(SERVICE.url, prompts=str(prompts_path), profiles=",".join(PROFILES),
-                             repeats=REPEATS, concurrency=CONCURRENCY, out=str(OUT_DIR), no_report=True)
+# the same code path as `wattbench run` (run file, resume, CSV); the report comes in section 7
+RESULT = run_benchmark(SERVICE.url, prompts=str(prompts_path), profiles=",".join(PROFILES),
+                       repeats=REPEATS, concurrency=CONCURRENCY, out=str(OUT_DIR), no_report=True)
 df, CSV_PATH = RESULT.frame, RESULT.csv_path
 '''
 
@@ -261,13 +264,13 @@ Per route and per profile, from the CSV. Energy numbers carry their lens: *simul
 """
 
 ANALYSIS = '''\
-import report
+from wattbench.analysis import reading, tables
 
-frame = report.load_input(CSV_PATH)
-display(report.route_latency_table(frame))
-display(report.accuracy_table(frame))
-display(report.efficiency_table(frame))
-display(report.energy_breakdown(frame))
+frame = reading.load_input(CSV_PATH)
+display(tables.route_latency_table(frame))
+display(tables.accuracy_table(frame))
+display(tables.efficiency_table(frame))
+display(tables.energy_breakdown(frame))
 '''
 
 DASHBOARDS_MD = """\
@@ -277,10 +280,10 @@ The six dashboards, inline; `build_outputs` also writes them as HTML under `outp
 """
 
 DASHBOARDS = '''\
-import dashboards
+from wattbench.analysis import outputs, site
 
-OUTPUTS = report.build_outputs(frame, OUT_DIR)
-figures = dashboards.make_all(frame)
+OUTPUTS = outputs.build_outputs(frame, OUT_DIR)
+figures = site.make_all(frame)
 for figure in figures.values():
     figure.show()
 print("\\n".join(f"wrote {path}" for path in OUTPUTS["dashboards"].values()))

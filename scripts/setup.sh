@@ -33,6 +33,13 @@ if ! .venv/bin/python -m pip install -q -r "$REQ" > "$PIP_LOG" 2>&1; then
     echo "error: pip could not install $REQ (full log: $PIP_LOG); llama-cpp-python needs a C/C++ compiler and cmake" >&2
     exit 1
 fi
+# wattbench itself, editable: the `wattbench` command and `import wattbench` from any directory, using this
+# checkout's files. --no-deps: the pins above are what it runs on.
+if ! .venv/bin/python -m pip install -q --no-deps -e . >> "$PIP_LOG" 2>&1; then
+    tail -n 30 "$PIP_LOG" >&2
+    echo "error: pip could not install wattbench from $(pwd) (full log: $PIP_LOG)" >&2
+    exit 1
+fi
 
 if [[ $DEV == 1 ]] && ! command -v chromium >/dev/null 2>&1; then
     # Headless Chromium checks that the dashboards render (Debian packages).

@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 # Keys from the developer's shell must never leak into tests (nor their outputs).
@@ -43,7 +38,7 @@ class FakeBackend:
         self.queue.extend(scripts)
 
     async def stream(self, request) -> AsyncIterator:
-        from backend import StreamEvent
+        from wattbench.service.backend import StreamEvent
 
         self.requests.append(request)
         script = self.queue.popleft() if self.queue else Scripted()
@@ -91,8 +86,8 @@ def make_client(fake_backend):
     """Build a TestClient of app.app with the fake backend, given settings and an optional clock."""
     from fastapi.testclient import TestClient
 
-    import app as app_module
-    from config import Settings, get_settings
+    from wattbench.config import Settings, get_settings
+    from wattbench.service import app as app_module
 
     made = []
 

@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from batch import REQUEST_COLUMNS
-from gpu_profiles import PROFILE_COLUMNS
+from wattbench.energy.lenses.simulated import PROFILE_COLUMNS
+from wattbench.runner.enrich import REQUEST_COLUMNS
 
 GEMINI = "gemini/gemini-2.5-flash"
 LOCAL = "local/smollm2-135m"

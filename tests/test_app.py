@@ -6,9 +6,9 @@ from datetime import datetime, timedelta
 import pytest
 from conftest import FakeBackend, Scripted, ScriptedClock
 
-from app import timing_metrics
-from backend import BadModelRequest, RateLimited, UpstreamTimeout, UpstreamUnavailable
-from config import LOCAL_MODEL, Settings
+from wattbench.config import LOCAL_MODEL, Settings
+from wattbench.service.app import timing_metrics
+from wattbench.service.backend import BadModelRequest, RateLimited, UpstreamTimeout, UpstreamUnavailable
 
 REQUIRED_FIELDS = {
     "request_id", "model", "route", "temperature", "text", "prompt_tokens", "completion_tokens", "total_tokens",
@@ -172,7 +172,7 @@ def test_batch_runs_items_concurrently_but_bounded(make_client):
 
 
 def test_serve_cli_bad_port_is_one_line(capsys):
-    from app import cli_serve
+    from wattbench.service.app import cli_serve
 
     assert cli_serve(["--port", "x"]) == 2
     assert capsys.readouterr().err == "error: argument --port: invalid int value: 'x'\n"
@@ -183,7 +183,7 @@ def test_serve_cli_bad_port_is_one_line(capsys):
 def test_serve_cli_port_in_use_is_one_line_before_loading_anything(capsys):
     import socket
 
-    from app import cli_serve
+    from wattbench.service.app import cli_serve
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -9,28 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-import batch
-from batch import (
-    AdaptiveLimiter,
-    AuthRejectedError,
-    BatchProcessor,
-    PromptSpec,
-    RetryPolicy,
-    RunStore,
-    RunStoreError,
-    ServiceGoneError,
-    WorkItem,
-    arrival_offsets_s,
-    backoff_delay_s,
-    build_dataframe,
-    idle_gaps_s,
-    parse_retry_after,
-    pending_items,
-    plan_requests,
-)
-from server import free_port
 from stub_servers import ChatStub, Reply, drop, ok, slow, status
+
+from wattbench.analysis.outputs import write_frame_csv
+from wattbench.redact import shown_url
+from wattbench.runner.enrich import build_dataframe, idle_gaps_s
+from wattbench.runner.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s, parse_retry_after
+from wattbench.runner.plan import RequestRecord, WorkItem, arrival_offsets_s, plan_requests
+from wattbench.runner.prompts import PromptSpec
+from wattbench.runner.run import cli_run, run_benchmark
+from wattbench.runner.sender import AuthRejectedError, BatchProcessor, Progress, ServiceGoneError
+from wattbench.runner.service_process import free_port
+from wattbench.runner.store import RunStore, RunStoreError, pending_items
 
 FAST_RETRY = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.02)
 PROMPTS = [
@@ -39,7 +29,7 @@ PROMPTS = [
 ]
 
 
-def send(stub: ChatStub, items: list[WorkItem], **kwargs: Any) -> list[batch.RequestRecord]:
+def send(stub: ChatStub, items: list[WorkItem], **kwargs: Any) -> list[RequestRecord]:
     kwargs.setdefault("retry", FAST_RETRY)
     return BatchProcessor(stub.url, progress=False, seed=0, **kwargs).run_sync(items)
 
@@ -464,7 +454,7 @@ def prompts_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def no_env_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    from config import get_settings
+    from wattbench.config import get_settings
 
     monkeypatch.delenv("WATTBENCH_API_TOKEN", raising=False)
     get_settings.cache_clear()
@@ -473,8 +463,8 @@ def no_env_token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def cli(url: str, prompts: Path, out: Path, *argv: str) -> int:
-    """`wattbench.py run` against `url` with the prompts file, into `out`, without report or progress bar."""
-    return batch.cli_run(
+    """`wattbench run` against `url` with the prompts file, into `out`, without report or progress bar."""
+    return cli_run(
         ["--server-url", url, "--prompts", str(prompts), "--out", str(out), "--no-report", "--no-progress",
          "--profiles", "T4_COLAB,A100_SIMULATED", *argv]
     )  # fmt: skip
@@ -526,7 +516,7 @@ def test_cli_writes_one_row_per_request_and_profile(
         "poem-r1": None,
     }
     assert df["success"].all()
-    import gpu_profiles
+    from wattbench import energy as gpu_profiles
 
     profiles = gpu_profiles.load_profiles()
     for row in df.to_dict("records"):  # each row's energy is the simulated lens of its own measurement
@@ -569,7 +559,7 @@ def test_cli_unreachable_server(
     assert err.count("\n") == 1
     assert err.startswith(f"error: cannot reach the service at {url} (ConnectError: ")
     assert err.endswith(
-        "start it with `python wattbench.py serve` or leave out --server-url to let run start one\n"
+        "start it with `wattbench serve` or leave out --server-url to let run start one\n"
     )
     assert not (tmp_path / "out").exists()
 
@@ -583,8 +573,8 @@ def test_credentials_in_the_url_are_never_printed_or_written(
         assert stub.chat_requests()[0].headers["authorization"].startswith("Basic ")  # they were used
     shown = stub.url.replace("http://", "http://***@")
     assert f"requests to {shown}\n" in capsys.readouterr().out
-    assert batch.shown_url("https://a:b@host:8000/x?y=1") == "https://***@host:8000/x?y=1"
-    assert batch.shown_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert shown_url("https://a:b@host:8000/x?y=1") == "https://***@host:8000/x?y=1"
+    assert shown_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
     written = [p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert len(written) == 3 and not any("s3cret-pw" in text for text in written)  # CSV, manifest, run file
 
@@ -760,7 +750,7 @@ def test_cli_report_that_cannot_be_written_is_one_line_and_the_csv_is_kept(
 ) -> None:
     (tmp_path / "report.txt").mkdir()  # where the report's text file should go
     with ChatStub() as stub:
-        code = batch.cli_run(
+        code = cli_run(
             ["--server-url", stub.url, "--prompts", str(prompts_file), "--out", str(tmp_path),
              "--warmup", "0", "--profiles", "T4_COLAB", "--no-progress"]
         )  # fmt: skip
@@ -769,7 +759,7 @@ def test_cli_report_that_cannot_be_written_is_one_line_and_the_csv_is_kept(
     assert_one_error_line(
         capsys,
         f"error: {csv_path} is written, but not the report ([Errno 21] Is a directory: "
-        f"'{tmp_path / 'report.txt'}'); rerun it with `python wattbench.py report {csv_path}`",
+        f"'{tmp_path / 'report.txt'}'); rerun it with `wattbench report {csv_path}`",
     )
 
 
@@ -795,7 +785,7 @@ def test_cli_failed_requests_are_rows_and_exit_1(
 
 def test_run_benchmark_from_python(tmp_path: Path, prompts_file: Path, no_env_token: None) -> None:
     with ChatStub(answers={"What is the capital of France?": "Paris"}) as stub:
-        result = batch.run_benchmark(
+        result = run_benchmark(
             stub.url,
             prompts=str(prompts_file),
             out=str(tmp_path),
@@ -810,15 +800,15 @@ def test_run_benchmark_from_python(tmp_path: Path, prompts_file: Path, no_env_to
     assert sorted(result.frame["request_id"]) == ["capital-r0", "poem-r0", "sum-r0"]
     assert result.frame.set_index("request_id").loc["capital-r0", "correct"] is True
     with pytest.raises(
-        ValueError, match="^unknown option\\(s\\) colour; use the long options of `wattbench.py run`$"
+        ValueError, match="^unknown option\\(s\\) colour; use the long options of `wattbench run`$"
     ):
-        batch.run_benchmark(stub.url, colour="red")
+        run_benchmark(stub.url, colour="red")
     with pytest.raises(ValueError, match="^--repeats must be >= 1, not 0$"):
-        batch.run_benchmark(stub.url, prompts=str(prompts_file), repeats=0)
+        run_benchmark(stub.url, prompts=str(prompts_file), repeats=0)
 
 
 def test_a_run_file_that_cannot_be_written_stops_the_run_with_a_message() -> None:
-    def full_disk(record: batch.RequestRecord) -> None:
+    def full_disk(record: RequestRecord) -> None:
         raise OSError(28, "No space left on device")
 
     with ChatStub() as stub:
@@ -856,7 +846,7 @@ def pd_isna(value: Any) -> bool:
 def test_progress_postfix_counts_failures_retries_and_tokens_per_second() -> None:
     import time
 
-    totals = batch.Progress(failed=1, retries=3, completion_tokens=200, started_s=time.monotonic() - 10.0)
+    totals = Progress(failed=1, retries=3, completion_tokens=200, started_s=time.monotonic() - 10.0)
     postfix = totals.postfix()
     assert (postfix["failed"], postfix["retries"]) == (1, 3)
     assert postfix["tok/s"] == pytest.approx(20.0, abs=0.2)
@@ -879,7 +869,7 @@ def test_write_frame_csv_writes_what_to_csv_writes_with_12_significant_digits(tm
         }
     )
     path = tmp_path / "run.csv"
-    batch.write_frame_csv(df, path)
+    write_frame_csv(df, path)
     assert path.read_text(encoding="utf-8") == (
         "request_id,status_code,attempts,latency_s,energy_kwh,success,correct,response_text,expected\n"
         'a-r0,200,1,0.3,1.23456789012e-07,True,True,"He said ""hi"", then left","[""Paris"", ""paris""]"\n'

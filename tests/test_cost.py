@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from app import calculate_cost, deprecation_notice
-from config import LOCAL_MODEL
+from wattbench.config import LOCAL_MODEL
+from wattbench.service.app import calculate_cost, deprecation_notice
 
 
 def test_gemini_flash_cost_hand_computed():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from openai_stub import OpenAIStub
 
-from config import Settings
+from wattbench.config import Settings
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def stub():
 
 @pytest.fixture
 def real_client(make_client, stub):
-    from backend import LiteLLMBackend
+    from wattbench.service.backend import LiteLLMBackend
 
     def build(model: str, **extra):
         settings = Settings(_env_file=None, WATTBENCH_API_BASE=stub.url, WATTBENCH_MODEL=f"openai/{model}",
@@ -66,7 +66,7 @@ def test_provider_500_is_a_502_not_a_500(real_client):
 
 
 def test_missing_gemini_key_is_a_502_naming_the_variable(make_client):
-    from backend import LiteLLMBackend
+    from wattbench.service.backend import LiteLLMBackend
 
     settings = Settings(_env_file=None, WATTBENCH_MODEL="gemini/gemini-2.5-flash")
     response = make_client(settings, backend=LiteLLMBackend(settings)).post("/chat", json={"prompt": "hi"})
@@ -82,7 +82,7 @@ def test_batch_item_errors_do_not_fail_the_batch(real_client):
 
 
 def test_unknown_model_string_is_a_422_that_says_what_to_use(make_client):
-    from backend import LiteLLMBackend
+    from wattbench.service.backend import LiteLLMBackend
 
     settings = Settings(_env_file=None)
     response = make_client(settings, backend=LiteLLMBackend(settings)).post(
@@ -93,7 +93,7 @@ def test_unknown_model_string_is_a_422_that_says_what_to_use(make_client):
 
 
 def test_health_checks_a_named_model(make_client):
-    from backend import LiteLLMBackend
+    from wattbench.service.backend import LiteLLMBackend
 
     settings = Settings(_env_file=None)
     client = make_client(settings, backend=LiteLLMBackend(settings))
@@ -105,7 +105,7 @@ def test_health_checks_a_named_model(make_client):
 
 
 def test_mock_mode_answers_for_the_embedded_model_name_without_loading_it(make_client):
-    from backend import LiteLLMBackend
+    from wattbench.service.backend import LiteLLMBackend
 
     settings = Settings(_env_file=None, WATTBENCH_MOCK_RESPONSE="Paris is the capital of France.")
     backend = LiteLLMBackend(settings)

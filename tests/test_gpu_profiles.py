@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import gpu_profiles as gp
+from wattbench import energy as gp
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -476,7 +476,7 @@ def test_unreadable_rapl_is_not_used(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------------- CLI
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "wattbench.py", "simulate", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "wattbench", "simulate", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60, check=False)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from batch import DEFAULT_PROMPTS_PATH, PromptsFileError, PromptSpec, check_accuracy, load_prompts, numbers_in
-
+from wattbench.runner.graders import check_accuracy, numbers_in
+from wattbench.runner.prompts import DEFAULT_PROMPTS_PATH, PromptsFileError, PromptSpec, load_prompts
 
 # -- graders ----------------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """`uvicorn app:app` as a subprocess (conftest removed every key from the environment)."""
-    from server import ServiceProcess
+    from wattbench.runner.service_process import ServiceProcess
 
     log_path = tmp_path_factory.mktemp("uvicorn") / "service.log"
     with ServiceProcess(env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"}, log_path=log_path,
@@ -46,7 +46,7 @@ def test_chat_gets_real_text_from_smollm2(service):
     if body["measured_energy_method"] == "cpu_time_estimate":
         # CPU seconds x 4 W per core (CodeCarbon's constant); the generation's CPU time is at most
         # its wall time (within the request's latency) on every core of the machine.
-        from gpu_profiles import CODECARBON_DEFAULT_W_PER_CORE
+        from wattbench.energy.meters import CODECARBON_DEFAULT_W_PER_CORE
 
         most = body["latency_s"] * (os.cpu_count() or 1) * CODECARBON_DEFAULT_W_PER_CORE / 3.6e6
         assert 0 < body["measured_energy_kwh"] <= most

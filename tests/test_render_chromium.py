@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from wattbench.analysis.outputs import build_outputs
+from wattbench.analysis.site import DASHBOARDS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 PLOT_SELECTOR = ".js-plotly-plot .main-svg"
@@ -210,18 +210,16 @@ def browser():
 @pytest.fixture(scope="module", params=["fixture", "synthetic-6000-rows"])
 def built(request, tmp_path_factory):
     """Outputs of the hand-made fixture (two models, a failure) and of a larger synthetic run."""
-    import report
     from fixtures_frame import fixture_frame, synthetic_frame
 
     frame = fixture_frame() if request.param == "fixture" else synthetic_frame(6000, n_profiles=3, seed=2)
     out = tmp_path_factory.mktemp("dash")
-    return report.build_outputs(frame, out, sources={})
+    return build_outputs(frame, out, sources={})
 
 
 def test_each_dashboard_renders_offline_without_errors(browser, built):
-    import dashboards
 
-    assert set(built["dashboards"]) == set(dashboards.DASHBOARDS)
+    assert set(built["dashboards"]) == set(DASHBOARDS)
     for name, path in built["dashboards"].items():
         page = browser.open_page(Path(path).as_uri())
         assert page.errors == [], f"{name}: {page.errors}"
@@ -232,13 +230,12 @@ def test_each_dashboard_renders_offline_without_errors(browser, built):
 
 
 def test_index_links_every_dashboard_file(browser, built):
-    import dashboards
 
     page = browser.open_page(Path(built["index"]).as_uri(), wait_for_plot=False)
     hrefs = browser.evaluate("Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href'))",
                              page.session)
     assert page.errors == []
-    assert [f for f, _ in dashboards.DASHBOARDS.values()] == [h for h in hrefs if h.endswith(".html")]
+    assert [f for f, _ in DASHBOARDS.values()] == [h for h in hrefs if h.endswith(".html")]
     browser.close_page(page)
 
 
@@ -269,15 +266,13 @@ def test_check_catches_a_script_error_and_a_network_fetch(browser, tmp_path):
 
 def take_screenshots(out_dir: Path, csv: Path | None = None) -> list[Path]:
     """Build the dashboards (from csv, or from a synthetic 2,000-row frame) and save a PNG of each."""
-    import dashboards
-    import report
     from fixtures_frame import synthetic_frame
 
     if CHROMIUM is None:
         raise SystemExit("error: chromium is not installed")
     work = Path(tempfile.mkdtemp(prefix="wattbench-shots-"))
     source = csv if csv else synthetic_frame(2000, n_profiles=3, seed=1)
-    built = report.build_outputs(source, work, sources={})
+    built = build_outputs(source, work, sources={})
     out_dir.mkdir(parents=True, exist_ok=True)
     shots = []
     b = PipeBrowser(CHROMIUM)
@@ -287,7 +282,7 @@ def take_screenshots(out_dir: Path, csv: Path | None = None) -> list[Path]:
             if page.errors or not page.plots:
                 raise SystemExit(f"error: {name} did not render: {page.errors}")
             time.sleep(0.5)
-            shots.append(b.screenshot(page, out_dir / f"{Path(dashboards.DASHBOARDS[name][0]).stem}.png"))
+            shots.append(b.screenshot(page, out_dir / f"{Path(DASHBOARDS[name][0]).stem}.png"))
             b.close_page(page)
     finally:
         b.close()

@@ -1,4 +1,4 @@
-"""report.py: tables, text, summary CSV, input checks and `wattbench.py report`, on the hand-made fixture.
+"""report.py: tables, text, summary CSV, input checks and `wattbench report`, on the hand-made fixture.
 
 Expected numbers are worked out by hand from tests/fixtures_frame.py (the sums are written there).
 """
@@ -12,9 +12,32 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-import report
 from fixtures_frame import ALL_COLUMNS, GEMINI, LOCAL, fixture_frame
+
+from wattbench.analysis.cli import cli_report
+from wattbench.analysis.outputs import build_outputs
+from wattbench.analysis.reading import ReportInputError, is_prepared, prepare, read_metrics_csv, resolve_csv
+from wattbench.analysis.report import SUMMARY_CSV, render_report
+from wattbench.analysis.schema import (
+    CSV_SCHEMA,
+    LENS_ESTIMATED,
+    LENS_PROVIDER,
+    LENS_SIMULATED,
+    schema_markdown,
+)
+from wattbench.analysis.tables import (
+    accuracy_table,
+    efficiency_table,
+    energy_breakdown,
+    failures_table,
+    goodput_table,
+    lens_table,
+    percentile_table,
+    profile_sources,
+    profile_table,
+    route_latency_table,
+    summary_table,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 approx = pytest.approx
@@ -22,7 +45,7 @@ approx = pytest.approx
 
 @pytest.fixture(scope="module")
 def df() -> pd.DataFrame:
-    return report.prepare(fixture_frame())
+    return prepare(fixture_frame())
 
 
 def _row(table: pd.DataFrame, **keys) -> pd.Series:
@@ -38,7 +61,7 @@ def _row(table: pd.DataFrame, **keys) -> pd.Series:
 
 
 def test_efficiency_per_1k_tokens_and_ranks(df):
-    eff = report.efficiency_table(df)
+    eff = efficiency_table(df)
     t4 = _row(eff, model=GEMINI, profile="T4_COLAB")
     a100 = _row(eff, model=GEMINI, profile="A100_SIMULATED")
     # 400 tokens -> divide by 0.4. T4: carbon 0.06 g, total cost 0.00075 + 1.5e-5 $; A100: 0.0121 g, 0.0007984 $
@@ -59,7 +82,7 @@ def test_efficiency_per_1k_tokens_and_ranks(df):
 
 
 def test_idle_vs_compute_shares(df):
-    bd = report.energy_breakdown(df)
+    bd = energy_breakdown(df)
     t4 = _row(bd, model=GEMINI, profile="T4_COLAB")
     assert t4["compute_energy_kwh"] == approx(4e-5)
     assert t4["idle_energy_kwh"] == approx(8e-5)
@@ -70,7 +93,7 @@ def test_idle_vs_compute_shares(df):
 
 
 def test_percentiles_count_each_request_once(df):
-    pct = report.percentile_table(df, by=("model",))
+    pct = percentile_table(df, by=("model",))
     g = _row(pct, model=GEMINI)
     # latencies of the 4 successful Gemini requests, sorted: 1.0, 1.5, 2.0, 4.0 (linear interpolation)
     assert g["requests"] == 4
@@ -82,7 +105,7 @@ def test_percentiles_count_each_request_once(df):
 
 
 def test_latency_per_route(df):
-    routes = report.route_latency_table(df)
+    routes = route_latency_table(df)
     coder = _row(routes, model=GEMINI, route="Flash-Coder")
     assert (coder["requests"], coder["successes"]) == (3, 2)
     assert coder["latency_s_mean"] == approx(2.75)
@@ -91,7 +114,7 @@ def test_latency_per_route(df):
 
 
 def test_accuracy_counts_only_graded_prompts(df):
-    acc = report.accuracy_table(df)
+    acc = accuracy_table(df)
     assert _row(acc, model=GEMINI, route="(all)")[["graded", "correct", "accuracy"]].tolist() == [2, 1, 0.5]
     coder = _row(acc, model=GEMINI, route="Flash-Coder")
     assert coder["graded"] == 0 and pd.isna(coder["accuracy"])
@@ -99,7 +122,7 @@ def test_accuracy_counts_only_graded_prompts(df):
 
 
 def test_goodput_default_slo(df):
-    gp = report.goodput_table(df)
+    gp = goodput_table(df)
     g = _row(gp, model=GEMINI)
     # r1 (ttft .2), r2 (.4), r4 (.3, one token: TTFT only) meet; r3 (.6) misses; r5 failed. Span 0 .. 7 + 1.5
     assert (g["requests"], g["successes"], g["meeting_slo"]) == (5, 4, 3)
@@ -112,33 +135,33 @@ def test_goodput_default_slo(df):
 
 
 def test_goodput_follows_the_users_slos(df):
-    loose = _row(report.goodput_table(df, slo_ttft_s=1.0, slo_tpot_s=0.05), model=GEMINI)
+    loose = _row(goodput_table(df, slo_ttft_s=1.0, slo_tpot_s=0.05), model=GEMINI)
     assert loose["meeting_slo"] == 4
-    tight_tpot = _row(report.goodput_table(df, slo_ttft_s=1.0, slo_tpot_s=0.01), model=GEMINI)
+    tight_tpot = _row(goodput_table(df, slo_ttft_s=1.0, slo_tpot_s=0.01), model=GEMINI)
     assert tight_tpot["meeting_slo"] == 1  # every tpot is 0.02 s; only the 1-token r4 passes
 
 
 def test_goodput_spans_add_up_over_runs(df):
     two_runs = pd.concat([df, df.assign(run_id="run-c")], ignore_index=True)
-    g = _row(report.goodput_table(two_runs), model=GEMINI)
+    g = _row(goodput_table(two_runs), model=GEMINI)
     assert (g["meeting_slo"], g["span_s"]) == (6, approx(17.0))
 
 
 def test_energy_by_lens(df):
-    lenses = report.lens_table(df)
-    prov = _row(lenses, model=GEMINI, lens=report.LENS_PROVIDER)
+    lenses = lens_table(df)
+    prov = _row(lenses, model=GEMINI, lens=LENS_PROVIDER)
     # 4.1e-5 + 8.1e-5 + 1.71e-4 + 1e-6 = 2.94e-4 kWh over 400 tokens
     assert prov["energy_kwh"] == approx(2.94e-4)
     assert (prov["energy_kwh_per_1k_tokens"], prov["energy_kwh_per_1k_tokens_min"],
             prov["energy_kwh_per_1k_tokens_max"]) == approx((7.35e-4, 3.675e-4, 1.47e-3))
-    est = _row(lenses, model=LOCAL, lens=report.LENS_ESTIMATED)
+    est = _row(lenses, model=LOCAL, lens=LENS_ESTIMATED)
     assert est["source"] == "cpu_time_estimate"
     assert est["energy_kwh_per_1k_tokens"] == approx(4e-6 / 0.08)
-    assert len(lenses[lenses["lens"] == report.LENS_SIMULATED]) == 4
+    assert len(lenses[lenses["lens"] == LENS_SIMULATED]) == 4
 
 
 def test_summary_row_per_model_route_profile(df):
-    summary = report.summary_table(df)
+    summary = summary_table(df)
     assert len(summary) == 6  # gemini x 2 routes x 2 profiles + local x 1 route x 2 profiles
     row = _row(summary, model=GEMINI, route="Flash-Coder", profile="T4_COLAB")
     assert (row["requests"], row["successes"], row["graded"]) == (3, 2, 0)
@@ -152,7 +175,7 @@ def test_summary_row_per_model_route_profile(df):
 
 
 def test_failures_listed(df):
-    fail = report.failures_table(df)
+    fail = failures_table(df)
     assert fail[["model", "status_code", "requests"]].values.tolist() == [[GEMINI, 429.0, 1]]
 
 
@@ -161,7 +184,7 @@ def test_failures_listed(df):
 
 def test_report_text_sections_and_numbers(df):
     sources = {"T4_COLAB": {"TDP": "T4 datasheet (2019): 70 W", "grid intensity": "codecarbon gcp us-central1"}}
-    text = report.render_report(df, sources=sources)
+    text = render_report(df, sources=sources)
     for title in ("EFFICIENCY RANKINGS PER 1K TOKENS", "IDLE VS COMPUTE ENERGY", "LATENCY PER ROUTE",
                   "PERCENTILES PER MODEL", "ACCURACY", "GOODPUT (SLO: ttft <= 0.5 s and tpot <= 0.05 s",
                   "ENERGY BY LENS", "FAILURES", "PROFILE ASSUMPTIONS"):
@@ -178,14 +201,14 @@ def test_report_text_sections_and_numbers(df):
 def test_report_cites_gpu_profiles_sources_when_profiles_match(df):
     real = pytest.importorskip("gpu_profiles")
     names = list(real.load_profiles())
-    sources = report.profile_sources(names[:1])
+    sources = profile_sources(names[:1])
     prof = real.load_profiles()[names[0]]
     assert sources[names[0]]["TDP"] == prof.gpu.sources["tdp_w"]
     assert sources[names[0]]["PUE"] == prof.datacenter.sources["pue"]
 
 
 def test_custom_slo_in_report_title(df):
-    text = report.render_report(df, slo_ttft_s=1.0, slo_tpot_s=0.01, sources={})
+    text = render_report(df, slo_ttft_s=1.0, slo_tpot_s=0.01, sources={})
     assert "GOODPUT (SLO: ttft <= 1 s and tpot <= 0.01 s" in text
 
 
@@ -195,19 +218,19 @@ def test_custom_slo_in_report_title(df):
 def test_csv_round_trip_keeps_values(tmp_path, df):
     path = tmp_path / "ai_metrics_20261127_120000.csv"
     fixture_frame().to_csv(path, index=False)
-    back = report.read_metrics_csv(path)
+    back = read_metrics_csv(path)
     assert back["success"].dtype == bool
     assert back["correct"].dtype == "boolean"
     assert int(back["correct"].sum()) == 2 * 3  # r1, r6, r7 on both profiles
-    assert _row(report.efficiency_table(back), model=GEMINI, profile="T4_COLAB")["carbon_gco2e_per_1k_tokens"] \
+    assert _row(efficiency_table(back), model=GEMINI, profile="T4_COLAB")["carbon_gco2e_per_1k_tokens"] \
         == approx(0.15)
 
 
 def test_missing_columns_named(tmp_path):
     path = tmp_path / "ai_metrics_x.csv"
     fixture_frame().drop(columns=["ttft_s", "carbon_gco2e"]).to_csv(path, index=False)
-    with pytest.raises(report.ReportInputError) as err:
-        report.read_metrics_csv(path)
+    with pytest.raises(ReportInputError) as err:
+        read_metrics_csv(path)
     assert str(err.value) == (f"{path}: not a wattbench metrics CSV, missing 2 column(s): ttft_s, carbon_gco2e "
                               "(schema: docs/architecture.md)")
 
@@ -222,20 +245,20 @@ def test_a_cell_that_would_be_misread_is_named(tmp_path, column, value, message)
     frame[column] = frame[column].astype(object)
     frame.loc[2, column] = value
     frame.to_csv(path, index=False)
-    with pytest.raises(report.ReportInputError) as err:
-        report.read_metrics_csv(path)
+    with pytest.raises(ReportInputError) as err:
+        read_metrics_csv(path)
     assert str(err.value) == f"{path}: {message}"
 
 
 def test_empty_and_header_only_csv(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    with pytest.raises(report.ReportInputError, match=r"empty\.csv: file is empty \(no header, no rows\)"):
-        report.read_metrics_csv(empty)
+    with pytest.raises(ReportInputError, match=r"empty\.csv: file is empty \(no header, no rows\)"):
+        read_metrics_csv(empty)
     header = tmp_path / "header.csv"
     header.write_text(",".join(ALL_COLUMNS) + "\n")
-    with pytest.raises(report.ReportInputError, match=r"header\.csv: has a header but no rows; nothing to report"):
-        report.read_metrics_csv(header)
+    with pytest.raises(ReportInputError, match=r"header\.csv: has a header but no rows; nothing to report"):
+        read_metrics_csv(header)
 
 
 def test_run_dir_resolves_to_newest_csv(tmp_path):
@@ -243,21 +266,21 @@ def test_run_dir_resolves_to_newest_csv(tmp_path):
     for i, path in enumerate((old, new)):
         path.write_text("x\n1\n")
         os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
-    (tmp_path / report.SUMMARY_CSV).write_text("y\n")
-    assert report.resolve_csv(tmp_path) == new
+    (tmp_path / SUMMARY_CSV).write_text("y\n")
+    assert resolve_csv(tmp_path) == new
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
-    with pytest.raises(report.ReportInputError, match=r"empty: no ai_metrics_\*\.csv in this directory"):
-        report.resolve_csv(empty_dir)
-    with pytest.raises(report.ReportInputError, match="no such file or directory"):
-        report.resolve_csv(tmp_path / "nope.csv")
+    with pytest.raises(ReportInputError, match=r"empty: no ai_metrics_\*\.csv in this directory"):
+        resolve_csv(empty_dir)
+    with pytest.raises(ReportInputError, match="no such file or directory"):
+        resolve_csv(tmp_path / "nope.csv")
 
 
 # ----------------------------------------------------------------------------------------------- outputs + CLI
 
 
 def test_build_outputs_writes_everything_once(tmp_path):
-    result = report.build_outputs(fixture_frame(), tmp_path, sources={})
+    result = build_outputs(fixture_frame(), tmp_path, sources={})
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted([
         "advanced_hardware_metrics.html", "carbon_energy_analysis.html", "efficiency_comparison.html",
@@ -277,7 +300,7 @@ def test_cli_report_run_dir(tmp_path, capsys):
     csv = tmp_path / "ai_metrics_20261127_120000.csv"
     fixture_frame().to_csv(csv, index=False)
     out = tmp_path / "out"
-    assert report.cli_report([str(tmp_path), "--out", str(out), "--slo-ttft-s", "1", "--slo-tpot-s", "0.05"]) == 0
+    assert cli_report([str(tmp_path), "--out", str(out), "--slo-ttft-s", "1", "--slo-tpot-s", "0.05"]) == 0
     stdout = capsys.readouterr().out
     assert "GOODPUT (SLO: ttft <= 1 s and tpot <= 0.05 s" in stdout
     assert f"read {csv}" in stdout
@@ -291,7 +314,7 @@ def test_cli_report_run_dir(tmp_path, capsys):
     ([], "error: the following arguments are required: source"),
 ])
 def test_cli_report_bad_input_is_one_line(argv, message, capsys):
-    assert report.cli_report(argv) == 2
+    assert cli_report(argv) == 2
     captured = capsys.readouterr()
     assert captured.err == message + "\n"
     assert captured.out == ""
@@ -300,7 +323,7 @@ def test_cli_report_bad_input_is_one_line(argv, message, capsys):
 def test_cli_report_wrong_schema_through_wattbench(tmp_path):
     bad = tmp_path / "ai_metrics_bad.csv"
     bad.write_text("latency,tokens\n1.0,20\n")
-    proc = subprocess.run([sys.executable, str(ROOT / "wattbench.py"), "report", str(bad)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "wattbench", "report", str(bad)], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
@@ -309,7 +332,8 @@ def test_cli_report_wrong_schema_through_wattbench(tmp_path):
 
 
 def test_analysis_modules_do_not_import_litellm():
-    code = "import sys, report, dashboards; print('litellm' in sys.modules)"
+    code = ("import sys, wattbench.analysis.outputs, wattbench.analysis.cli; "
+            "print('litellm' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.stdout.strip() == "False", proc.stderr
 
@@ -326,26 +350,26 @@ def _architecture_columns() -> list[str]:
 
 
 def test_schema_matches_architecture_contract():
-    assert list(report.CSV_SCHEMA) == _architecture_columns()
-    assert list(report.CSV_SCHEMA) == list(ALL_COLUMNS)
+    assert list(CSV_SCHEMA) == _architecture_columns()
+    assert list(CSV_SCHEMA) == list(ALL_COLUMNS)
 
 
 def test_readme_documents_every_column():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("<!-- section:analysis -->", 1)[1].split("<!-- /section:analysis -->", 1)[0]
     rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]*) \|", section, flags=re.M))
-    assert list(rows) == list(report.CSV_SCHEMA)
-    assert all(rows[name].strip() == (col.unit or "") for name, col in report.CSV_SCHEMA.items())
-    assert report.schema_markdown() in section  # lens and meaning too, cell for cell
+    assert list(rows) == list(CSV_SCHEMA)
+    assert all(rows[name].strip() == (col.unit or "") for name, col in CSV_SCHEMA.items())
+    assert schema_markdown() in section  # lens and meaning too, cell for cell
 
 
 def test_unanswered_request_takes_its_runs_only_model(df):
     raw = fixture_frame()
     raw.loc[raw["request_id"] == "r5", ["model", "route"]] = None  # run-a has only Gemini
-    prepared = report.prepare(raw)
-    assert report.goodput_table(prepared)[["model", "requests"]].values.tolist() == [[GEMINI, 5], [LOCAL, 2]]
-    assert report.failures_table(prepared)["model"].tolist() == [GEMINI]
-    routes = report.route_latency_table(prepared)
+    prepared = prepare(raw)
+    assert goodput_table(prepared)[["model", "requests"]].values.tolist() == [[GEMINI, 5], [LOCAL, 2]]
+    assert failures_table(prepared)["model"].tolist() == [GEMINI]
+    routes = route_latency_table(prepared)
     unknown = _row(routes, model=GEMINI, route="(unknown)")
     assert (unknown["requests"], unknown["successes"]) == (1, 0)
 
@@ -353,12 +377,12 @@ def test_unanswered_request_takes_its_runs_only_model(df):
 def test_unanswered_request_in_a_run_of_two_models_stays_unknown(df):
     raw = fixture_frame().assign(run_id="one-run")
     raw.loc[raw["request_id"] == "r5", "model"] = None
-    gp = report.goodput_table(report.prepare(raw))
+    gp = goodput_table(prepare(raw))
     assert gp[["model", "requests"]].values.tolist() == [["(unknown)", 1], [GEMINI, 4], [LOCAL, 2]]
 
 
 def test_markdown_report_has_real_tables(df):
-    md = report.render_report(df, sources={}, markdown=True)
+    md = render_report(df, sources={}, markdown=True)
     assert md.startswith("# wattbench report\n\n- runs: run-a, run-b\n")
     assert "## GOODPUT (SLO: ttft <= 0.5 s and tpot <= 0.05 s" in md
     assert "| gemini/gemini-2.5-flash | 5 | 4 | 3 | 60.0% | 8.50 | 0.4706 | 0.3529 |" in md
@@ -366,24 +390,24 @@ def test_markdown_report_has_real_tables(df):
 
 
 def test_build_outputs_writes_text_and_markdown(tmp_path):
-    result = report.build_outputs(fixture_frame(), tmp_path, sources={})
+    result = build_outputs(fixture_frame(), tmp_path, sources={})
     assert result["report_text"].startswith("WATTBENCH REPORT\n================\nruns: run-a, run-b\n")
     assert result["report_md"].read_text().startswith("# wattbench report\n")
 
 
 def test_prepare_is_idempotent_and_cheap_the_second_time():
     raw = fixture_frame()
-    once = report.prepare(raw)
-    assert once is not raw and not report.is_prepared(raw)  # raw has object text columns and None models
-    assert report.prepare(once) is once
+    once = prepare(raw)
+    assert once is not raw and not is_prepared(raw)  # raw has object text columns and None models
+    assert prepare(once) is once
     assert once["t_start_s"].dtype == float and once["success"].dtype == bool
 
 
 def test_csv_without_text_columns_is_still_rejected(tmp_path):
     path = tmp_path / "ai_metrics_x.csv"
     fixture_frame().drop(columns=["response_text"]).to_csv(path, index=False)
-    with pytest.raises(report.ReportInputError, match="missing 1 column\\(s\\): response_text"):
-        report.read_metrics_csv(path)
+    with pytest.raises(ReportInputError, match="missing 1 column\\(s\\): response_text"):
+        read_metrics_csv(path)
 
 
 # ----------------------------------------------------------------------------------------------- contract
@@ -419,19 +443,19 @@ def test_csv_written_by_batch_with_real_profiles_is_reported(tmp_path):
     ]
     frame = batch.build_dataframe(records, profiles, run_id="run-x")
     csv = batch.write_csv(frame, tmp_path)
-    df = report.read_metrics_csv(csv)
+    df = read_metrics_csv(csv)
     assert len(df) == 6 and df["success"].tolist() == [True, True, True, True, False, False]
     assert df["correct"].tolist()[:4] == [True, True, False, False]
-    eff = report.efficiency_table(df)
+    eff = efficiency_table(df)
     assert sorted(eff["profile"]) == ["A100_SIMULATED", "A100_SIMULATED", "T4_COLAB", "T4_COLAB"]
     t4 = _row(eff, model="gemini/gemini-2.5-flash", profile="T4_COLAB")
     row = frame[(frame["request_id"] == "capital-r0") & (frame["profile"] == "T4_COLAB")].iloc[0]
     assert t4["carbon_gco2e_per_1k_tokens"] == approx(row["carbon_gco2e"] / 0.05)  # 50 tokens
     assert t4["total_cost_usd_per_1k_tokens"] == approx(row["total_cost_usd"] / 0.05)
-    gp = report.goodput_table(df)  # the failed request has no answer, so no model: it is counted as (unknown)
+    gp = goodput_table(df)  # the failed request has no answer, so no model: it is counted as (unknown)
     assert gp[["model", "requests", "meeting_slo"]].values.tolist() == [
         ["(unknown)", 1, 0], ["gemini/gemini-2.5-flash", 1, 1], ["local/smollm2", 1, 1]]  # ttft .25, tpot 1/39
-    result = report.build_outputs(csv, tmp_path / "out")
+    result = build_outputs(csv, tmp_path / "out")
     text = result["report_text"]
     assert "requests: 3 (2 successful, 1 failed)" in text
     tdp_source = profiles["T4_COLAB"].gpu.sources["tdp_w"]
@@ -441,7 +465,7 @@ def test_csv_written_by_batch_with_real_profiles_is_reported(tmp_path):
 def test_multiline_error_stays_on_one_table_row():
     raw = fixture_frame()
     raw.loc[raw["request_id"] == "r5", "error"] = "HTTP 502:\nupstream said\n" + "x" * 300
-    text = report.render_report(raw, sources={})
+    text = render_report(raw, sources={})
     failures = text.split("FAILURES\n========\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert len(failures) == 3  # header, rule, one row
     assert failures[2].endswith("HTTP 502: upstream said " + "x" * 133 + "...")
@@ -454,14 +478,14 @@ def test_rows_a_profile_could_not_simulate_are_left_out_and_named():
     raw.loc[gone, energy_cols + ["carbon_gco2e", "carbon_gco2e_min", "carbon_gco2e_max", "energy_cost_usd",
                                  "total_cost_usd", "sim_latency_s"]] = float("nan")
     raw.loc[gone, "energy_method"] = "not simulated: too big for T4"
-    df = report.prepare(raw)
-    t4 = _row(report.efficiency_table(df), model=GEMINI, profile="T4_COLAB")
+    df = prepare(raw)
+    t4 = _row(efficiency_table(df), model=GEMINI, profile="T4_COLAB")
     # r1, r2, r4: (5e-6 + 2e-5) * 1.25 + (1e-5 + 2e-5) * 1.25 + (5e-6 + 2e-5) * 1.25 = 1e-4 kWh; 200 tokens
     assert t4["requests"] == 3
     assert t4["carbon_gco2e_per_1k_tokens"] == approx(1e-4 * 400 / 0.2)
-    row = _row(report.summary_table(df), model=GEMINI, route="Flash-Coder", profile="T4_COLAB")
+    row = _row(summary_table(df), model=GEMINI, route="Flash-Coder", profile="T4_COLAB")
     assert row["carbon_gco2e_per_1k_tokens"] == approx(3.125e-5 * 400 / 0.05)  # r4 alone
-    assert _row(report.profile_table(df), profile="T4_COLAB")["energy_method"] == "roofline"
-    text = report.render_report(df, sources={})
+    assert _row(profile_table(df), profile="T4_COLAB")["energy_method"] == "roofline"
+    text = render_report(df, sources={})
     assert "served but not simulated on a profile (left out of its energy figures):" in text
     assert re.search(r"T4_COLAB\s+1\s+not simulated: too big for T4", text)

@@ -1,4 +1,4 @@
-"""Nothing lost: `wattbench.py run` killed with SIGKILL in the middle, then `--resume`, sends only what is
+"""Nothing lost: `wattbench run` killed with SIGKILL in the middle, then `--resume`, sends only what is
 missing, and the CSV has every request exactly once. A real subprocess against a stub server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from batch import RunStore
 from stub_servers import ChatStub, slow
+
+from wattbench.runner.store import RunStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS, REPEATS = 6, 2
@@ -23,7 +23,8 @@ N_PROMPTS, REPEATS = 6, 2
 def run_cmd(url: str, prompts: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
-        str(REPO_ROOT / "wattbench.py"),
+        "-m",
+        "wattbench",
         "run",
         "--server-url",
         url,

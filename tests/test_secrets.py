@@ -1,4 +1,4 @@
-"""No secret in any output: `wattbench.py run` end to end (it starts the real service, app.py under uvicorn, with
+"""No secret in any output: `wattbench run` end to end (it starts the real service, app.py under uvicorn, with
 LiteLLM's mock_response instead of a model call) with fake keys in the environment, then every file it wrote,
 its stdout and its stderr are searched for each key, raw and in the forms it could be encoded in."""
 
@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from server import free_port
+from wattbench.runner.service_process import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRETS = {
@@ -46,7 +46,7 @@ def test_run_writes_no_secret_anywhere(tmp_path: Path) -> None:
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
     done = subprocess.run(
-        [sys.executable, "wattbench.py", "run", "--prompts", str(prompts), "--out", str(out),
+        [sys.executable, "-m", "wattbench", "run", "--prompts", str(prompts), "--out", str(out),
          "--profiles", "T4_COLAB", "--warmup", "0", "--no-progress"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip

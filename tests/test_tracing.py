@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from otlp_receiver import OtlpReceiver
 
-import tracing
-from config import Settings
+from wattbench.config import Settings
+from wattbench.service import tracing
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_KEY = "pk-lf-test-1234"
@@ -58,8 +58,9 @@ def test_target_needs_both_keys_and_hides_headers_from_repr() -> None:
 
 
 NO_KEYS_SCRIPT = """
-import sys, tracing
-from config import Settings
+import sys
+from wattbench.service import tracing
+from wattbench.config import Settings
 on = tracing.configure_tracing(Settings(langfuse_public_key=sys.argv[1] or None))
 print(on, tracing.tracing_enabled(), "litellm" in sys.modules, "opentelemetry.sdk.trace" in sys.modules)
 """
@@ -134,7 +135,8 @@ def test_service_traces_each_chat_with_its_route_request_id_tokens_and_cost() ->
     # The real service (uvicorn subprocess; app.py's lifespan calls configure_tracing, and flush_tracing at
     # shutdown) with LiteLLM's mock_response in place of Gemini; Langfuse is the loopback receiver.
     import httpx
-    from server import ServiceProcess
+
+    from wattbench.runner.service_process import ServiceProcess
 
     with OtlpReceiver() as receiver:
         env = {

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-import tunnel
 from fake_ngrok import BAD_TOKEN, GOOD_TOKEN, PUBLIC_URL, write_fake_ngrok
+
+from wattbench.service import tunnel
 
 
 @pytest.fixture()
@@ -137,7 +137,8 @@ def test_agent_without_network_is_stopped_at_the_deadline(fake_ngrok: dict[str, 
 
 
 NO_NETWORK_SCRIPT = """
-import sys, tunnel
+import sys
+from wattbench.service import tunnel
 url = tunnel.open_tunnel(8126, sys.argv[1], ngrok_path=sys.argv[2], config_path=sys.argv[3],
                          require_auth=False)
 sys.exit(0 if url is None else 1)
@@ -215,7 +216,7 @@ def test_redact_filter_hides_the_token_in_messages_and_tracebacks():
     import io
     import logging
 
-    from tunnel import _RedactFilter
+    from wattbench.service.tunnel import _RedactFilter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

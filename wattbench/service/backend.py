@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: use the bundled price map
 
-from config import LOCAL_MODEL, Settings  # noqa: E402
+from wattbench.config import LOCAL_MODEL, Settings  # noqa: E402
 
 log = logging.getLogger("wattbench.backend")
 
@@ -125,7 +125,7 @@ class LiteLLMBackend:
 
     def local(self) -> Any:
         if self._local is None:
-            import local_llm
+            from wattbench.service import local_llm
 
             self._local = local_llm.register(
                 self._settings.local_model_path,
@@ -143,7 +143,7 @@ class LiteLLMBackend:
         if self._settings.mock_response is not None:
             return True, "mock responses (WATTBENCH_MOCK_RESPONSE)"
         if model == LOCAL_MODEL:
-            from local_llm import LocalModelError
+            from wattbench.service.local_llm import LocalModelError
 
             try:
                 path = self.local().model_path
@@ -207,7 +207,7 @@ class LiteLLMBackend:
                 raise UpstreamUnavailable(f"{why} to use model {request.model}")
         stats = None
         if request.model == LOCAL_MODEL:
-            import local_llm
+            from wattbench.service import local_llm
 
             stats = local_llm.GenerationStats()
             local_llm.current_stats.set(stats)  # this request's holder; the provider fills it in

@@ -1,46 +1,64 @@
-"""The six Plotly dashboards of a wattbench run, and writing them with index.html for offline viewing.
+"""The six dashboards as Plotly figures (GPU comparison, model performance, carbon and energy, time series,
+hardware, efficiency), each with its energy lens named."""
 
-Each `make_*` function is pure: metrics DataFrame (CSV schema of docs/architecture.md) -> plotly Figure.
-The figures plot aggregates (per profile, model, route), never one mark per row, except the time series,
-which samples at most `max_points` requests in time order and says so on the chart; so 100,000 rows still
-make small HTML files. Every energy or carbon panel names its lens: simulated, provider-side (EcoLogits),
-measured / estimated. `write_dashboards` writes the six HTML files, index.html and plotly.min.js once beside
-them (no CDN, not inlined six times).
-"""
 from __future__ import annotations
 
-import html
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-import report
+from wattbench.analysis.reading import ANALYSIS_COLUMNS, check_frame, lean, prepare
+from wattbench.analysis.report import fmt_num, fmt_pct, fmt_range
+from wattbench.analysis.schema import LENS_ESTIMATED, LENS_MEASURED, LENS_PROVIDER, LENS_SIMULATED
+from wattbench.analysis.tables import (
+    DEFAULT_SLO_TPOT_S,
+    DEFAULT_SLO_TTFT_S,
+    accuracy_table,
+    efficiency_table,
+    energy_breakdown,
+    goodput_table,
+    lens_table,
+    per_1k,
+    percentile_table,
+    requests_of,
+    route_latency_table,
+    simulated,
+    successful,
+)
 
-PLOTLY_JS = "plotly.min.js"
-INDEX_HTML = "index.html"
 DEFAULT_MAX_POINTS = 2000
+
+
 PCT_SHOWN: tuple[int, ...] = (50, 90, 99)
-SIM = f"[{report.LENS_SIMULATED}]"
+
+
+SIM = f"[{LENS_SIMULATED}]"
+
+
 PROVIDER_LABEL = "provider-side<br>(EcoLogits)"
+
+
 PCT_COLORS = {50: "#9ECAE1", 90: "#4292C6", 99: "#08519C"}  # light to dark: higher percentile, darker
+
+
 MODEL_COLORS = ("#7B4FA0", "#E8833A", "#2A9D8F", "#C8553D", "#8D99AE", "#B5838D")
+
+
 PART_COLORS = {"compute": "#4C78A8", "idle": "#BAB0AC", "PUE overhead": "#F58518"}
+
+
 LENS_NOTE = ("Lenses: simulated = modelled GPU x datacenter profile; provider-side (EcoLogits) = the API "
              "provider's datacenter; measured / estimated = the machine that served the local model.")
-
-
-# ----------------------------------------------------------------------------------------------- helpers
 
 
 def _checked(df: pd.DataFrame) -> pd.DataFrame:
     """df prepared (report.prepare) and lean (report.lean); report.ReportInputError naming the missing columns
     when it is not in the schema."""
-    report.check_frame(df, required=report.ANALYSIS_COLUMNS)
-    return report.lean(report.prepare(df))
+    check_frame(df, required=ANALYSIS_COLUMNS)
+    return lean(prepare(df))
 
 
 def _error_y(mid: pd.Series, low: pd.Series, high: pd.Series) -> dict:
@@ -113,9 +131,6 @@ def _percentile_bars(fig: go.Figure, table: pd.DataFrame, xcol: str, models: lis
                                                + "<extra>%{fullData.name}</extra>"), row=row, col=col)
 
 
-# ----------------------------------------------------------------------------------------------- 1. GPUs
-
-
 def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
     """GPU comparison: carbon, total cost, latency and energy per deployment profile.
 
@@ -124,7 +139,7 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
     measured/estimated lenses as their own bars.
     """
     df = _checked(df)
-    ranked = report.efficiency_table(df)
+    ranked = efficiency_table(df)
     eff = ranked.sort_values(["model", "profile"])
     models = _models(df)
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1, subplot_titles=(
@@ -146,7 +161,7 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
                              hovertemplate="%{x}<br>$%{y:.6g} per 1K tokens<extra>%{fullData.name}</extra>"),
                       row=1, col=2)
     _latency_panel(fig, df, row=2, col=1)
-    _lens_energy_panel(fig, report.lens_table(df, ranked), models, row=2, col=2)
+    _lens_energy_panel(fig, lens_table(df, ranked), models, row=2, col=2)
     fig.update_yaxes(title_text="gCO2e / 1K tokens", row=1, col=1)
     fig.update_yaxes(title_text="USD / 1K tokens", row=1, col=2)
     fig.update_yaxes(title_text="seconds (log)", type="log", row=2, col=1)
@@ -161,11 +176,11 @@ def latency_by_profile(df: pd.DataFrame) -> pd.DataFrame:
     requests only.
     """
     rows = []
-    req = report.successful(report.requests_of(df))
+    req = successful(requests_of(df))
     for model, frame in req.groupby("model", sort=True):
         rows.append(dict(model=model, source="measured",
                          **{f"p{q}": frame["latency_s"].quantile(q / 100) for q in PCT_SHOWN}))
-    ok = report.simulated(df)
+    ok = simulated(df)
     for (model, profile), frame in ok.groupby(["model", "profile"], sort=True):
         rows.append(dict(model=model, source=f"{profile}<br>{SIM}",
                          **{f"p{q}": frame["sim_latency_s"].quantile(q / 100) for q in PCT_SHOWN}))
@@ -180,8 +195,8 @@ def _latency_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> None
 def lens_labels(lenses: pd.DataFrame) -> list[str]:
     """Bar labels for report.lens_table rows: '<profile> [simulated]', 'provider-side (EcoLogits)',
     '<lens>: <method>' for measured / estimated."""
-    return [f"{s}<br>[{lens}]" if lens == report.LENS_SIMULATED else PROVIDER_LABEL
-            if lens == report.LENS_PROVIDER else f"{lens}:<br>{s}" for s, lens in zip(lenses["source"], lenses["lens"])]
+    return [f"{s}<br>[{lens}]" if lens == LENS_SIMULATED else PROVIDER_LABEL
+            if lens == LENS_PROVIDER else f"{lens}:<br>{s}" for s, lens in zip(lenses["source"], lenses["lens"])]
 
 
 def _lens_energy_panel(fig: go.Figure, lenses: pd.DataFrame, models: list[str], row: int, col: int) -> None:
@@ -206,11 +221,8 @@ def _lens_order(col: pd.Series) -> pd.Series:
     """Sort key: simulated first, then provider-side, then measured / estimated; other columns as they are."""
     if col.name != "lens":
         return col
-    rank = {report.LENS_SIMULATED: 0, report.LENS_PROVIDER: 1, report.LENS_MEASURED: 2, report.LENS_ESTIMATED: 3}
+    rank = {LENS_SIMULATED: 0, LENS_PROVIDER: 1, LENS_MEASURED: 2, LENS_ESTIMATED: 3}
     return col.map(lambda v: rank.get(v, 9))
-
-
-# ----------------------------------------------------------------------------------------------- 2. models
 
 
 def make_model_performance(df: pd.DataFrame) -> go.Figure:
@@ -218,9 +230,9 @@ def make_model_performance(df: pd.DataFrame) -> go.Figure:
     (p50/p90/p99 drawn over each other, darker = lower percentile). One colour per model."""
     df = _checked(df)
     models = _models(df)
-    pct = report.percentile_table(df, by=("model", "route"), percentiles=PCT_SHOWN)
-    routes = report.route_latency_table(df, pct).sort_values(["model", "route"], ignore_index=True)
-    acc = report.accuracy_table(df)
+    pct = percentile_table(df, by=("model", "route"), percentiles=PCT_SHOWN)
+    routes = route_latency_table(df, pct).sort_values(["model", "route"], ignore_index=True)
+    acc = accuracy_table(df)
     graded = acc[(acc["route"] != "(all)") & (acc["graded"] > 0)].sort_values(["model", "route"])
     fig = make_subplots(rows=2, cols=3, vertical_spacing=0.2, horizontal_spacing=0.07, subplot_titles=(
         "API cost per request, USD (mean)", "Throughput, output tokens/s (mean)",
@@ -263,12 +275,9 @@ def make_model_performance(df: pd.DataFrame) -> go.Figure:
                              "Percentile bars: darkest p50, then p90, lightest p99.")
 
 
-# ----------------------------------------------------------------------------------------------- 3. carbon
-
-
 def carbon_by_location(df: pd.DataFrame) -> pd.DataFrame:
     """Simulated carbon of successful requests per datacenter location: total, min, max, grid intensity."""
-    ok = report.simulated(df)
+    ok = simulated(df)
     g = ok.groupby(["location", "profile"], sort=True)
     out = g[["carbon_gco2e", "carbon_gco2e_min", "carbon_gco2e_max", "total_tokens"]].sum(min_count=1)
     out["grid_gco2e_per_kwh"] = g["grid_gco2e_per_kwh"].first()
@@ -280,7 +289,7 @@ def make_carbon_energy(df: pd.DataFrame) -> go.Figure:
     and carbon by prompt category."""
     df = _checked(df)
     loc = carbon_by_location(df)
-    bd = report.energy_breakdown(df).groupby("profile", sort=True)[
+    bd = energy_breakdown(df).groupby("profile", sort=True)[
         ["compute_energy_kwh", "idle_energy_kwh", "pue_overhead_kwh", "energy_kwh"]].sum(min_count=1).reset_index()
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1, subplot_titles=(
         f"Carbon by datacenter location, gCO2e {SIM} (bars: min-max)",
@@ -295,7 +304,7 @@ def make_carbon_energy(df: pd.DataFrame) -> go.Figure:
                                        "<extra>simulated</extra>"), row=1, col=1)
     _energy_parts_panel(fig, bd, row=1, col=2)
     _carbon_lens_panel(fig, df, row=2, col=1)
-    cat = report.simulated(df).groupby(["category", "profile"], sort=True)["carbon_gco2e"].sum(min_count=1)
+    cat = simulated(df).groupby(["category", "profile"], sort=True)["carbon_gco2e"].sum(min_count=1)
     for profile, frame in cat.reset_index().groupby("profile", sort=True):
         fig.add_trace(go.Bar(name=str(profile), x=frame["category"], y=frame["carbon_gco2e"],
                              legendgroup=f"cat-{profile}",
@@ -320,7 +329,7 @@ def _energy_parts_panel(fig: go.Figure, bd: pd.DataFrame, row: int, col: int) ->
         share = bd[column] / total
         fig.add_trace(go.Bar(name=f"{part} energy", x=bd["profile"], y=y, base=base.copy(),
                              marker_color=PART_COLORS[part], offsetgroup="energy-parts",
-                             text=[report.fmt_pct(s) for s in share], textposition="inside", legendgroup=part,
+                             text=[fmt_pct(s) for s in share], textposition="inside", legendgroup=part,
                              hovertemplate="%{x}<br>" + part + " %{y:.4g} kWh (%{text})<extra>simulated</extra>"),
                       row=row, col=col)
         base = base + np.nan_to_num(y)
@@ -328,8 +337,8 @@ def _energy_parts_panel(fig: go.Figure, bd: pd.DataFrame, row: int, col: int) ->
 
 def _carbon_lens_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> None:
     """Carbon per 1K tokens: simulated per profile and provider-side (EcoLogits), per model, with ranges."""
-    eff = report.efficiency_table(df).sort_values(["model", "profile"])
-    req = report.successful(report.requests_of(df))
+    eff = efficiency_table(df).sort_values(["model", "profile"])
+    req = successful(requests_of(df))
     prov = req[req["provider_carbon_gco2e"].notna()]
     rows = [dict(model=r.model, label=f"{r.profile}<br>{SIM}", mid=r.carbon_gco2e_per_1k_tokens,
                  low=r.carbon_gco2e_per_1k_tokens_min, high=r.carbon_gco2e_per_1k_tokens_max)
@@ -352,9 +361,6 @@ def _carbon_lens_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> 
                       row=row, col=col)
 
 
-# ----------------------------------------------------------------------------------------------- 4. time
-
-
 def sample_positions(n: int, max_points: int) -> np.ndarray:
     """At most max_points evenly spaced indices into range(n), first and last included."""
     if n <= max_points:
@@ -364,7 +370,7 @@ def sample_positions(n: int, max_points: int) -> np.ndarray:
 
 def binned_percentiles(req: pd.DataFrame, metric: str, n_bins: int = 40) -> pd.DataFrame:
     """p50/p90/p99 of `metric` in n_bins equal slices of t_start_s (successful requests): t_mid_s, p50, p90, p99."""
-    ok = report.successful(req).dropna(subset=[metric, "t_start_s"])
+    ok = successful(req).dropna(subset=[metric, "t_start_s"])
     if ok.empty:
         return pd.DataFrame(columns=["t_mid_s", "p50", "p90", "p99"])
     bins = pd.cut(ok["t_start_s"], bins=max(1, min(n_bins, len(ok))))
@@ -378,7 +384,7 @@ def make_time_series(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) -> 
     """Performance over the run: latency and TTFT per request (sampled to max_points), rolling p50/p90/p99,
     tokens/s, failures, and cumulative simulated carbon per profile."""
     df = _checked(df)
-    req = report.requests_of(df).sort_values("t_start_s", kind="stable", ignore_index=True)
+    req = requests_of(df).sort_values("t_start_s", kind="stable", ignore_index=True)
     keep = sample_positions(len(req), max_points)
     shown = req.iloc[keep]
     ok_shown = shown[shown["success"]]
@@ -435,7 +441,7 @@ def cumulative_carbon(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) ->
     Columns: profile, t_start_s, cumulative_carbon_gco2e (the total is over all rows; only the points are
     sampled, the last point is always the full total).
     """
-    ok = report.simulated(df)[["profile", "t_start_s", "carbon_gco2e"]].dropna(subset=["t_start_s"])
+    ok = simulated(df)[["profile", "t_start_s", "carbon_gco2e"]].dropna(subset=["t_start_s"])
     parts = []
     for profile, frame in ok.groupby("profile", sort=True):
         frame = frame.sort_values("t_start_s", kind="stable")
@@ -448,9 +454,6 @@ def cumulative_carbon(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) ->
     return pd.concat(parts, ignore_index=True)
 
 
-# ----------------------------------------------------------------------------------------------- 5. hardware
-
-
 def hardware_table(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Per profile (successful requests, simulated lens): GPU, gpu_count, TDP, grid intensity, PUE, memory,
     carbon per 1K tokens (+ range), simulated output tokens/s and compute energy per output token.
@@ -459,7 +462,7 @@ def hardware_table(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None =
     sum(compute_energy_kwh) * 3.6e6 / sum(completion_tokens) (prefill included). memory_gb (per GPU) comes from
     gpu_memory_gb by GPU name; NaN when unknown.
     """
-    ok = report.simulated(df)
+    ok = simulated(df)
     g = ok.groupby("profile", sort=True)
     out = g[["gpu", "gpu_count", "location", "tdp_w", "idle_w", "pue", "grid_gco2e_per_kwh"]].first()
     sums = g[["completion_tokens", "sim_latency_s", "compute_energy_kwh", "total_tokens", "carbon_gco2e",
@@ -469,7 +472,7 @@ def hardware_table(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] | None =
     tokens = sums["completion_tokens"].where(sums["completion_tokens"] > 0)
     out["compute_j_per_output_token"] = sums["compute_energy_kwh"] * 3.6e6 / tokens
     for suffix in ("", "_min", "_max"):
-        out[f"carbon_gco2e_per_1k_tokens{suffix}"] = report.per_1k(sums[f"carbon_gco2e{suffix}"],
+        out[f"carbon_gco2e_per_1k_tokens{suffix}"] = per_1k(sums[f"carbon_gco2e{suffix}"],
                                                                     sums["total_tokens"])
     memory = dict(gpu_memory_gb or {})
     out["memory_gb"] = [float(memory.get(str(gpu), np.nan)) for gpu in out["gpu"]]
@@ -527,8 +530,8 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
 def gpu_memory_from_profiles() -> dict[str, float]:
     """GPU name -> memory per GPU in GB from gpu_profiles.load_gpus(); {} when it is not importable."""
     try:
-        import gpu_profiles  # noqa: PLC0415 - optional; the dashboards work from the CSV alone
-        gpus = gpu_profiles.load_gpus()
+        from wattbench.energy import hardware  # noqa: PLC0415 - optional; the dashboards work from the CSV alone
+        gpus = hardware.load_gpus()
     except (ImportError, OSError, ValueError, AttributeError):
         return {}
     out: dict[str, float] = {}
@@ -543,19 +546,16 @@ def gpu_memory_from_profiles() -> dict[str, float]:
     return out
 
 
-# ----------------------------------------------------------------------------------------------- 6. efficiency
-
-
-def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = report.DEFAULT_SLO_TTFT_S,
-                               slo_tpot_s: float = report.DEFAULT_SLO_TPOT_S) -> go.Figure:
+def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
+                               slo_tpot_s: float = DEFAULT_SLO_TPOT_S) -> go.Figure:
     """Efficiency rankings: total cost and carbon per 1K tokens (ranked, with ranges), goodput against the SLOs
     per model, and the ranking table."""
     df = _checked(df)
-    eff = report.efficiency_table(df)
+    eff = efficiency_table(df)
     models = _models(df)
     eff = eff.assign(label=_group_label(eff, "profile", len(models) > 1),
                      color=[model_color(m, models) for m in eff["model"]])
-    gp = report.goodput_table(df, slo_ttft_s, slo_tpot_s)
+    gp = goodput_table(df, slo_ttft_s, slo_tpot_s)
     fig = make_subplots(rows=2, cols=3, vertical_spacing=0.14, horizontal_spacing=0.17,
                         row_heights=[0.58, 0.42],
                         specs=[[{}, {}, {}], [{"type": "table", "colspan": 3}, None, None]], subplot_titles=(
@@ -579,7 +579,7 @@ def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = report.DEFA
     fig.add_trace(go.Bar(name="throughput (all successes)", x=gp_x, y=gp["throughput_rps"],
                          marker_color="#BAB0AC", hovertemplate="%{x}<br>%{y:.4g} req/s<extra></extra>"), row=1, col=3)
     fig.add_trace(go.Bar(name="goodput (meeting the SLOs)", x=gp_x, y=gp["goodput_rps"], marker_color="#F58518",
-                         text=[f"{report.fmt_pct(a)} meet" for a in gp["slo_attainment"]], textangle=0,
+                         text=[f"{fmt_pct(a)} meet" for a in gp["slo_attainment"]], textangle=0,
                          textposition="auto", hovertemplate="%{x}<br>%{y:.4g} req/s (%{text})<extra></extra>"),
                   row=1, col=3)
     ranked = eff.sort_values(["model", "rank_carbon", "profile"])
@@ -591,116 +591,13 @@ def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = report.DEFA
         cells=dict(values=[[short_model(m) for m in ranked["model"]], ranked["profile"],
                            [f"{g} x{c:.0f}" for g, c in zip(ranked["gpu"], ranked["gpu_count"])],
                            ranked["location"], ranked["rank_carbon"].astype(str), ranked["rank_cost"].astype(str),
-                           [report.fmt_num(v, ".6g") for v in ranked["total_cost_usd_per_1k_tokens"]],
-                           [report.fmt_range(m, lo, hi, ".4g") for m, lo, hi in zip(
+                           [fmt_num(v, ".6g") for v in ranked["total_cost_usd_per_1k_tokens"]],
+                           [fmt_range(m, lo, hi, ".4g") for m, lo, hi in zip(
                                ranked["carbon_gco2e_per_1k_tokens"], ranked["carbon_gco2e_per_1k_tokens_min"],
                                ranked["carbon_gco2e_per_1k_tokens_max"])],
-                           [report.fmt_num(v, ".4g") for v in ranked["energy_kwh_per_1k_tokens"]]],
+                           [fmt_num(v, ".4g") for v in ranked["energy_kwh_per_1k_tokens"]]],
                    align="left")), row=2, col=1)
     fig.update_xaxes(title_text="USD / 1K tokens", row=1, col=1)
     fig.update_xaxes(title_text="gCO2e / 1K tokens", row=1, col=2)
     fig.update_yaxes(title_text="requests/s", row=1, col=3)
     return _base_layout(fig, "Efficiency comparison: cost and carbon rankings, goodput", 2)
-
-
-# ----------------------------------------------------------------------------------------------- writing
-
-
-DASHBOARDS: dict[str, tuple[str, str]] = {
-    "gpu_comparison": ("gpu_comparison_dashboard.html",
-                       "GPU comparison: carbon, cost, latency and energy per deployment profile"),
-    "model_performance": ("model_performance_analysis.html",
-                          "Model / route performance: cost, throughput, accuracy, latency/TTFT/TPOT percentiles"),
-    "carbon_energy": ("carbon_energy_analysis.html",
-                      "Carbon by location, idle vs compute energy, carbon by lens and by category"),
-    "time_series": ("time_series_analysis.html", "Performance over the run and cumulative carbon"),
-    "advanced_hardware": ("advanced_hardware_metrics.html", "TDP vs carbon, memory vs throughput, grid, power"),
-    "efficiency_comparison": ("efficiency_comparison.html", "Cost and carbon efficiency rankings, goodput"),
-}
-
-
-def make_all(df: pd.DataFrame, *, slo_ttft_s: float = report.DEFAULT_SLO_TTFT_S,
-             slo_tpot_s: float = report.DEFAULT_SLO_TPOT_S, gpu_memory_gb: Mapping[str, float] | None = None,
-             max_points: int = DEFAULT_MAX_POINTS) -> dict[str, go.Figure]:
-    """The six figures by name (keys of DASHBOARDS), from one prepared copy of df. gpu_memory_gb defaults to
-    gpu_memory_from_profiles()."""
-    df = _checked(df)
-    if gpu_memory_gb is None:
-        gpu_memory_gb = gpu_memory_from_profiles()
-    makers: dict[str, Callable[[], go.Figure]] = {
-        "gpu_comparison": lambda: make_gpu_comparison(df),
-        "model_performance": lambda: make_model_performance(df),
-        "carbon_energy": lambda: make_carbon_energy(df),
-        "time_series": lambda: make_time_series(df, max_points),
-        "advanced_hardware": lambda: make_advanced_hardware(df, gpu_memory_gb),
-        "efficiency_comparison": lambda: make_efficiency_comparison(df, slo_ttft_s, slo_tpot_s),
-    }
-    return {name: make() for name, make in makers.items()}
-
-
-def figure_html(fig: go.Figure, title: str) -> str:
-    """A full HTML page for fig that loads plotly.min.js from beside it (no CDN, nothing inlined)."""
-    page = fig.to_html(include_plotlyjs=PLOTLY_JS, full_html=True, config={"displaylogo": False, "responsive": True})
-    return page.replace("<head>", f"<head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>", 1)
-
-
-def write_plotly_js(out_dir: Path) -> Path:
-    """Write plotly's bundled plotly.min.js into out_dir unless the same file is already there."""
-    from plotly.offline import get_plotlyjs  # noqa: PLC0415 - only needed when writing
-
-    path = out_dir / PLOTLY_JS
-    js = get_plotlyjs().encode("utf-8")
-    if not (path.is_file() and path.stat().st_size == len(js)):
-        path.write_bytes(js)
-    return path
-
-
-def index_html(titles: Mapping[str, tuple[str, str]], extra_links: Mapping[str, str]) -> str:
-    """index.html: links to the dashboards (file -> description) and the other outputs."""
-    items = "\n".join(f'  <li><a href="{html.escape(f)}">{html.escape(f)}</a> &mdash; {html.escape(d)}</li>'
-                      for f, d in titles.values())
-    extras = "\n".join(f'  <li><a href="{html.escape(f)}">{html.escape(f)}</a> &mdash; {html.escape(d)}</li>'
-                       for f, d in extra_links.items())
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>wattbench dashboards</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;line-height:1.5}}</style></head>
-<body>
-<h1>wattbench dashboards</h1>
-<ul>
-{items}
-</ul>
-<h2>Report and data</h2>
-<ul>
-{extras}
-</ul>
-<p>{html.escape(LENS_NOTE)}</p>
-<p>The pages work offline: they load <code>{PLOTLY_JS}</code> from this folder.</p>
-</body></html>
-"""
-
-
-def write_dashboards(df: pd.DataFrame, out_dir: str | Path, *, slo_ttft_s: float = report.DEFAULT_SLO_TTFT_S,
-                     slo_tpot_s: float = report.DEFAULT_SLO_TPOT_S,
-                     gpu_memory_gb: Mapping[str, float] | None = None,
-                     max_points: int = DEFAULT_MAX_POINTS) -> dict[str, object]:
-    """Write the six dashboards, index.html and plotly.min.js into out_dir.
-
-    Returns {"dashboards": {name: Path}, "index": Path, "plotly_js": Path}. gpu_memory_gb defaults to
-    gpu_memory_from_profiles().
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = make_all(df, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, gpu_memory_gb=gpu_memory_gb,
-                       max_points=max_points)
-    js = write_plotly_js(out)
-    paths: dict[str, Path] = {}
-    for name, fig in figures.items():
-        filename, title = DASHBOARDS[name]
-        path = out / filename
-        path.write_text(figure_html(fig, title), encoding="utf-8")
-        paths[name] = path
-    index = out / INDEX_HTML
-    index.write_text(index_html(DASHBOARDS, {
-        report.REPORT_TXT: "the printed report", report.REPORT_MD: "the report as Markdown",
-        report.SUMMARY_CSV: "summary per model x route x profile"}), encoding="utf-8")
-    return {"dashboards": paths, "index": index, "plotly_js": js}

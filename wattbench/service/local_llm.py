@@ -21,7 +21,7 @@ import litellm
 from litellm.llms.custom_llm import CustomLLM, CustomLLMError
 from litellm.types.utils import GenericStreamingChunk
 
-from config import LOCAL_MODEL
+from wattbench.config import LOCAL_MODEL
 
 PROVIDER = LOCAL_MODEL.split("/", 1)[0]  # "wattbench-local"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -130,7 +130,9 @@ class LocalLlama(CustomLLM):
         """Yield the text token by token and fill in `stats` at the end. Blocking: run it in a worker thread."""
         import llama_cpp
 
-        from gpu_profiles import EnergyMeter  # the measured lens: RAPL / NVML counters, else a CPU-time estimate
+        from wattbench.energy.meters import (
+            EnergyMeter,  # the measured lens: RAPL / NVML counters, else a CPU-time estimate
+        )
 
         with self._gen_lock:
             llm = self.load()

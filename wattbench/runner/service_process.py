@@ -4,7 +4,7 @@
         BatchProcessor(service.url, ...)
 
 The child runs in its own process group; stop() sends SIGTERM to the group, then SIGKILL after a grace period,
-and an atexit hook stops anything still running, so no orphan is left behind. Used by `wattbench.py run` and
+and an atexit hook stops anything still running, so no orphan is left behind. Used by `wattbench run` and
 the notebook.
 """
 
@@ -21,8 +21,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
-
-REPO_ROOT = Path(__file__).resolve().parent
 
 
 class ServiceStartError(RuntimeError):
@@ -46,7 +44,8 @@ def log_tail(path: Path, lines: int = 20) -> str:
 
 
 class ServiceProcess:
-    """`python -m uvicorn <app>` as a subprocess, from `app_dir` (default: the repository root).
+    """`python -m uvicorn <app>` as a subprocess (default: the installed wattbench.service.app:app; `app_dir`, when
+    given, is put first on the import path and is the child's working directory).
 
     host/port: where it listens (port None: a free one). env: variables added to this process's environment.
     log_path: where its stdout+stderr go (default: a temporary file). startup_timeout_s: how long to wait for
@@ -62,7 +61,7 @@ class ServiceProcess:
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout_s: float = 120.0,
         *,
-        app: str = "app:app",
+        app: str = "wattbench.service.app:app",
         app_dir: str | os.PathLike[str] | None = None,
         stop_grace_s: float = 5.0,
     ) -> None:
@@ -72,7 +71,7 @@ class ServiceProcess:
         self.log_path = Path(log_path) if log_path is not None else None
         self.startup_timeout_s = startup_timeout_s
         self.app = app
-        self.app_dir = Path(app_dir) if app_dir is not None else REPO_ROOT
+        self.app_dir = Path(app_dir) if app_dir is not None else None
         self.stop_grace_s = stop_grace_s
         self.process: subprocess.Popen[bytes] | None = None
         self._url: str | None = None
@@ -97,10 +96,9 @@ class ServiceProcess:
             self.host,
             "--port",
             str(self.port),
-            "--app-dir",
-            str(self.app_dir),
             "--log-level",
             "warning",
+            *(["--app-dir", str(self.app_dir)] if self.app_dir is not None else []),
         ]
 
     def start(self) -> ServiceProcess:

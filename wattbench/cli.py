@@ -1,7 +1,7 @@
-"""wattbench command line: serve | run | report | simulate.
+"""The `wattbench` command: serve | run | report | simulate.
 
-Each subcommand lives in the module that owns it; this file only dispatches, so that
-`python wattbench.py simulate` never pays for importing the model stack.
+Each subcommand lives in the subpackage that owns it; this module only dispatches, so that
+`wattbench simulate` never pays for importing the model stack (LiteLLM costs seconds of CPU).
 """
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import importlib
 import sys
 
 COMMANDS = {
-    "serve": ("app", "cli_serve", "start the FastAPI service under uvicorn"),
-    "run": ("batch", "cli_run", "benchmark a model through the service and write the CSV"),
-    "report": ("report", "cli_report", "rebuild the dashboards and the report from a CSV"),
-    "simulate": ("gpu_profiles", "cli_simulate", "predict latency, energy and carbon on GPU profiles"),
+    "serve": ("wattbench.service.app", "cli_serve", "start the FastAPI service under uvicorn"),
+    "run": ("wattbench.runner.run", "cli_run", "benchmark a model and write the CSV, dashboards and report"),
+    "report": ("wattbench.analysis.cli", "cli_report", "rebuild the dashboards and the report from a CSV"),
+    "simulate": ("wattbench.energy.cli", "cli_simulate", "predict latency, energy and carbon on GPU profiles"),
 }
 
-USAGE = "usage: python wattbench.py {serve,run,report,simulate} [options]   (add --help to any)\n\n" + "\n".join(
+USAGE = "usage: wattbench {serve,run,report,simulate} [options]   (add --help to any)\n\n" + "\n".join(
     f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()
 )
 

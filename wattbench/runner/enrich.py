@@ -1,0 +1,205 @@
+"""Enrichment: measured requests x deployment profiles -> the CSV rows (each energy lens filled in)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from wattbench.runner.graders import check_accuracy
+from wattbench.runner.plan import RequestRecord
+from wattbench.runner.store import latest_by_key
+
+if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
+    import pandas as pd
+
+
+_RESPONSE_MEASURES = (  # the /chat response's measurements, each a CSV column of the same name
+    "latency_s",
+    "ttft_s",
+    "tpot_s",
+    "tokens_per_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "token_source",
+    "cost_usd",
+)
+
+
+_PROVIDER_KEYS = (
+    "provider_energy_kwh",
+    "provider_energy_kwh_min",
+    "provider_energy_kwh_max",
+    "provider_carbon_gco2e",
+    "provider_carbon_gco2e_min",
+    "provider_carbon_gco2e_max",
+)
+
+
+REQUEST_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "request_id",
+    "prompt_id",
+    "repeat",
+    "prompt",
+    "category",
+    "route",
+    "route_reason",
+    "temperature",
+    "model",
+    "success",
+    "error",
+    "status_code",
+    "attempts",
+    "retry_wait_s",
+    "started_at",
+    "t_start_s",
+    *_RESPONSE_MEASURES,
+    "expected",
+    "grader",
+    "correct",
+    "response_text",
+    "measured_energy_kwh",
+    "measured_energy_method",
+    *_PROVIDER_KEYS,
+)
+
+
+EXTRA_REQUEST_COLUMNS: tuple[str, ...] = ("client_latency_s", "service_request_id", "session")
+
+
+_RESPONSE_FIELDS = (
+    "route",
+    "route_reason",
+    "temperature",
+    "model",
+    *_RESPONSE_MEASURES,
+    "measured_energy_kwh",
+    "measured_energy_method",
+)
+
+
+def idle_gaps_s(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Per served request: the time the service sat idle before it, i.e. from the end of the latest earlier
+    served request of the same session to this one's start (0 when another was still in flight, and for the
+    first of each session)."""
+    gaps: dict[str, float] = {}
+    by_session: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r.get("success"):
+            by_session.setdefault(r.get("session", ""), []).append(r)
+    for session_records in by_session.values():
+        latest_end: float | None = None
+        for r in sorted(session_records, key=lambda r: r["t_start_epoch_s"]):
+            start = r["t_start_epoch_s"]
+            gaps[r["key"]] = 0.0 if latest_end is None else max(0.0, start - latest_end)
+            latest_end = r["t_end_epoch_s"] if latest_end is None else max(latest_end, r["t_end_epoch_s"])
+    return gaps
+
+
+def request_row(record: Mapping[str, Any], run_id: str, t0_epoch_s: float) -> dict[str, Any]:
+    """The per-request CSV columns of one record."""
+    response = record.get("response") or {}
+    expected = record.get("expected")
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "request_id": record["key"],
+        "prompt_id": record["prompt_id"],
+        "repeat": record["repeat"],
+        "prompt": record["prompt"],
+        "category": record.get("category"),
+        "success": bool(record["success"]),
+        "error": record.get("error"),
+        "status_code": record.get("status_code"),
+        "attempts": record["attempts"],
+        "retry_wait_s": record["retry_wait_s"],
+        "started_at": record["started_at"],
+        "t_start_s": round(record["t_start_epoch_s"] - t0_epoch_s, 6),
+        "expected": json.dumps(expected) if isinstance(expected, list) else expected,
+        "grader": record.get("grader"),
+        "correct": check_accuracy(
+            response.get("text") if record["success"] else None,
+            expected,
+            record.get("grader") or "none",
+            float(record.get("tolerance") or 0.0),
+        ),
+        "response_text": response.get("text"),
+        "client_latency_s": record.get("client_latency_s"),
+        "service_request_id": response.get("request_id"),
+        "session": record.get("session"),
+    }
+    for name in _RESPONSE_FIELDS:
+        row[name] = response.get(name)
+    if row["model"] is None:  # never answered: the model that was asked for
+        row["model"] = record.get("requested_model")
+    for name in _PROVIDER_KEYS:
+        row[name] = None
+    return row
+
+
+def build_dataframe(
+    records: Iterable[Mapping[str, Any] | RequestRecord],
+    profiles: Mapping[str, Any],
+    *,
+    run_id: str,
+    enhance: Callable[..., Mapping[str, Any]] | None = None,
+    provider_estimate: Callable[..., Mapping[str, Any] | None] | None = None,
+) -> pd.DataFrame:
+    """One row per request (the last record of each key) x profile, in the column order of the CSV contract.
+
+    records: RequestRecords, or their dicts as read back from a run file (RunStore.load_records()).
+    profiles: name -> DeploymentProfile (hardware.load_profiles()). enhance / provider_estimate default to
+    simulated.calculate_enhanced_metrics / provider.provider_side_estimate. A failed request still gets its rows,
+    with empty energy columns."""
+    import pandas as pd
+
+    from wattbench.energy.lenses import provider, simulated
+
+    enhance = enhance or simulated.calculate_enhanced_metrics
+    provider_estimate = provider_estimate or provider.provider_side_estimate
+    latest = sorted(latest_by_key(records).values(), key=lambda r: r["t_start_epoch_s"])
+    t0 = min((r["t_start_epoch_s"] for r in latest), default=0.0)
+    gaps = idle_gaps_s(latest)
+    rows: list[dict[str, Any]] = []
+    for record in latest:
+        base = request_row(record, run_id, t0)
+        if record["success"]:
+            base.update(_provider_columns(base, provider_estimate))
+        for name, profile in profiles.items():
+            rows.append(
+                {**base, **_profile_columns(record, name, profile, gaps.get(record["key"], 0.0), enhance)}
+            )
+    columns = list(REQUEST_COLUMNS) + list(EXTRA_REQUEST_COLUMNS) + list(simulated.PROFILE_COLUMNS)
+    extra = [c for row in rows for c in row if c not in columns]
+    return pd.DataFrame(rows, columns=columns + list(dict.fromkeys(extra)))
+
+
+def _provider_columns(
+    base: Mapping[str, Any], provider_estimate: Callable[..., Mapping[str, Any] | None]
+) -> dict[str, Any]:
+    estimate = provider_estimate(
+        str(base["model"]), int(base["completion_tokens"] or 0), float(base["latency_s"] or 0.0)
+    )
+    return {k: estimate.get(k) for k in _PROVIDER_KEYS} if estimate else {}
+
+
+def _profile_columns(
+    record: Mapping[str, Any],
+    name: str,
+    profile: Any,
+    idle_s: float,
+    enhance: Callable[..., Mapping[str, Any]],
+) -> dict[str, Any]:
+    if not record["success"]:
+        return {"profile": name}
+    response = record["response"]
+    params_b = response.get("model_params_b")
+    try:
+        metrics = dict(
+            enhance(response, profile, idle_s=idle_s, active_params_b=params_b, total_params_b=params_b)
+        )
+    except ValueError as exc:  # e.g. gpu_profiles.ModelDoesNotFitError: the row stays, without energy
+        return {"profile": name, "energy_method": f"not simulated: {exc}"}
+    metrics["profile"] = metrics.get("profile") or name
+    return metrics

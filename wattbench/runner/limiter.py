@@ -1,0 +1,105 @@
+"""Retries and adaptive concurrency: Retry-After parsing, backoff with jitter, the AIMD concurrency limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
+    pass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try before a request is recorded as failed."""
+
+    max_attempts: int = 6  # attempts for transient failures: 5xx, timeouts, dropped connections
+    max_rate_limited: int = 100  # 429s one request may get before it is recorded as failed
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    default_retry_after_s: float = 1.0  # a 429 without a usable Retry-After
+    max_retry_after_s: float = 300.0
+    abort_after_connect_failures: int = 8  # consecutive refused connections: the service is gone
+
+
+def backoff_delay_s(retry: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """Exponential backoff with equal jitter before retry number `retry` (1 = the first retry):
+    half of min(max, base * 2**(retry-1)) plus a uniform draw of up to the other half."""
+    cap = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (retry - 1))
+    return cap / 2 + rng.uniform(0.0, cap / 2)
+
+
+def parse_retry_after(headers: Mapping[str, str], now_epoch_s: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms` (milliseconds) or `Retry-After` (seconds, possibly fractional, or
+    an HTTP date); None when neither is present or readable."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        if lower.get("retry-after-ms"):
+            return max(0.0, float(lower["retry-after-ms"]) / 1000.0)
+    except ValueError:
+        pass  # unreadable: fall back to Retry-After
+    value = (lower.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass  # not a number of seconds: an HTTP date?
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now_epoch_s is None else now_epoch_s
+    return max(0.0, when.timestamp() - now)
+
+
+class AdaptiveLimiter:
+    """Bounds the requests in flight. A 429 halves the bound (never below 1) and closes a gate until its
+    Retry-After has passed; each success grows the bound by 1/bound (one more per window of successes), up to
+    `max_concurrency`. So a rate-limited endpoint is used at its limit, not beyond it."""
+
+    def __init__(self, max_concurrency: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, not {max_concurrency}")
+        self.max_concurrency = max_concurrency
+        self.limit = float(max_concurrency)
+        self.in_flight = 0
+        self.gate_until = 0.0
+        self._clock = clock
+        self._cond = asyncio.Condition()
+
+    async def acquire(self) -> float:
+        """Wait for a slot; return the seconds spent waiting at the rate-limit gate."""
+        gate_wait_s = 0.0
+        async with self._cond:
+            while True:
+                now = self._clock()
+                if now < self.gate_until:
+                    try:
+                        await asyncio.wait_for(self._cond.wait(), timeout=self.gate_until - now)
+                    except TimeoutError:
+                        pass  # the gate opened: check again
+                    gate_wait_s += self._clock() - now
+                    continue
+                if self.in_flight < max(1, int(self.limit)):
+                    self.in_flight += 1
+                    return gate_wait_s
+                await self._cond.wait()
+
+    async def release(
+        self, outcome: Literal["ok", "rate_limited", "error"], retry_after_s: float = 0.0
+    ) -> None:
+        """Give the slot back and adapt the bound to the outcome."""
+        async with self._cond:
+            self.in_flight -= 1
+            if outcome == "ok":
+                self.limit = min(float(self.max_concurrency), self.limit + 1.0 / self.limit)
+            elif outcome == "rate_limited":
+                self.limit = max(1.0, self.limit / 2)
+                self.gate_until = max(self.gate_until, self._clock() + retry_after_s)
+            self._cond.notify_all()

@@ -1,0 +1,90 @@
+"""The load plan: work items (prompt x repeat), their send times, and RequestRecord (one finished request)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from wattbench.runner.prompts import PromptSpec
+
+if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
+    pass
+
+
+Arrival = Literal["constant", "poisson"]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One prompt x repeat: sent once per run."""
+
+    spec: PromptSpec
+    repeat: int
+
+    @property
+    def key(self) -> str:
+        return request_key(self.spec.prompt_id, self.repeat)
+
+
+def request_key(prompt_id: str, repeat: int) -> str:
+    """The stable id of a prompt x repeat within a run (the CSV's request_id)."""
+    return f"{prompt_id}-r{repeat}"
+
+
+def plan_requests(prompts: Sequence[PromptSpec], repeats: int = 1) -> list[WorkItem]:
+    """Every prompt once per repeat, repeat by repeat."""
+    return [WorkItem(spec, r) for r in range(repeats) for spec in prompts]
+
+
+@dataclass
+class RequestRecord:
+    """A finished request (served or failed) as it is written to the run file."""
+
+    key: str
+    prompt_id: str
+    repeat: int
+    prompt: str
+    category: str | None
+    expected: str | float | list[str] | None
+    grader: str
+    tolerance: float
+    session: str
+    success: bool
+    error: str | None
+    status_code: int | None
+    attempts: int
+    rate_limited: int  # how many of the attempts got a 429
+    retry_wait_s: float  # time spent waiting before retries and at the rate-limit gate: not latency
+    started_at: str  # ISO-8601 UTC, when the last attempt was sent
+    t_start_epoch_s: float
+    t_end_epoch_s: float
+    client_latency_s: float | None  # the last attempt's HTTP round trip, seen by the client
+    response: dict[str, Any] | None = None
+    requested_model: str | None = None  # the model asked for (or the service's default): kept when unanswered
+
+
+def arrival_offsets_s(
+    n: int, rate_rps: float, arrival: Arrival = "constant", rng: random.Random | None = None
+) -> list[float]:
+    """Send times (seconds after the start) of n requests at `rate_rps` requests per second: evenly spaced
+    (constant) or with exponential gaps (poisson); the first is at 0."""
+    if rate_rps <= 0:
+        raise ValueError(f"rate must be > 0 requests per second, not {rate_rps}")
+    if arrival == "constant":
+        return [i / rate_rps for i in range(n)]
+    if arrival == "poisson":
+        rng = rng or random.Random()
+        offsets, t = [], 0.0
+        for _ in range(n):
+            offsets.append(t)
+            t += rng.expovariate(rate_rps)
+        return offsets
+    raise ValueError(f"unknown arrival {arrival!r}; use constant or poisson")
+
+
+def iso_utc(epoch_s: float) -> str:
+    """An epoch time as ISO-8601 UTC with milliseconds."""
+    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds")

@@ -231,11 +231,19 @@ def test_roofline_uses_the_smallest_gpu_count_that_fits() -> None:
 
 # ------------------------------------------------------------------------------------------------- the roofline
 
+#: Round, test-owned efficiencies, so the by-hand tests check the formulas, not the fitted values (those are
+#: checked against measurements in benchmarks/bench_calibration.py and test_calibration.py).
+EFF = gp.Efficiency(hbm_fraction=0.85, kv_hbm_fraction=0.55, mfu=0.6, fp8_mfu_factor=0.8, fp8_hbm_factor=1.0,
+                    moe_compute_factor=0.7, moe_hbm_factor=1.0, allreduce_latency_nvlink_s=15e-6,
+                    step_overhead_s=0.6e-3, per_sequence_overhead_s=20e-6, layer_kernel_s=20e-6,
+                    moe_layer_kernel_s=80e-6, power_memory_coeff=0.5, power_compute_coeff=1.0, power_sync_coeff=0.0)
+
+
 def test_step_time_by_hand() -> None:
     # 8B dense, bf16, 32 layers, hidden 4096, 8 KV heads x 128, one sequence at context 1000 on TESTGPU.
     shape = gp.model_shape(active_params_b=8.0, num_layers=32, hidden_size=4096)
     step = gp.step_time(gpu=make_gpu(), num_gpus=1, shape=shape, bytes_per_param=2.0, decode_tokens=1,
-                        prefill_tokens=0, decode_context_tokens=1000, prefill_context_tokens=0, eff=gp.NOMINAL)
+                        prefill_tokens=0, decode_context_tokens=1000, prefill_context_tokens=0, eff=EFF)
     # weights 16e9 B at 1000 GB/s x 0.85 = 0.0188235294 s; KV 131072 B x 1000 at 1000 GB/s x 0.55 = 2.383127e-4 s
     assert step.memory_s == pytest.approx(0.0190618421)
     # 2 x 8e9 + 4 x 32 x 4096 x 1000 = 1.6524288e10 FLOP at 100 TFLOPS x 0.6 -> 2.754048e-4 s
@@ -250,7 +258,7 @@ def test_step_time_by_hand() -> None:
 def test_tensor_parallel_allreduce_by_hand() -> None:
     shape = gp.model_shape(active_params_b=8.0, num_layers=32, hidden_size=4096)
     step = gp.step_time(gpu=make_gpu(), num_gpus=2, shape=shape, bytes_per_param=2.0, decode_tokens=10,
-                        prefill_tokens=0, decode_context_tokens=100, prefill_context_tokens=0, eff=gp.NOMINAL)
+                        prefill_tokens=0, decode_context_tokens=100, prefill_context_tokens=0, eff=EFF)
     # message 10 x 4096 x 2 = 81920 B; ring moves 2 x (1/2) of it at 200 GB/s x 0.7 -> 5.851e-7 s + 15 us
     assert step.comm_s == pytest.approx(64 * (15e-6 + 81920 / 140e9))
 
@@ -261,7 +269,7 @@ def test_kv_cache_and_power_formulas_by_hand() -> None:
     assert gp.gpu_power_w(700, 80, 0.5) == 390
     step = gp.StepTime(memory_s=1.0, compute_s=0.5, comm_s=0.0, overhead_s=0.0, step_s=1.0)
     # 1 - (1 - 0.5 x 1.0)(1 - 1.0 x 0.5) = 1 - 0.5 x 0.5 = 0.75
-    assert gp.utilisation(step, gp.NOMINAL) == pytest.approx(0.75)
+    assert gp.utilisation(step, EFF) == pytest.approx(0.75)
 
 
 def test_moe_reads_more_experts_as_the_batch_grows() -> None:
@@ -270,7 +278,7 @@ def test_moe_reads_more_experts_as_the_batch_grows() -> None:
     assert shape.routed_fraction_per_token == pytest.approx(1 / 16)
     assert shape.shared_params_b == pytest.approx(1.05)
     common = {"gpu": make_gpu(), "num_gpus": 1, "shape": shape, "bytes_per_param": 2.0, "prefill_tokens": 0,
-                  "decode_context_tokens": 0, "prefill_context_tokens": 0, "eff": gp.NOMINAL}
+                  "decode_context_tokens": 0, "prefill_context_tokens": 0, "eff": EFF}
     one = gp.step_time(decode_tokens=1, **common)
     # batch 1: shared 1.05B + 28.95B x 1/16 = 2.859375B params x 2 B at 850 GB/s
     assert one.memory_s == pytest.approx(2.859375e9 * 2 / 850e9)
@@ -283,10 +291,13 @@ def test_fp8_weights_halve_weight_reads_and_use_fp8_peak() -> None:
     gpu = make_gpu()
     assert gp.peak_tflops(gpu, 1.0) == 200 and gp.peak_tflops(gpu, 2.0) == 100
     assert gp.peak_tflops(make_gpu(fp8_dense_tflops=None), 1.0) == 100
-    bf16 = gp.simulate_inference(gpu=gpu, active_params_b=8, prompt_tokens=0, output_tokens=100, datacenter=make_dc())
-    fp8 = gp.simulate_inference(gpu=gpu, active_params_b=8, bytes_per_param=1, prompt_tokens=0, output_tokens=100,
-                                datacenter=make_dc())
-    assert fp8.decode_s_per_token < 0.6 * bf16.decode_s_per_token
+    shape = gp.model_shape(active_params_b=8.0, num_layers=32, hidden_size=4096)
+    common = {"gpu": gpu, "num_gpus": 1, "shape": shape, "decode_tokens": 1, "prefill_tokens": 0,
+              "decode_context_tokens": 0, "prefill_context_tokens": 0, "eff": EFF}
+    bf16 = gp.step_time(bytes_per_param=2.0, **common)
+    fp8 = gp.step_time(bytes_per_param=1.0, **common)
+    assert fp8.memory_s == pytest.approx(bf16.memory_s / 2)  # half the bytes at the same bandwidth (factor 1)
+    assert fp8.compute_s == pytest.approx(bf16.compute_s * 100 / (200 * 0.8))  # fp8 peak, 80% of bf16's MFU
 
 
 def test_larger_batch_fewer_joules_per_token() -> None:
@@ -550,7 +561,8 @@ def test_cli_profile_supplies_gpu_count_datacenter_and_batch(tmp_path: Path) -> 
 def test_cli_requires_params_and_lists_keys() -> None:
     missing = run_cli("--gpu", "H100_SXM")
     assert missing.returncode == 2
-    assert missing.stderr == "error: --params-b is required: the model size in billions of parameters, e.g. --params-b 8\n"
+    assert missing.stderr == ("error: --params-b is required: the model size in billions of parameters, e.g. "
+                              "--params-b 8 (or --model NAME for an open model wattbench knows)\n")
     listing = run_cli("--list")
     assert listing.returncode == 0
     assert "  H100_SXM          700 W    80 GB   3350 GB/s    989 bf16 TFLOPS  NVIDIA H100 SXM5 80GB" in listing.stdout
@@ -588,3 +600,70 @@ def test_every_builtin_profile_gives_a_complete_row(params_b: float) -> None:
         assert 0 < row["energy_kwh_min"] <= row["energy_kwh"] <= row["energy_kwh_max"]
         assert row["energy_kwh"] == pytest.approx(
             row["compute_energy_kwh"] + row["idle_energy_kwh"] + row["pue_overhead_kwh"])
+
+
+# -- open models by name ------------------------------------------------------------------------------------
+
+
+def test_simulate_takes_an_open_models_shape_by_name() -> None:
+    out = run_cli("--model", "openai/meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100_SXM", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    # Llama-3.1-8B-Instruct's config.json: 32 layers, hidden 4096, 8 KV heads x 128; 8.03B parameters
+    assert (data["model"], data["num_layers"], data["hidden_size"], data["num_kv_heads"], data["head_dim"]) == (
+        "meta-llama/Llama-3.1-8B-Instruct", 32, 4096, 8, 128)
+    assert data["total_params_b"] == data["active_params_b"] == pytest.approx(8.03, abs=0.01)
+    direct = gp.simulate_inference(gpu="H100_SXM", active_params_b=data["active_params_b"],
+                                   total_params_b=data["total_params_b"], num_layers=32, hidden_size=4096,
+                                   num_kv_heads=8, head_dim=128, prompt_tokens=512, output_tokens=256)
+    assert data["gpu_energy_j_per_token"] == pytest.approx(direct.gpu_energy_j_per_token)
+
+
+def test_simulate_moe_by_ollama_tag_and_explicit_options_win() -> None:
+    out = run_cli("--model", "ollama/qwen3:30b-a3b", "--layers", "40", "--json")
+    data = json.loads(out.stdout)
+    # Qwen3-30B-A3B: 128 experts, 8 per token, 4 KV heads; --layers 40 overrides its 48
+    assert (data["num_experts"], data["experts_per_token"], data["num_kv_heads"], data["num_layers"]) == (
+        128, 8, 4, 40)
+    assert data["active_params_b"] < data["total_params_b"]
+
+
+def test_simulate_unknown_model_is_one_error_line() -> None:
+    out = run_cli("--model", "acme/unknown-42b")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == ("error: unknown model 'acme/unknown-42b': it is not in wattbench/data/models.json; give "
+                          "its size with --params-b (and --active-params-b for a mixture of experts)\n")
+
+
+def test_a_run_against_a_named_open_model_uses_the_roofline_with_its_shape(monkeypatch) -> None:
+    monkeypatch.delenv("WATTBENCH_MODEL_PARAMS_B", raising=False)
+    profile = gp.load_profiles()["H100_LOW_CARBON"]
+    measured = {"latency_s": 2.0, "prompt_tokens": 100, "completion_tokens": 50, "cost_usd": None,
+                "model": "hosted_vllm/meta-llama/Llama-3.1-8B-Instruct"}
+    from wattbench.energy.open_models import shape_for_model
+
+    shape, source = shape_for_model(measured["model"])
+    assert source == "models.json: meta-llama/Llama-3.1-8B-Instruct"
+    row = gp.calculate_enhanced_metrics(measured, profile, shape=shape)
+    assert row["energy_method"] == "roofline"
+    sim = gp.simulate_inference(gpu=profile.gpu, num_gpus=profile.gpu_count, active_params_b=shape["active_params_b"],
+                                total_params_b=shape["total_params_b"], num_layers=32, hidden_size=4096,
+                                num_kv_heads=8, head_dim=128, bytes_per_param=profile.bytes_per_param,
+                                batch_size=profile.batch_size, prompt_tokens=100, output_tokens=50,
+                                datacenter=profile.datacenter)
+    assert row["compute_energy_kwh"] == pytest.approx(sim.gpu_energy_kwh)
+    # an unknown model stays on the original accounting, labelled as such
+    unknown = gp.calculate_enhanced_metrics({**measured, "model": "acme/x"}, profile, shape=None)
+    assert unknown["energy_method"] == "measured_latency_x_tdp"
+
+
+def test_model_size_from_the_environment(monkeypatch) -> None:
+    from wattbench.energy.open_models import shape_for_model
+
+    monkeypatch.setenv("WATTBENCH_MODEL_PARAMS_B", "13")
+    assert shape_for_model("acme/private-13b") == ({"active_params_b": 13.0, "total_params_b": 13.0},
+                                                   "WATTBENCH_MODEL_PARAMS_B")
+    assert shape_for_model("acme/private-13b", params_b=7.0)[1] == "given size"
+    monkeypatch.setenv("WATTBENCH_MODEL_PARAMS_B", "thirteen")
+    with pytest.raises(ValueError, match="^WATTBENCH_MODEL_PARAMS_B='thirteen' is not a number"):
+        shape_for_model("acme/private-13b")

@@ -1,13 +1,21 @@
-"""The predictive model: a roofline of LLM serving (simulate_inference).
+"""The predictive model: a roofline of LLM serving (simulate_inference), calibrated on measured GPU energy.
 
-Prefill is compute-bound, decode memory-bound (weights read once per step and shared by the batch, KV cache
-per sequence); tensor parallelism adds all-reduces; a mixture of experts reads the experts its tokens touch;
-1-byte weights use fp8 tensor peaks; power rises from idle to TDP with utilisation."""
+Shape of the model (unchanged): prefill is compute-bound, decode bandwidth-bound; the weights are read once
+per step and shared by the batch, the KV cache is read per sequence; a mixture of experts reads the experts its
+tokens touch; 1-byte weights use fp8 tensor peaks; tensor parallelism adds two all-reduces per layer; every
+step pays a fixed CPU-side overhead plus a per-sequence one and a fixed kernel time per layer; board power
+lies between idle and TDP as a function of how busy HBM, the tensor cores and the latency-bound kernels are.
 
+Fitted values live in efficiency.json next to this file (method, data and leave-one-model-out errors are in
+its `_about`); this module holds no measured-model names and no per-model tables.
+"""
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from wattbench.energy.accounting import carbon_gco2e, energy_cost_usd, gpu_power_w
@@ -23,6 +31,7 @@ from wattbench.energy.hardware import (
     load_gpus,
     lookup,
 )
+from wattbench.paths import DATA_DIR
 
 
 class ModelDoesNotFitError(ValueError):
@@ -33,108 +42,132 @@ class ModelDoesNotFitError(ValueError):
         self.min_gpus = min_gpus
 
 
+#: Fitted values (efficiency.json, same folder): NOMINAL / OPTIMISTIC / PESSIMISTIC and per-GPU factors.
+EFFICIENCY_PATH = DATA_DIR / "efficiency.json"
+
 #: vLLM's default gpu_memory_utilization (vllm EngineArgs, 0.9): the share of GPU memory it claims.
 USABLE_MEMORY_FRACTION = 0.90
-
-
 #: Per-GPU memory kept for activations, CUDA graphs and the allocator; approx., vLLM's start-up profiling
 #: typically finds 1-4 GiB for 8B-70B models.
 ACTIVATION_RESERVE_GIB = 2.0
-
-
 GIB = 2 ** 30
-
-
 #: Layer count of a dense decoder as a function of its size, fitted to Llama-3.x 1B (16 layers), 8B (32)
 #: and 405B (126) (their config.json): layers = 15.5 x params_b ** 0.349. For a mixture of experts the
-#: size used is sqrt(total x active). Pass num_layers when you know it.
+#: size used is sqrt(total x active). Pass num_layers when you know it. (Kept: a log-log fit to 22 other dense
+#: configs, Qwen2.5/Qwen3/Llama-2/Mistral/Gemma-2/Phi-3, gives 21.3 x P ** 0.268, no closer on big models.)
 LAYERS_COEFF, LAYERS_EXPONENT = 15.5, 0.349
-
-
 #: Parameters per layer ~ 12 x hidden^2 (attention 4 h^2 + MLP 8 h^2, Kaplan et al. 2020, arXiv:2001.08361).
 PARAMS_PER_LAYER_PER_HIDDEN2 = 12.0
-
-
 #: Share of a mixture-of-experts model's active parameters that every token uses (attention, embeddings,
 #: shared experts): from config.json of Mixtral-8x7B (0.12), Qwen3-30B-A3B (0.45), Qwen3-235B-A22B (0.35),
 #: gpt-oss-120b (0.29), DeepSeek-V3 (0.45); rounded mean 0.35.
 MOE_SHARED_FRACTION_OF_ACTIVE = 0.35
-
-
-DEFAULT_KV_HEADS_DENSE, DEFAULT_KV_HEADS_MOE = 8, 4  # see model_shape
-
-
+#: KV heads (x 128 head dim) when not given: 8 for dense models (Llama 3.x, Qwen2.5/3 dense >= 8B, Mistral)
+#: and 4 for a mixture of experts (Qwen3-30B-A3B and -235B-A22B config.json; DeepSeek's MLA cache is smaller).
+DEFAULT_KV_HEADS_DENSE, DEFAULT_KV_HEADS_MOE = 8, 4
 #: Valid tensor-parallel sizes tried when looking for the smallest GPU count that fits.
 TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
+#: Bytes of one activation value in the all-reduce messages (bf16 activations, also with fp8 weights).
+ACTIVATION_BYTES = 2.0
 
 
 @dataclass(frozen=True)
 class Efficiency:
     """Achievable fractions of datasheet peaks, fixed overheads, and the power model's coefficients.
 
-    Sources (README "Energy model" lists them with the checks):
-    * hbm_fraction: weight-streaming GEMV/GEMM kernels reach ~75-92% of datasheet HBM bandwidth; vLLM
-      Llama-3.1-8B bf16 on one H100 SXM at batch 1 runs ~6-7 ms per token = 16 GB / (3.35 TB/s x 0.85)
-      + per-layer kernel time + step overhead.
-    * layer_kernel_s / moe_layer_kernel_s: fixed time per layer that no bandwidth removes (a dense layer is
-      ~8 kernels of ~2-3 us each under CUDA graphs; a MoE layer adds routing, token sorting and two grouped
-      GEMMs, ~80 us at small batch, as batch-1 ITLs of Qwen3-30B-A3B and gpt-oss-120b on H100 suggest;
-      approx.).
-    * kv_hbm_fraction: paged-attention decode kernels read the KV cache in small blocks through block
-      tables and reach ~50-60% of HBM bandwidth at contexts of a few thousand tokens (FlashInfer paper,
-      Ye et al. 2025, arXiv:2501.01005, decode attention bandwidth utilisation, approx.).
-    * mfu: large bf16 GEMMs on H100 reach ~65-75% of dense peak (NVIDIA cuBLAS / Transformer Engine
-      results); a serving step's mix of GEMM shapes, attention and norms gets ~60%. Small-row GEMMs are
-      memory-bound, which the roofline itself captures. fp8_mfu_factor: fp8 GEMMs reach a lower share of
-      their (2x) peak, ~80% of bf16's share.
-    * moe_compute_factor: grouped expert GEMMs run at ~70% of dense GEMM efficiency (vLLM fused-MoE
-      kernels, approx.).
-    * link_fraction / allreduce latency: NCCL / vLLM custom all-reduce reach ~70% of NVLink bandwidth;
-      small-message latency ~15 us on NVLink, ~30 us over PCIe (nccl-tests, approx.).
-    * step_overhead_s / per_sequence_overhead_s: vLLM scheduling, input preparation, sampling and
-      detokenisation, ~0.6 ms per step plus ~20 us per running sequence (vLLM v0.6 performance blog, 2024:
-      CPU overhead was a large share of ITL at high batch; approx.).
-    * max_batched_tokens: vLLM's default token budget per step for chunked prefill (8192, approx.).
-    * power_*_coeff: share of (TDP - idle) drawn while HBM streams / tensor cores are busy, combined as
-      1 - (1 - a_m m)(1 - a_c c); chosen so that batch-1 decode on H100 draws ~50% of TDP, large-batch
-      decode ~60-85% and prefill ~90% (Splitwise, Patel et al. ISCA 2024: token phase well below TDP,
-      prompt phase near it; ML.ENERGY benchmark, Chung et al. 2025, arXiv:2505.06371).
-    * roofline_sharpness: memory and compute overlap imperfectly; step = (m^k + c^k)^(1/k), k = 4.
+    Fitted fields (efficiency.json gives the values, bounds and the fit's provenance):
+    * hbm_fraction: share of datasheet HBM bandwidth that weight streaming reaches (bounds 0.5-0.95).
+    * kv_hbm_fraction: share of HBM bandwidth reached by paged-attention KV reads (0.3-0.9).
+    * mfu: share of the dense bf16 tensor peak reached by a serving step's matmuls (0.2-0.8).
+    * fp8_mfu_factor: share of bf16's MFU that fp8 GEMMs reach of their (2x) peak (0.5-1).
+    * fp8_hbm_factor: weight-streaming efficiency of fp8 (scaled) GEMMs relative to bf16 ones (0.5-1).
+    * moe_compute_factor: grouped expert GEMMs' efficiency relative to dense GEMMs (0.2-1).
+    * moe_hbm_factor: bandwidth efficiency of expert weight reads relative to dense ones (0.5-1).
+    * allreduce_latency_nvlink_s: fixed time of one small all-reduce over NVLink (5-60 us).
+    * step_overhead_s, per_sequence_overhead_s: the server's CPU work per step (0-6 ms) and per running
+      sequence (0-60 us): scheduling, input preparation, sampling, detokenisation.
+    * layer_kernel_s, moe_layer_kernel_s: fixed time per layer that no bandwidth removes (launch, norms,
+      rotary, routing and token sorting for a MoE layer) (0-100 us; 0-300 us).
+    * power_memory_coeff, power_compute_coeff, power_sync_coeff: share of (TDP - idle) drawn while HBM
+      streams, while tensor cores are busy, and while latency-bound kernels / all-reduces run (0-1 each);
+      combined as 1 - (1 - a_m m)(1 - a_c c)(1 - a_s s).
+    Fixed fields (not fitted):
+    * link_fraction 0.7, allreduce_latency_pcie_s 30 us: NCCL / vLLM custom all-reduce reach ~70% of
+      NVLink bandwidth; small-message latency over PCIe ~30 us (nccl-tests, approx.; no PCIe rows in the data).
+    * max_batched_tokens 8192: vLLM's default token budget per step for chunked prefill (approx.).
+    * roofline_sharpness 4: memory and compute overlap imperfectly; step = (m^k + c^k)^(1/k).
     """
 
-    hbm_fraction: float = 0.85
-    kv_hbm_fraction: float = 0.55
-    mfu: float = 0.60
-    fp8_mfu_factor: float = 0.80
-    moe_compute_factor: float = 0.70
+    hbm_fraction: float
+    kv_hbm_fraction: float
+    mfu: float
+    fp8_mfu_factor: float
+    fp8_hbm_factor: float
+    moe_compute_factor: float
+    moe_hbm_factor: float
+    allreduce_latency_nvlink_s: float
+    step_overhead_s: float
+    per_sequence_overhead_s: float
+    layer_kernel_s: float
+    moe_layer_kernel_s: float
+    power_memory_coeff: float
+    power_compute_coeff: float
+    power_sync_coeff: float
     link_fraction: float = 0.70
-    allreduce_latency_nvlink_s: float = 15e-6
     allreduce_latency_pcie_s: float = 30e-6
-    step_overhead_s: float = 0.6e-3
-    per_sequence_overhead_s: float = 20e-6
-    layer_kernel_s: float = 20e-6
-    moe_layer_kernel_s: float = 80e-6
     max_batched_tokens: int = 8192
-    power_memory_coeff: float = 0.50
-    power_compute_coeff: float = 1.00
     roofline_sharpness: float = 4.0
 
 
-NOMINAL = Efficiency()
+@dataclass(frozen=True)
+class GPUFactors:
+    """Per-GPU corrections to an Efficiency set (software maturity of a GPU generation), fitted per GPU key.
+
+    hbm_factor multiplies the achieved bandwidth fractions (0.6-1.1, result capped at 0.95 of datasheet);
+    kernel_factor multiplies the fixed per-layer kernel time (0.5-2); power_factor multiplies the power
+    coefficients (0.5-1.5, result capped at 1). GPUs not in the data use `default` (H100's, the reference).
+    """
+
+    hbm_factor: float = 1.0
+    kernel_factor: float = 1.0
+    power_factor: float = 1.0
 
 
-#: The fast, frugal end of the range (min energy / latency).
-OPTIMISTIC = Efficiency(hbm_fraction=0.92, kv_hbm_fraction=0.70, mfu=0.70, link_fraction=0.80,
-                        allreduce_latency_nvlink_s=10e-6, step_overhead_s=0.4e-3, per_sequence_overhead_s=10e-6,
-                        layer_kernel_s=12e-6, moe_layer_kernel_s=50e-6,
-                        power_memory_coeff=0.43, power_compute_coeff=0.85)
+#: Cap on any achieved share of datasheet HBM bandwidth after all factors (STREAM-like kernels reach ~0.95).
+MAX_HBM_FRACTION = 0.95
 
 
-#: The slow, power-hungry end of the range (max energy / latency).
-PESSIMISTIC = Efficiency(hbm_fraction=0.75, kv_hbm_fraction=0.42, mfu=0.48, link_fraction=0.60,
-                         allreduce_latency_nvlink_s=25e-6, step_overhead_s=1.0e-3, per_sequence_overhead_s=35e-6,
-                         layer_kernel_s=30e-6, moe_layer_kernel_s=120e-6,
-                         power_memory_coeff=0.58, power_compute_coeff=1.0)
+def load_efficiency(path: Path | str = EFFICIENCY_PATH) -> dict[str, Any]:
+    """efficiency.json as a dict: `nominal`, `optimistic`, `pessimistic` (Efficiency fields) and `gpu_factors`."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def efficiency_from_dict(values: Mapping[str, Any]) -> Efficiency:
+    """An Efficiency from a mapping of its field names (keys starting with '_' are comments)."""
+    names = {f.name for f in fields(Efficiency)}
+    return Efficiency(**{k: v for k, v in values.items() if k in names})
+
+
+def gpu_factors_from_dict(table: Mapping[str, Any]) -> dict[str, GPUFactors]:
+    """GPU key -> GPUFactors, with 'default' for GPUs the data did not cover."""
+    names = {f.name for f in fields(GPUFactors)}
+    return {key: GPUFactors(**{k: v for k, v in row.items() if k in names})
+            for key, row in table.items() if not key.startswith("_")}
+
+
+_FITTED = load_efficiency()
+NOMINAL = efficiency_from_dict(_FITTED["nominal"])
+#: The fast, frugal end of the range (min energy / latency); derived from the LOMO residual spread.
+OPTIMISTIC = efficiency_from_dict(_FITTED["optimistic"])
+#: The slow, power-hungry end of the range (max energy / latency); derived from the LOMO residual spread.
+PESSIMISTIC = efficiency_from_dict(_FITTED["pessimistic"])
+GPU_FACTORS: dict[str, GPUFactors] = gpu_factors_from_dict(_FITTED["gpu_factors"])
+
+
+def gpu_factors(gpu: GPUSpec, table: Mapping[str, GPUFactors] | None = None) -> GPUFactors:
+    """The GPU's fitted factors, or the table's 'default' for a GPU the calibration data did not cover."""
+    table = GPU_FACTORS if table is None else table
+    return table.get(gpu.key) or table.get("default") or GPUFactors()
 
 
 @dataclass(frozen=True)
@@ -171,11 +204,7 @@ def model_shape(*, active_params_b: float, total_params_b: float | None = None, 
                 hidden_size: int | None = None, num_kv_heads: int | None = None, head_dim: int = 128,
                 kv_bytes_per_value: float = 2.0, num_experts: int | None = None,
                 experts_per_token: int | None = None) -> ModelShape:
-    """The model's shape, with documented defaults for what is not given.
-
-    KV heads default to 8 x 128 for a dense model (Llama 3.x, Qwen2.5/3 dense >= 8B, Mistral) and 4 x 128 for
-    a mixture of experts (Qwen3-30B-A3B and -235B-A22B config.json; DeepSeek's MLA cache is smaller still).
-    """
+    """The model's shape, with documented defaults for what is not given (DEFAULT_KV_HEADS_*, LAYERS_*)."""
     total = active_params_b if total_params_b is None else total_params_b
     if total < active_params_b:
         raise ValueError(f"total_params_b ({total:g}) must be >= active_params_b ({active_params_b:g})")
@@ -249,6 +278,31 @@ def peak_tflops(gpu: GPUSpec, bytes_per_param: float) -> float:
     return gpu.bf16_dense_tflops
 
 
+def uses_fp8(gpu: GPUSpec, bytes_per_param: float) -> bool:
+    """Whether 1-byte weights run fp8 GEMMs (the GPU has an fp8 peak)."""
+    return bytes_per_param <= 1.0 and gpu.fp8_dense_tflops is not None
+
+
+def weight_hbm_fraction(gpu: GPUSpec, bytes_per_param: float, eff: Efficiency, factors: GPUFactors) -> float:
+    """Achieved share of datasheet bandwidth for weight streaming: hbm_fraction x GPU x fp8 factors, capped."""
+    fraction = eff.hbm_fraction * factors.hbm_factor * (eff.fp8_hbm_factor if uses_fp8(gpu, bytes_per_param) else 1.0)
+    return min(fraction, MAX_HBM_FRACTION)
+
+
+def effective_mfu(gpu: GPUSpec, shape: ModelShape, bytes_per_param: float, eff: Efficiency) -> float:
+    """MFU of the step's matmuls: mfu x MoE factor (grouped GEMMs) x fp8 factor (fp8 GEMMs)."""
+    mfu = eff.mfu * (eff.moe_compute_factor if shape.is_moe else 1.0)
+    return mfu * (eff.fp8_mfu_factor if uses_fp8(gpu, bytes_per_param) else 1.0)
+
+
+def allreduce_s(gpu: GPUSpec, num_gpus: int, tokens: float, hidden_size: int, eff: Efficiency) -> float:
+    """One ring all-reduce of the step's activations: latency + 2 (n-1)/n x bytes at link_fraction of a link."""
+    latency = eff.allreduce_latency_nvlink_s if gpu.interconnect == "nvlink" else eff.allreduce_latency_pcie_s
+    message_bytes = tokens * hidden_size * ACTIVATION_BYTES
+    per_direction = gpu.interconnect_gb_s / 2 * 1e9 * eff.link_fraction
+    return latency + message_bytes * 2.0 * (num_gpus - 1) / num_gpus / per_direction
+
+
 @dataclass(frozen=True)
 class StepTime:
     """Time of one forward step on `num_gpus` GPUs, by component (seconds)."""
@@ -270,56 +324,54 @@ class StepTime:
 
 def step_time(*, gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_param: float, decode_tokens: float,
               prefill_tokens: float, decode_context_tokens: float, prefill_context_tokens: float,
-              eff: Efficiency) -> StepTime:
+              eff: Efficiency, factors: GPUFactors | None = None) -> StepTime:
     """One engine step: `decode_tokens` sequences each emit a token, plus `prefill_tokens` prompt tokens.
 
-    memory: weights read once per step (shared by the batch; for a MoE the experts its tokens touch) at
-    hbm_fraction of datasheet bandwidth, plus every sequence's KV cache at kv_hbm_fraction, split over the
-    GPUs. compute: 2 FLOPs per active parameter per token + attention (4 x layers x hidden x context) at
-    mfu of the dense peak (fp8 peak for 1-byte weights). comm: two all-reduces per layer under tensor parallelism.
-    kernel: fixed time per layer. overhead: the server's per-step and per-sequence CPU work.
+    memory: weights read once per step (shared by the batch; for a MoE the experts its tokens touch, at
+    moe_hbm_factor) at weight_hbm_fraction of datasheet bandwidth, plus every sequence's KV cache at
+    kv_hbm_fraction, split over the GPUs. compute: 2 FLOPs per active parameter per token + attention
+    (4 x layers x hidden x context) at effective_mfu of the dense peak. comm: two all-reduces per layer under
+    tensor parallelism. kernel: fixed time per layer. overhead: the server's per-step and per-sequence CPU work.
     """
+    factors = gpu_factors(gpu) if factors is None else factors
     tokens = decode_tokens + prefill_tokens
-    routed_b = shape.total_params_b - shape.shared_params_b
-    params_read_b = shape.shared_params_b + routed_b * moe_fraction_touched(shape.routed_fraction_per_token, tokens)
-    weight_bytes = params_read_b * 1e9 * bytes_per_param / num_gpus
+    bandwidth = gpu.memory_bandwidth_gb_s * 1e9 * weight_hbm_fraction(gpu, bytes_per_param, eff, factors)
+    routed_b = (shape.total_params_b - shape.shared_params_b) * moe_fraction_touched(
+        shape.routed_fraction_per_token, tokens)
+    weight_s = (shape.shared_params_b + routed_b / eff.moe_hbm_factor) * 1e9 * bytes_per_param / num_gpus / bandwidth
     kv_bytes = decode_tokens * decode_context_tokens * kv_bytes_per_token(shape) / kv_shards(shape, num_gpus)
-    bandwidth = gpu.memory_bandwidth_gb_s * 1e9
-    memory_s = weight_bytes / (bandwidth * eff.hbm_fraction) + kv_bytes / (bandwidth * eff.kv_hbm_fraction)
+    kv_fraction = min(eff.kv_hbm_fraction * factors.hbm_factor, MAX_HBM_FRACTION)
+    memory_s = weight_s + kv_bytes / (gpu.memory_bandwidth_gb_s * 1e9 * kv_fraction)
 
     attention_flops = 4.0 * shape.num_layers * shape.hidden_size * (
         decode_tokens * decode_context_tokens + prefill_tokens * prefill_context_tokens)
     flops = 2.0 * shape.active_params_b * 1e9 * tokens + attention_flops
-    mfu = eff.mfu * (eff.moe_compute_factor if shape.is_moe else 1.0)
-    if bytes_per_param <= 1.0 and gpu.fp8_dense_tflops:
-        mfu *= eff.fp8_mfu_factor
-    compute_s = flops / (num_gpus * peak_tflops(gpu, bytes_per_param) * 1e12 * mfu)
+    compute_s = flops / (num_gpus * peak_tflops(gpu, bytes_per_param) * 1e12
+                         * effective_mfu(gpu, shape, bytes_per_param, eff))
 
-    comm_s = 0.0
-    if num_gpus > 1:
-        latency = eff.allreduce_latency_nvlink_s if gpu.interconnect == "nvlink" else eff.allreduce_latency_pcie_s
-        message_bytes = tokens * shape.hidden_size * 2.0  # bf16 activations
-        per_direction = gpu.interconnect_gb_s / 2 * 1e9 * eff.link_fraction
-        per_allreduce = latency + message_bytes * 2.0 * (num_gpus - 1) / num_gpus / per_direction
-        comm_s = 2 * shape.num_layers * per_allreduce
-
-    kernel_s = shape.num_layers * (eff.layer_kernel_s + (eff.moe_layer_kernel_s if shape.is_moe else 0.0))
+    comm_s = 2 * shape.num_layers * allreduce_s(gpu, num_gpus, tokens, shape.hidden_size, eff) if num_gpus > 1 else 0.0
+    kernel_s = shape.num_layers * factors.kernel_factor * (
+        eff.layer_kernel_s + (eff.moe_layer_kernel_s if shape.is_moe else 0.0))
     overhead_s = eff.step_overhead_s + eff.per_sequence_overhead_s * decode_tokens
     step_s = smooth_max(memory_s, compute_s, eff.roofline_sharpness) + kernel_s + comm_s + overhead_s
     return StepTime(memory_s, compute_s, comm_s, overhead_s, step_s, kernel_s)
 
 
-def utilisation(step: StepTime, eff: Efficiency) -> float:
-    """Share of (TDP - idle) drawn: 1 - (1 - a_m x memory busy)(1 - a_c x compute busy).
+def utilisation(step: StepTime, eff: Efficiency, factors: GPUFactors | None = None) -> float:
+    """Share of (TDP - idle) drawn: 1 - (1 - a_m x memory busy)(1 - a_c x compute busy)(1 - a_s x sync busy).
 
-    memory busy: share of the step that HBM streams, all-reduces and fixed per-layer kernel time included
-    (NVLink all-reduce kernels stream HBM and keep SMs spinning); compute busy: share that the tensor cores
-    need at mfu.
+    memory busy: share of the step that HBM streams; compute busy: share that the tensor cores need at their
+    MFU; sync busy: share spent in latency-bound per-layer kernels and all-reduces (SMs spin, little
+    bandwidth). The CPU-side overhead draws idle power only. factors.power_factor scales the coefficients.
     """
-    memory_busy = min((step.memory_s + step.comm_s + step.kernel_s) / step.step_s, 1.0)
+    scale = 1.0 if factors is None else factors.power_factor
+    memory_busy = min(step.memory_s / step.step_s, 1.0)
     compute_busy = min(step.compute_s / step.step_s, 1.0)
-    a_m, a_c = min(eff.power_memory_coeff, 1.0), min(eff.power_compute_coeff, 1.0)
-    return 1.0 - (1.0 - a_m * memory_busy) * (1.0 - a_c * compute_busy)
+    sync_busy = min((step.comm_s + step.kernel_s) / step.step_s, 1.0)
+    a_m = min(eff.power_memory_coeff * scale, 1.0)
+    a_c = min(eff.power_compute_coeff * scale, 1.0)
+    a_s = min(eff.power_sync_coeff * scale, 1.0)
+    return 1.0 - (1.0 - a_m * memory_busy) * (1.0 - a_c * compute_busy) * (1.0 - a_s * sync_busy)
 
 
 def effective_batch_size(gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_param: float,
@@ -367,22 +419,25 @@ class _Point:
 
 
 def _simulate_point(gpu: GPUSpec, num_gpus: int, shape: ModelShape, bytes_per_param: float, batch: int,
-                    prompt_tokens: int, output_tokens: int, eff: Efficiency) -> _Point:
+                    prompt_tokens: int, output_tokens: int, eff: Efficiency,
+                    factors: GPUFactors | None = None) -> _Point:
     """Latency and GPU energy per output token at one set of efficiencies, in steady state.
 
     Steps are of two kinds: decode-only (batch tokens), and decode + a prompt chunk (PrefillSchedule).
     Energy per output token averages both kinds, so it includes the prompts' work, as a power meter sees it.
     """
+    factors = gpu_factors(gpu) if factors is None else factors
     mean_context = prompt_tokens + output_tokens / 2.0
     common = {"gpu": gpu, "num_gpus": num_gpus, "shape": shape, "bytes_per_param": bytes_per_param,
-                  "decode_context_tokens": mean_context, "prefill_context_tokens": prompt_tokens / 2.0, "eff": eff}
+              "decode_context_tokens": mean_context, "prefill_context_tokens": prompt_tokens / 2.0, "eff": eff,
+              "factors": factors}
     schedule = prefill_schedule(batch, prompt_tokens, output_tokens, eff.max_batched_tokens)
     decode = step_time(decode_tokens=batch, prefill_tokens=0, **common)
     mixed = step_time(decode_tokens=batch, prefill_tokens=schedule.chunk_tokens, **common)
     alone = step_time(decode_tokens=batch - 1, prefill_tokens=prompt_tokens, **common)
     share = schedule.prefill_step_share
-    power_decode = gpu_power_w(gpu.tdp_w, gpu.idle_w, utilisation(decode, eff))
-    power_mixed = gpu_power_w(gpu.tdp_w, gpu.idle_w, utilisation(mixed, eff))
+    power_decode = gpu_power_w(gpu.tdp_w, gpu.idle_w, utilisation(decode, eff, factors))
+    power_mixed = gpu_power_w(gpu.tdp_w, gpu.idle_w, utilisation(mixed, eff, factors))
     mean_step = (1 - share) * decode.step_s + share * mixed.step_s
     energy_per_step_j = num_gpus * ((1 - share) * decode.step_s * power_decode + share * mixed.step_s * power_mixed)
     mean_power = energy_per_step_j / num_gpus / mean_step

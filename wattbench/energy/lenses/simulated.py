@@ -18,7 +18,6 @@ from wattbench.energy.accounting import (
 )
 from wattbench.energy.hardware import DeploymentProfile
 from wattbench.energy.roofline import (
-    NOMINAL,
     TP_SIZES,
     ModelDoesNotFitError,
     fits,
@@ -37,9 +36,11 @@ PROFILE_COLUMNS: tuple[str, ...] = (
 )
 
 
-#: Lower end of the original accounting's range: a GPU at batch-1 decode draws ~50% of (TDP - idle) above
-#: idle rather than TDP (NOMINAL power_memory_coeff 0.50, see Efficiency); the original's TDP is the top.
-LATENCY_X_TDP_MIN_UTILISATION = NOMINAL.power_memory_coeff
+#: Lower end of the original accounting's range: a GPU decoding one sequence draws about half of (TDP - idle)
+#: above idle, not TDP. Measured: H200, Llama-3.1-8B-shaped bf16 decode at batch 1 drew 390 W with idle 81 W
+#: and TDP 700 W, (390 - 81) / (700 - 81) = 0.50 (docs/measurements/h200_gpu_check_2026-12-01.json).
+#: The original's TDP is the top of the range.
+LATENCY_X_TDP_MIN_UTILISATION = 0.50
 
 
 def _number(measured: Mapping[str, Any], key: str) -> float:
@@ -51,7 +52,8 @@ def _number(measured: Mapping[str, Any], key: str) -> float:
 
 def calculate_enhanced_metrics(measured: Mapping[str, Any], profile: DeploymentProfile, *, idle_s: float = 0.0,
                                active_params_b: float | None = None,
-                               total_params_b: float | None = None) -> dict[str, Any]:
+                               total_params_b: float | None = None,
+                               shape: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The per-profile CSV columns (simulated lens) for one measured request on `profile`.
 
     energy_method "measured_latency_x_tdp" (the original notebook's accounting, used for API models of
@@ -61,11 +63,17 @@ def calculate_enhanced_metrics(measured: Mapping[str, Any], profile: DeploymentP
     Both add idle energy (idle power x idle_s) and PUE overhead, kept apart; carbon is operational
     (kWh x grid intensity), as in the original. A model too big for the profile's GPUs is simulated on the
     smallest count that fits, and gpu_count says so. Without token counts the original accounting is used.
+    shape: the model's known architecture (open_models.shape_for_model: layers, hidden size, KV heads,
+    experts), which overrides the sizes given; without it the shape is derived from the parameter counts.
     """
     latency_s = _number(measured, "latency_s")
     require_positive("idle_s", idle_s, allow_zero=True)
     gpu, dc = profile.gpu, profile.datacenter
-    params_b = active_params_b if active_params_b is not None else measured.get("model_params_b")
+    shape_kwargs = dict(shape or {})
+    params_b = shape_kwargs.pop("active_params_b", None)
+    total_params_b = shape_kwargs.pop("total_params_b", total_params_b)
+    if params_b is None:
+        params_b = active_params_b if active_params_b is not None else measured.get("model_params_b")
     gpu_count = profile.gpu_count
     if measured.get("prompt_tokens") is None or measured.get("completion_tokens") is None:
         params_b = None  # the roofline needs token counts; energy_method says which method was used
@@ -79,19 +87,19 @@ def calculate_enhanced_metrics(measured: Mapping[str, Any], profile: DeploymentP
         method = "roofline"
         prompt_tokens = int(_number(measured, "prompt_tokens"))
         output_tokens = max(1, int(_number(measured, "completion_tokens")))
-        shape = model_shape(active_params_b=float(params_b), total_params_b=total_params_b)
+        model = model_shape(active_params_b=float(params_b), total_params_b=total_params_b, **shape_kwargs)
         context = prompt_tokens + output_tokens
-        if not fits(gpu, gpu_count, shape, profile.bytes_per_param, context):
-            needed = min_gpus_that_fit(gpu, shape, profile.bytes_per_param, context)
+        if not fits(gpu, gpu_count, model, profile.bytes_per_param, context):
+            needed = min_gpus_that_fit(gpu, model, profile.bytes_per_param, context)
             if needed is None:
                 raise ModelDoesNotFitError(
-                    f"profile {profile.key}: a {shape.total_params_b:g}B model does not fit even on "
+                    f"profile {profile.key}: a {model.total_params_b:g}B model does not fit even on "
                     f"{TP_SIZES[-1]} x {gpu.key}", None)
             gpu_count = needed
         sim = simulate_inference(gpu=gpu, num_gpus=gpu_count, active_params_b=float(params_b),
                                  total_params_b=total_params_b, bytes_per_param=profile.bytes_per_param,
                                  batch_size=profile.batch_size, prompt_tokens=prompt_tokens,
-                                 output_tokens=output_tokens, datacenter=dc)
+                                 output_tokens=output_tokens, datacenter=dc, **shape_kwargs)
         sim_latency_s = sim.latency_s
         compute, compute_min, compute_max = sim.gpu_energy_kwh, sim.gpu_energy_kwh_min, sim.gpu_energy_kwh_max
     idle = idle_energy_kwh(gpu.idle_w, gpu_count, idle_s)

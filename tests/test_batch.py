@@ -385,8 +385,7 @@ def fake_enhance(
     profile: dict[str, Any],
     *,
     idle_s: float,
-    active_params_b: float | None,
-    total_params_b: float | None,
+    shape: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A stand-in for calculate_enhanced_metrics: energy = watts x latency, plus idle."""
     energy_kwh = profile["w"] * (measured["latency_s"] + idle_s) / 3.6e6
@@ -395,7 +394,7 @@ def fake_enhance(
         "idle_s": idle_s,
         "energy_kwh": energy_kwh,
         "total_cost_usd": measured["cost_usd"] + energy_kwh * 0.1,
-        "seen_params_b": active_params_b,
+        "seen_params_b": (shape or {}).get("active_params_b"),
     }
 
 

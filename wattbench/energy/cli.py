@@ -21,6 +21,7 @@ from wattbench.energy.hardware import (
     load_profiles,
     lookup,
 )
+from wattbench.energy.open_models import resolve_open_model, roofline_kwargs
 from wattbench.energy.roofline import (
     TP_SIZES,
     InferenceEstimate,
@@ -31,6 +32,8 @@ from wattbench.energy.roofline import (
     simulate_inference,
 )
 
+#: Head dimension when neither --head-dim nor --model gives one (Llama 3.x, Qwen, Mistral: 128).
+HEAD_DIM_DEFAULT = 128
 DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
 
@@ -39,6 +42,9 @@ def build_simulate_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="wattbench simulate",
         description="Predict latency, GPU power, energy and carbon of serving an LLM on a GPU (roofline model).")
+    p.add_argument("--model", default=None,
+                   help="an open model by name (e.g. meta-llama/Llama-3.1-8B-Instruct, ollama/qwen3:30b-a3b): its "
+                        "true shape from wattbench/data/models.json; options given explicitly win")
     p.add_argument("--params-b", type=positive_float, default=None,
                    help="model size in billions of parameters (total, for a mixture of experts)")
     p.add_argument("--active-params-b", type=positive_float, default=None,
@@ -60,7 +66,7 @@ def build_simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=positive_int, default=None, help="number of layers (default: from size)")
     p.add_argument("--hidden-size", type=positive_int, default=None)
     p.add_argument("--kv-heads", type=positive_int, default=None, help="KV heads (default 8 dense, 4 MoE)")
-    p.add_argument("--head-dim", type=positive_int, default=128)
+    p.add_argument("--head-dim", type=positive_int, default=HEAD_DIM_DEFAULT)
     p.add_argument("--experts", type=positive_int, default=None, help="routed experts (mixture of experts)")
     p.add_argument("--experts-per-token", type=positive_int, default=None)
     p.add_argument("--compare", action="store_true", help="the same workload on every GPU")
@@ -103,6 +109,31 @@ def _resolve_workload(args: argparse.Namespace, gpus: Mapping[str, GPUSpec],
         bytes_per_param = profile.bytes_per_param if profile else 2.0
         label = {2.0: "bf16", 1.0: "fp8"}.get(bytes_per_param, f"{bytes_per_param:g} bytes/param")
     return _Workload(gpu, num_gpus, dc, batch, bytes_per_param, label)
+
+
+def _apply_open_model(args: argparse.Namespace) -> None:
+    """Fill the shape options that were not given from the --model's row of models.json."""
+    row = resolve_open_model(args.model)
+    if row is None:
+        raise CliError(f"unknown model {args.model!r}: it is not in wattbench/data/models.json; give its size "
+                       "with --params-b (and --active-params-b for a mixture of experts)")
+    known = roofline_kwargs(row)
+    for option, key in (("params_b", "total_params_b"), ("active_params_b", "active_params_b"),
+                        ("layers", "num_layers"), ("hidden_size", "hidden_size"), ("kv_heads", "num_kv_heads"),
+                        ("experts", "num_experts"), ("experts_per_token", "experts_per_token")):
+        if getattr(args, option) is None:
+            setattr(args, option, known[key])
+    if args.head_dim == HEAD_DIM_DEFAULT:
+        args.head_dim = known["head_dim"]
+    args.model = row.key
+
+
+def _used_shape(args: argparse.Namespace) -> dict[str, Any]:
+    """The model and shape an estimate used, for --json."""
+    shape = _shape_from_args(args)
+    return {"model": args.model, "total_params_b": shape.total_params_b, "active_params_b": shape.active_params_b,
+            "num_layers": shape.num_layers, "hidden_size": shape.hidden_size, "num_kv_heads": shape.num_kv_heads,
+            "head_dim": shape.head_dim, "num_experts": args.experts, "experts_per_token": args.experts_per_token}
 
 
 def _shape_from_args(args: argparse.Namespace) -> ModelShape:
@@ -179,8 +210,11 @@ def cli_simulate(argv: list[str]) -> int:
         if args.list:
             print(format_listing(gpus, datacenters, load_profiles(args.profiles_file)))
             return 0
+        if args.model is not None:
+            _apply_open_model(args)
         if args.params_b is None:
-            raise CliError("--params-b is required: the model size in billions of parameters, e.g. --params-b 8")
+            raise CliError("--params-b is required: the model size in billions of parameters, e.g. --params-b 8 "
+                           "(or --model NAME for an open model wattbench knows)")
         work = _resolve_workload(args, gpus, datacenters)
         if args.compare:
             estimates = []
@@ -200,7 +234,9 @@ def cli_simulate(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        payload: Any = [e.to_dict() for e in estimates] if args.compare else estimates[0].to_dict()
+        used = _used_shape(args)
+        payload: Any = ([{**used, **e.to_dict()} for e in estimates] if args.compare
+                        else {**used, **estimates[0].to_dict()})
         print(json.dumps(payload, indent=2))
         return 0
     dc = work.datacenter

@@ -10,6 +10,8 @@ from wattbench.runner.graders import check_accuracy
 from wattbench.runner.plan import RequestRecord
 from wattbench.runner.store import latest_by_key
 
+from wattbench.energy.open_models import shape_for_model
+
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import pandas as pd
 
@@ -196,9 +198,8 @@ def _profile_columns(
     response = record["response"]
     params_b = response.get("model_params_b")
     try:
-        metrics = dict(
-            enhance(response, profile, idle_s=idle_s, active_params_b=params_b, total_params_b=params_b)
-        )
+        known = shape_for_model(response.get("model"), params_b=params_b)
+        metrics = dict(enhance(response, profile, idle_s=idle_s, shape=known[0] if known else None))
     except ValueError as exc:  # e.g. gpu_profiles.ModelDoesNotFitError: the row stays, without energy
         return {"profile": name, "energy_method": f"not simulated: {exc}"}
     metrics["profile"] = metrics.get("profile") or name

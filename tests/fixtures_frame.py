@@ -188,6 +188,7 @@ def synthetic_frame(n_rows: int, *, n_profiles: int = 4, seed: int = 0, text_cha
         "expected": np.where(graded, "42", None), "grader": np.where(graded, "contains", None), "correct": correct,
         "response_text": ("A list is mutable; a tuple is not. " * (text_chars // 35 + 1))[:text_chars], "measured_energy_kwh": measured,
         "measured_energy_method": np.where(model == LOCAL, "cpu_time_estimate", None),
+        "gpu_energy_kwh": np.nan, "gpu_energy_method": None, "gpu_energy_devices": None,
         "provider_energy_kwh": provider, "provider_energy_kwh_min": provider * 0.5,
         "provider_energy_kwh_max": provider * 2, "provider_carbon_gco2e": provider * 300,
         "provider_carbon_gco2e_min": provider * 150, "provider_carbon_gco2e_max": provider * 600,

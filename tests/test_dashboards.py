@@ -206,7 +206,7 @@ def test_frame_without_schema_columns_is_a_clear_error(df):
     with pytest.raises(ReportInputError) as err:
         make_gpu_comparison(df.drop(columns=["energy_kwh"]))
     assert str(err.value) == ("DataFrame: not a wattbench metrics CSV, missing 1 column(s): energy_kwh "
-                              "(schema: docs/architecture.md)")
+                              "(schema: docs/outputs.md)")
 
 
 def test_free_model_cost_panel_says_so(df):

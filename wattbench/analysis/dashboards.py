@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 
 from wattbench.analysis.reading import ANALYSIS_COLUMNS, check_frame, lean, prepare
 from wattbench.analysis.report import fmt_num, fmt_pct, fmt_range
-from wattbench.analysis.schema import LENS_ESTIMATED, LENS_MEASURED, LENS_PROVIDER, LENS_SIMULATED
+from wattbench.analysis.schema import LENS_SIMULATED
 from wattbench.analysis.tables import (
     DEFAULT_SLO_TPOT_S,
     DEFAULT_SLO_TTFT_S,
@@ -20,6 +20,7 @@ from wattbench.analysis.tables import (
     efficiency_table,
     energy_breakdown,
     goodput_table,
+    gpu_check_table,
     lens_table,
     per_1k,
     percentile_table,
@@ -28,6 +29,7 @@ from wattbench.analysis.tables import (
     simulated,
     successful,
 )
+from wattbench.energy.lenses import LENSES, gpu, lens_by_label
 
 DEFAULT_MAX_POINTS = 2000
 
@@ -50,8 +52,7 @@ MODEL_COLORS = ("#7B4FA0", "#E8833A", "#2A9D8F", "#C8553D", "#8D99AE", "#B5838D"
 PART_COLORS = {"compute": "#4C78A8", "idle": "#BAB0AC", "PUE overhead": "#F58518"}
 
 
-LENS_NOTE = ("Lenses: simulated = modelled GPU x datacenter profile; provider-side (EcoLogits) = the API "
-             "provider's datacenter; measured / estimated = the machine that served the local model.")
+LENS_NOTE = "Lenses: " + "; ".join(f"{lens.label} = {lens.note}" for lens in LENSES) + "."
 
 
 def _checked(df: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +162,7 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
                              hovertemplate="%{x}<br>$%{y:.6g} per 1K tokens<extra>%{fullData.name}</extra>"),
                       row=1, col=2)
     _latency_panel(fig, df, row=2, col=1)
-    _lens_energy_panel(fig, lens_table(df, ranked), models, row=2, col=2)
+    _lens_energy_panel(fig, lens_table(df, ranked), models, row=2, col=2, df=df)
     fig.update_yaxes(title_text="gCO2e / 1K tokens", row=1, col=1)
     fig.update_yaxes(title_text="USD / 1K tokens", row=1, col=2)
     fig.update_yaxes(title_text="seconds (log)", type="log", row=2, col=1)
@@ -193,36 +194,46 @@ def _latency_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> None
 
 
 def lens_labels(lenses: pd.DataFrame) -> list[str]:
-    """Bar labels for report.lens_table rows: '<profile> [simulated]', 'provider-side (EcoLogits)',
-    '<lens>: <method>' for measured / estimated."""
-    return [f"{s}<br>[{lens}]" if lens == LENS_SIMULATED else PROVIDER_LABEL
-            if lens == LENS_PROVIDER else f"{lens}:<br>{s}" for s, lens in zip(lenses["source"], lenses["lens"])]
+    """Bar labels for tables.lens_table rows, as each lens of the registry words them ('<profile><br>[simulated]',
+    'provider-side<br>(EcoLogits)', 'measured:<br>rapl', 'measured GPU:<br>1 x NVIDIA H200', ...)."""
+    labels = []
+    for source, label in zip(lenses["source"], lenses["lens"]):
+        lens = lens_by_label(str(label))
+        labels.append(lens.bar(source) if lens is not None else f"{label}:<br>{source}")
+    return labels
 
 
-def _lens_energy_panel(fig: go.Figure, lenses: pd.DataFrame, models: list[str], row: int, col: int) -> None:
-    """Energy per 1K tokens under every lens (report.lens_table), one bar per (lens, source), per model."""
+def _gpu_ratio_text(df: pd.DataFrame, lenses: pd.DataFrame) -> list[str]:
+    """For each lens_table row of the measured-GPU lens: 'simulated / measured = R (PROFILE)'; '' for the rest."""
+    check = gpu_check_table(df).dropna(subset=["simulated_over_measured"])
+    texts = []
+    for model, label, source in zip(lenses["model"], lenses["lens"], lenses["source"]):
+        rows = check[(check["model"] == model) & (check["measured_gpus"] == source)] if label == gpu.LABEL else check[:0]
+        texts.append("<br>".join(f"sim/meas {r.simulated_over_measured:.2f}x ({r.profile})"
+                                 for r in rows.itertuples(index=False)))
+    return texts
+
+
+def _lens_energy_panel(fig: go.Figure, lenses: pd.DataFrame, models: list[str], row: int, col: int,
+                       df: pd.DataFrame | None = None) -> None:
+    """Energy per 1K tokens under every lens (tables.lens_table), one bar per (lens, source), per model; a
+    measured-GPU bar carries the simulated / measured ratio of the profiles on that GPU model."""
     if lenses.empty:
         _no_data(fig, row, col, "no successful request")
         return
-    lenses = lenses.assign(label=lens_labels(lenses))
-    order = list(dict.fromkeys(lenses.sort_values(["lens", "source"], key=_lens_order)["label"]))
+    lenses = lenses.assign(label=lens_labels(lenses),
+                           ratio=_gpu_ratio_text(df, lenses) if df is not None else [""] * len(lenses))
+    order = list(dict.fromkeys(lenses["label"]))  # lens_table is in the registry's order
     fig.update_xaxes(categoryorder="array", categoryarray=order, row=row, col=col)
     for model, frame in lenses.groupby("model", sort=True):
         fig.add_trace(go.Bar(name=short_model(model), x=frame["label"], y=frame["energy_kwh_per_1k_tokens"],
                              error_y=_error_y(frame["energy_kwh_per_1k_tokens"],
                                               frame["energy_kwh_per_1k_tokens_min"],
                                               frame["energy_kwh_per_1k_tokens_max"]),
+                             text=frame["ratio"], textposition="outside",
                              showlegend=False, legendgroup=model, marker_color=model_color(model, models),
-                             hovertemplate="%{x}<br>%{y:.4g} kWh/1K tokens<extra>%{fullData.name}</extra>"),
+                             hovertemplate="%{x}<br>%{y:.4g} kWh/1K tokens<br>%{text}<extra>%{fullData.name}</extra>"),
                       row=row, col=col)
-
-
-def _lens_order(col: pd.Series) -> pd.Series:
-    """Sort key: simulated first, then provider-side, then measured / estimated; other columns as they are."""
-    if col.name != "lens":
-        return col
-    rank = {LENS_SIMULATED: 0, LENS_PROVIDER: 1, LENS_MEASURED: 2, LENS_ESTIMATED: 3}
-    return col.map(lambda v: rank.get(v, 9))
 
 
 def make_model_performance(df: pd.DataFrame) -> go.Figure:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from wattbench.analysis.schema import NUMERIC_COLUMNS, REQUIRED_COLUMNS, TEXT_COLUMNS
+from wattbench.analysis.schema import NUMERIC_COLUMNS, REQUIRED_COLUMNS, TEXT_COLUMNS, with_optional_columns
 
 CSV_GLOB = "ai_metrics_*.csv"
 
@@ -44,7 +44,7 @@ def check_frame(df: pd.DataFrame, source: str = "DataFrame", required: Sequence[
     missing = missing_columns(df.columns, required)
     if missing:
         raise ReportInputError(f"{source}: not a wattbench metrics CSV, missing {len(missing)} column(s): "
-                               f"{', '.join(missing)} (schema: docs/architecture.md)")
+                               f"{', '.join(missing)} (schema: docs/outputs.md)")
     if df.empty:
         raise ReportInputError(f"{source}: has a header but no rows; nothing to report")
 
@@ -65,7 +65,7 @@ def read_metrics_csv(path: Path) -> pd.DataFrame:
         raise ReportInputError(f"{path}: permission denied; make the file readable") from None
     check_frame(df, str(path))
     check_cells(df, str(path))
-    return prepare(df)
+    return prepare(with_optional_columns(df))
 
 
 SUCCESS_VALUES = frozenset({True, False, "True", "False", "true", "false", "TRUE", "FALSE", 1, 0, "1", "0"})

@@ -17,6 +17,7 @@ from wattbench.analysis.tables import (
     energy_breakdown,
     failures_table,
     goodput_table,
+    gpu_check_table,
     lens_table,
     not_simulated_table,
     percentile_table,
@@ -110,7 +111,7 @@ def report_tables(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
         "pct_model": percentile_table(df, by=("model",)), "pct_route": pct_route,
         "accuracy": accuracy_table(df), "goodput": goodput_table(df, slo_ttft_s, slo_tpot_s),
         "lenses": lens_table(df, eff), "failures": failures_table(df), "profiles": profile_table(df),
-        "not_simulated": not_simulated_table(df),
+        "not_simulated": not_simulated_table(df), "gpu_check": gpu_check_table(df),
     }
 
 
@@ -133,6 +134,9 @@ def format_report(tables: Mapping[str, pd.DataFrame], *, slo_ttft_s: float = DEF
         section(f"GOODPUT (SLO: ttft <= {slo_ttft_s:g} s and tpot <= {slo_tpot_s:g} s; change with "
                 "--slo-ttft-s / --slo-tpot-s)", _goodput_text(tables["goodput"], t)),
         section("ENERGY BY LENS (kWh per 1K tokens)", _lens_text(tables["lenses"], t)),
+        *([section("SIMULATED VS MEASURED GPU ENERGY (GPU boards only: simulated compute energy of the profiles "
+                   "on the measured GPU model / the NVML-measured share; wattbench checking its own model)",
+                   _gpu_check_text(tables["gpu_check"], t))] if len(tables.get("gpu_check", ())) else []),
         section("FAILURES", _failures_text(tables["failures"], t, tables["not_simulated"])),
         section("PROFILE ASSUMPTIONS (simulated lens)", _profiles_text(tables["profiles"], sources or {}, t)),
     ]
@@ -279,6 +283,16 @@ def _lens_text(lenses: pd.DataFrame, tf: TableFn = text_table) -> str:
     return tf(table, [("model", "model", None), ("lens", "lens", None), ("source", "source", None),
                               ("requests", "requests", _f("d")), ("energy_kwh", "kWh total", _f(".4g")),
                               ("per_1k", "kWh/1K tokens [min-max]", None)])
+
+
+def _gpu_check_text(check: pd.DataFrame, tf: TableFn = text_table) -> str:
+    """Simulated / measured GPU energy per model and profile on the measured GPU."""
+    table = check.assign(profile=check["profile"].fillna("(no profile on this GPU: add one with --profiles)"))
+    return tf(table, [("model", "model", None), ("measured_gpus", "measured GPUs", None),
+                      ("profile", "profile", None), ("requests", "requests", _f("d")),
+                      ("measured_kwh_per_1k_tokens", "measured kWh/1K", _f(".4g")),
+                      ("simulated_kwh_per_1k_tokens", "simulated kWh/1K", _f(".4g")),
+                      ("simulated_over_measured", "simulated / measured", _f(".3g"))])
 
 
 def _failures_text(fail: pd.DataFrame, tf: TableFn = text_table,

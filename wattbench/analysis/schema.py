@@ -1,40 +1,30 @@
-"""The CSV schema: every column with its unit, its lens (where its number comes from) and its meaning."""
+"""The CSV schema: every column with its unit, its lens (where its number comes from) and its meaning.
+
+The client's columns (what the benchmark client and the service record: time, tokens, price, answers) are
+listed here; each energy lens declares its own (wattbench/energy/lenses/), and the schema is the two together
+in the registry's order.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-LENS_SIMULATED = "simulated"
+from wattbench.energy.lenses import LENSES, gpu, measured, provider, simulated
+from wattbench.energy.lenses.base import CLIENT, Column
 
+if TYPE_CHECKING:  # pragma: no cover - type hints only; this module is imported without pandas too
+    import pandas as pd
 
-LENS_PROVIDER = "provider-side (EcoLogits)"
+REQUEST_LEVEL = CLIENT
+LENS_SIMULATED = simulated.LABEL
+LENS_PROVIDER = provider.LABEL
+LENS_MEASURED = measured.LABEL
+LENS_ESTIMATED = measured.ESTIMATED
+MEASURED_METHODS = dict(measured.LENS.method_labels)
+_R = CLIENT
 
-
-LENS_MEASURED = "measured"
-
-
-LENS_ESTIMATED = "estimated"
-
-
-MEASURED_METHODS = {"rapl": LENS_MEASURED, "nvml": LENS_MEASURED, "cpu_time_estimate": LENS_ESTIMATED}
-
-
-REQUEST_LEVEL = "client"  # columns the benchmark client / service records directly (time, tokens, price)
-
-
-@dataclass(frozen=True)
-class Column:
-    """One CSV column: unit ('' when none), lens (where its number comes from) and meaning."""
-
-    unit: str
-    lens: str
-    meaning: str
-
-
-_R, _S, _P, _M = REQUEST_LEVEL, LENS_SIMULATED, LENS_PROVIDER, "measured / estimated"
-
-
-CSV_SCHEMA: dict[str, Column] = {
+#: What the client and the service record for each request.
+CLIENT_COLUMNS: dict[str, Column] = {
     "run_id": Column("", _R, "id of the benchmark run (one `wattbench run`)"),
     "request_id": Column("", _R, "id of the request (unique within a run); repeated on each profile row"),
     "prompt_id": Column("", _R, "id of the test prompt (data/test_prompts.jsonl)"),
@@ -65,44 +55,25 @@ CSV_SCHEMA: dict[str, Column] = {
     "grader": Column("", _R, "how the answer is graded; empty for ungraded prompts"),
     "correct": Column("bool", _R, "True/False for graded prompts, empty otherwise"),
     "response_text": Column("", _R, "the model's answer"),
-    "measured_energy_kwh": Column("kWh", _M, "energy of this generation on the serving machine (local model only)"),
-    "measured_energy_method": Column("", _M, "rapl or nvml (measured), cpu_time_estimate (estimated)"),
-    "provider_energy_kwh": Column("kWh", _P, "provider's datacenter energy for this request (EcoLogits)"),
-    "provider_energy_kwh_min": Column("kWh", _P, "low end of the EcoLogits range"),
-    "provider_energy_kwh_max": Column("kWh", _P, "high end of the EcoLogits range"),
-    "provider_carbon_gco2e": Column("gCO2e", _P, "provider-side carbon (EcoLogits, usage phase)"),
-    "provider_carbon_gco2e_min": Column("gCO2e", _P, "low end of the EcoLogits range"),
-    "provider_carbon_gco2e_max": Column("gCO2e", _P, "high end of the EcoLogits range"),
-    "profile": Column("", _S, "deployment profile name (GPU x datacenter), e.g. A100_SIMULATED"),
-    "gpu": Column("", _S, "GPU model of the profile"),
-    "gpu_count": Column("", _S, "GPUs per replica (tensor parallel; raised to the fewest the model fits on)"),
-    "datacenter": Column("", _S, "datacenter / cloud region id"),
-    "location": Column("", _S, "where the datacenter is"),
-    "tdp_w": Column("W", _S, "GPU thermal design power, per GPU"),
-    "idle_w": Column("W", _S, "GPU idle power, per GPU"),
-    "pue": Column("", _S, "datacenter power usage effectiveness (facility / IT energy)"),
-    "grid_gco2e_per_kwh": Column("gCO2e/kWh", _S, "carbon intensity of the datacenter's grid"),
-    "electricity_usd_per_kwh": Column("USD/kWh", _S, "electricity price at the datacenter"),
-    "energy_method": Column("", _S, "roofline (model size known) or measured_latency_x_tdp (the original's "
-                            "accounting: TDP x GPUs x measured latency)"),
-    "sim_latency_s": Column("s", _S, "predicted time of this request on the profile's GPUs (roofline), or the "
-                            "measured latency for measured_latency_x_tdp"),
-    "idle_s": Column("s", _S, "time the service sat idle before this request, charged to it"),
-    "compute_energy_kwh": Column("kWh", _S, "GPU energy while computing this request"),
-    "idle_energy_kwh": Column("kWh", _S, "GPU energy while idle, charged to this request"),
-    "pue_overhead_kwh": Column("kWh", _S, "facility overhead: (PUE - 1) x IT energy"),
-    "energy_kwh": Column("kWh", _S, "compute + idle + PUE overhead"),
-    "energy_kwh_min": Column("kWh", _S, "low end of the energy range"),
-    "energy_kwh_max": Column("kWh", _S, "high end of the energy range"),
-    "carbon_gco2e": Column("gCO2e", _S, "energy_kwh x grid intensity (operational carbon)"),
-    "carbon_gco2e_min": Column("gCO2e", _S, "low end of the carbon range"),
-    "carbon_gco2e_max": Column("gCO2e", _S, "high end of the carbon range"),
-    "energy_cost_usd": Column("USD", _S, "energy_kwh x electricity price"),
-    "total_cost_usd": Column("USD", _S, "cost_usd (0 when unknown) + energy_cost_usd"),
+}
+
+#: Every CSV column in order: the client's, then each lens's (request-level lenses, then per-profile ones).
+CSV_SCHEMA: dict[str, Column] = {
+    **CLIENT_COLUMNS,
+    **{name: col for lens in LENSES if lens.level == "request" for name, col in lens.columns.items()},
+    **{name: col for lens in LENSES if lens.level == "profile" for name, col in lens.columns.items()},
 }
 
 
-REQUIRED_COLUMNS: tuple[str, ...] = tuple(CSV_SCHEMA)
+#: Columns a CSV written before their lens existed may lack (read back as empty): the GPU lens's.
+OPTIONAL_COLUMNS: tuple[str, ...] = tuple(gpu.LENS.columns)
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in CSV_SCHEMA if c not in OPTIONAL_COLUMNS)
+
+
+def with_optional_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """df with every OPTIONAL_COLUMNS column it lacks added, empty."""
+    missing = [c for c in OPTIONAL_COLUMNS if c not in df.columns]
+    return df.assign(**{c: None for c in missing}) if missing else df
 
 
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
@@ -113,7 +84,8 @@ NUMERIC_COLUMNS: tuple[str, ...] = tuple(
 
 
 TEXT_COLUMNS: tuple[str, ...] = ("run_id", "request_id", "model", "route", "profile", "gpu", "datacenter",
-                                 "location", "category", "measured_energy_method", "error")
+                                 "location", "category", "measured_energy_method", "gpu_energy_method",
+                                 "gpu_energy_devices", "error")
 
 
 def schema_markdown() -> str:

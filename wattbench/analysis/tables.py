@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from wattbench.analysis.schema import LENS_MEASURED, LENS_PROVIDER, LENS_SIMULATED, MEASURED_METHODS
+from wattbench.energy.hardware import gpu_key_for_device_name
+from wattbench.energy.lenses import LENSES, provider
 
 DEFAULT_SLO_TTFT_S = 0.5  # interactive-chat TTFT target (DESIGN.md: "ttft <= 0.5 s")
 
@@ -184,40 +185,51 @@ def goodput_table(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
 
 
 def lens_table(df: pd.DataFrame, eff: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Energy per 1K tokens of each model under each lens, with its range where it has one.
+    """Energy per 1K tokens of each model under each lens of the registry, with its range where it has one.
 
-    Long format: model, lens, source (profile name, 'EcoLogits' or the measuring method), requests (with a
-    value), energy_kwh, energy_kwh_per_1k_tokens, _min, _max. The simulated lens has one row per profile,
-    from eff (efficiency_table(df), computed here when the caller has not).
+    Long format: model, lens (its label), source (profile name, 'EcoLogits', the measuring method or the
+    measured GPUs), requests (with a value), energy_kwh, energy_kwh_per_1k_tokens, _min, _max. Per-profile
+    lenses have one row per profile, from eff (efficiency_table(df), computed here when the caller has not).
     """
     rows: list[dict] = []
-    if eff is None:
-        eff = efficiency_table(df)
-    for rec in eff.itertuples(index=False):
-        rows.append(dict(model=rec.model, lens=LENS_SIMULATED, source=rec.profile, requests=rec.requests,
-                         energy_kwh=rec.energy_kwh, energy_kwh_per_1k_tokens=rec.energy_kwh_per_1k_tokens,
-                         energy_kwh_per_1k_tokens_min=rec.energy_kwh_per_1k_tokens_min,
-                         energy_kwh_per_1k_tokens_max=rec.energy_kwh_per_1k_tokens_max))
     req = successful(requests_of(df))
-    prov = req[req["provider_energy_kwh"].notna()]
-    for model, frame in prov.groupby("model", sort=True):
-        tokens = frame["total_tokens"].sum()
-        rows.append(dict(model=model, lens=LENS_PROVIDER, source="EcoLogits", requests=len(frame),
-                         energy_kwh=frame["provider_energy_kwh"].sum(),
-                         energy_kwh_per_1k_tokens=_per_1k_scalar(frame["provider_energy_kwh"].sum(), tokens),
-                         energy_kwh_per_1k_tokens_min=_per_1k_scalar(frame["provider_energy_kwh_min"].sum(), tokens),
-                         energy_kwh_per_1k_tokens_max=_per_1k_scalar(frame["provider_energy_kwh_max"].sum(), tokens)))
-    meas = req[req["measured_energy_kwh"].notna()]
-    for (model, method), frame in meas.groupby(["model", "measured_energy_method"], sort=True, dropna=False):
-        tokens = frame["total_tokens"].sum()
-        method_s = "unknown" if pd.isna(method) else str(method)
-        rows.append(dict(model=model, lens=MEASURED_METHODS.get(method_s, LENS_MEASURED), source=method_s,
-                         requests=len(frame), energy_kwh=frame["measured_energy_kwh"].sum(),
-                         energy_kwh_per_1k_tokens=_per_1k_scalar(frame["measured_energy_kwh"].sum(), tokens),
-                         energy_kwh_per_1k_tokens_min=math.nan, energy_kwh_per_1k_tokens_max=math.nan))
+    for lens in LENSES:
+        if lens.level == "profile":
+            if eff is None:
+                eff = efficiency_table(df)
+            for rec in eff.itertuples(index=False):
+                rows.append(dict(model=rec.model, lens=lens.label, source=rec.profile, requests=rec.requests,
+                                 energy_kwh=rec.energy_kwh, energy_kwh_per_1k_tokens=rec.energy_kwh_per_1k_tokens,
+                                 energy_kwh_per_1k_tokens_min=rec.energy_kwh_per_1k_tokens_min,
+                                 energy_kwh_per_1k_tokens_max=rec.energy_kwh_per_1k_tokens_max))
+            continue
+        if lens.energy_column not in req:
+            continue
+        have = req[req[lens.energy_column].notna()]
+        keys = ["model"] + ([lens.source_column] if lens.source_column else [])
+        for key, frame in have.groupby(keys, sort=True, dropna=False):
+            model = key[0] if isinstance(key, tuple) else key
+            source = key[1] if isinstance(key, tuple) and len(key) > 1 else None
+            source = None if source is None or pd.isna(source) else str(source)
+            tokens = frame["total_tokens"].sum()
+
+            def per_1k(column: str | None) -> float:
+                return _per_1k_scalar(frame[column].sum(), tokens) if column else math.nan
+
+            rows.append(dict(model=model, lens=lens.label_for(source),
+                             source=source or ("EcoLogits" if lens is provider.LENS else "unknown"),
+                             requests=len(frame), energy_kwh=frame[lens.energy_column].sum(),
+                             energy_kwh_per_1k_tokens=per_1k(lens.energy_column),
+                             energy_kwh_per_1k_tokens_min=per_1k(lens.energy_min_column),
+                             energy_kwh_per_1k_tokens_max=per_1k(lens.energy_max_column)))
     cols = ["model", "lens", "source", "requests", "energy_kwh", "energy_kwh_per_1k_tokens",
             "energy_kwh_per_1k_tokens_min", "energy_kwh_per_1k_tokens_max"]
-    return pd.DataFrame(rows, columns=cols)
+    order = {lens.label: i for i, lens in enumerate(LENSES)} | {
+        label: i for i, lens in enumerate(LENSES) for label in lens.method_labels.values()}
+    out = pd.DataFrame(rows, columns=cols)
+    rank = out["lens"].map(lambda v: order.get(v, len(LENSES)))
+    return out.assign(_rank=rank).sort_values(["_rank", "model", "source"], kind="stable").drop(columns="_rank")\
+        .reset_index(drop=True)
 
 
 def _per_1k_scalar(total: float, tokens: float) -> float:
@@ -322,3 +334,40 @@ def sources_of_profile(profile: object) -> dict[str, str]:
         if text:
             out[label] = text
     return out
+
+
+def gpu_check_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Simulated vs measured GPU energy for the GPUs the run measured: wattbench checking its own model.
+
+    For each model and measured set of GPUs (gpu_energy_devices), over the requests that have a measured share:
+    measured GPU-board kWh per 1K tokens (sum gpu_energy_kwh / tokens) next to the simulated lens's GPU-board
+    kWh per 1K tokens (compute_energy_kwh, no idle, no PUE) of each profile on the same GPU model, and their
+    ratio simulated / measured. A measured GPU that no profile uses gets a row with profile empty.
+    """
+    cols = ["model", "measured_gpus", "profile", "batch_note", "requests", "measured_kwh_per_1k_tokens",
+            "simulated_kwh_per_1k_tokens", "simulated_over_measured"]
+    if "gpu_energy_kwh" not in df:
+        return pd.DataFrame(columns=cols)
+    req = successful(requests_of(df))
+    measured = req[req["gpu_energy_kwh"].notna()]
+    rows: list[dict] = []
+    sim = simulated(df)
+    for (model, devices), frame in measured.groupby(["model", "gpu_energy_devices"], sort=True, dropna=False):
+        tokens = frame["total_tokens"].sum()
+        meas = _per_1k_scalar(frame["gpu_energy_kwh"].sum(), tokens)
+        name = str(devices).split(" x ", 1)[-1] if isinstance(devices, str) else ""
+        same = sim[(sim["model"] == model) & sim["request_id"].isin(frame["request_id"])]
+        profiles = [p for p, gpu in same.groupby("profile")["gpu"].first().items()
+                    if gpu_key_for_device_name(name, [str(gpu)]) is not None]
+        if not profiles:
+            rows.append(dict(model=model, measured_gpus=devices, profile=None, batch_note=None,
+                             requests=len(frame), measured_kwh_per_1k_tokens=meas,
+                             simulated_kwh_per_1k_tokens=math.nan, simulated_over_measured=math.nan))
+        for profile in profiles:
+            p = same[same["profile"] == profile]
+            simulated_1k = _per_1k_scalar(p["compute_energy_kwh"].sum(), p["total_tokens"].sum())
+            rows.append(dict(model=model, measured_gpus=devices, profile=profile,
+                             batch_note=f"{p['energy_method'].iloc[0]}", requests=len(frame),
+                             measured_kwh_per_1k_tokens=meas, simulated_kwh_per_1k_tokens=simulated_1k,
+                             simulated_over_measured=simulated_1k / meas if meas and meas > 0 else math.nan))
+    return pd.DataFrame(rows, columns=cols)

@@ -7,7 +7,7 @@ import csv
 import importlib.util
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -350,3 +350,22 @@ def lookup(table: Mapping[str, Any], key: str, what: str) -> Any:
     if key not in table:
         raise ValueError(f"unknown {what} {key!r}; valid keys: {', '.join(table)}")
     return table[key]
+
+
+def gpu_key_for_device_name(device_name: str, keys: Iterable[str]) -> str | None:
+    """The gpus.json key of a GPU as NVML names it ('NVIDIA H200' -> 'H200', 'NVIDIA H100 80GB HBM3' ->
+    'H100_SXM', 'NVIDIA A100-SXM4-40GB' -> 'A100_40GB_SXM'), or None when no key has its model number."""
+    tokens = [t for t in re.split(r"[^A-Z0-9]+", device_name.upper()) if t and t not in ("NVIDIA", "TESLA")]
+    if not tokens:
+        return None
+    candidates = [k for k in keys if k.upper().split("_")[0] == tokens[0]]
+    if not candidates:
+        return None
+    form = "PCIE" if "PCIE" in tokens else "SXM"
+    memory = next((t for t in tokens if t.endswith("GB")), None)
+
+    def score(key: str) -> tuple[int, int]:
+        parts = key.upper().split("_")
+        return (int(form in parts or (form == "SXM" and "PCIE" not in parts)), int(memory in parts))
+
+    return max(candidates, key=score)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from wattbench.energy.lenses import request_lenses
+from wattbench.energy.open_models import shape_for_model
 from wattbench.runner.graders import check_accuracy
 from wattbench.runner.plan import RequestRecord
 from wattbench.runner.store import latest_by_key
-
-from wattbench.energy.open_models import shape_for_model
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import pandas as pd
@@ -26,16 +27,6 @@ _RESPONSE_MEASURES = (  # the /chat response's measurements, each a CSV column o
     "total_tokens",
     "token_source",
     "cost_usd",
-)
-
-
-_PROVIDER_KEYS = (
-    "provider_energy_kwh",
-    "provider_energy_kwh_min",
-    "provider_energy_kwh_max",
-    "provider_carbon_gco2e",
-    "provider_carbon_gco2e_min",
-    "provider_carbon_gco2e_max",
 )
 
 
@@ -62,9 +53,8 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "grader",
     "correct",
     "response_text",
-    "measured_energy_kwh",
-    "measured_energy_method",
-    *_PROVIDER_KEYS,
+    # then every request-level energy lens's columns (measured, GPU, provider-side), in the registry's order
+    *(name for lens in request_lenses() for name in lens.columns),
 )
 
 
@@ -77,8 +67,6 @@ _RESPONSE_FIELDS = (
     "temperature",
     "model",
     *_RESPONSE_MEASURES,
-    "measured_energy_kwh",
-    "measured_energy_method",
 )
 
 
@@ -135,8 +123,8 @@ def request_row(record: Mapping[str, Any], run_id: str, t0_epoch_s: float) -> di
         row[name] = response.get(name)
     if row["model"] is None:  # never answered: the model that was asked for
         row["model"] = record.get("requested_model")
-    for name in _PROVIDER_KEYS:
-        row[name] = None
+    for lens in request_lenses():
+        row.update(dict.fromkeys(lens.columns))
     return row
 
 
@@ -152,8 +140,9 @@ def build_dataframe(
 
     records: RequestRecords, or their dicts as read back from a run file (RunStore.load_records()).
     profiles: name -> DeploymentProfile (hardware.load_profiles()). enhance / provider_estimate default to
-    simulated.calculate_enhanced_metrics / provider.provider_side_estimate. A failed request still gets its rows,
-    with empty energy columns."""
+    simulated.calculate_enhanced_metrics / provider.provider_side_estimate. Every request-level lens of the
+    registry fills its columns for a served request; a failed request still gets its rows, with empty energy
+    columns."""
     import pandas as pd
 
     from wattbench.energy.lenses import provider, simulated
@@ -167,7 +156,9 @@ def build_dataframe(
     for record in latest:
         base = request_row(record, run_id, t0)
         if record["success"]:
-            base.update(_provider_columns(base, provider_estimate))
+            for lens in request_lenses():
+                fill = partial(provider.fill, estimate=provider_estimate) if lens is provider.LENS else lens.fill
+                base.update(fill(record, base))
         for name, profile in profiles.items():
             rows.append(
                 {**base, **_profile_columns(record, name, profile, gaps.get(record["key"], 0.0), enhance)}
@@ -175,15 +166,6 @@ def build_dataframe(
     columns = list(REQUEST_COLUMNS) + list(EXTRA_REQUEST_COLUMNS) + list(simulated.PROFILE_COLUMNS)
     extra = [c for row in rows for c in row if c not in columns]
     return pd.DataFrame(rows, columns=columns + list(dict.fromkeys(extra)))
-
-
-def _provider_columns(
-    base: Mapping[str, Any], provider_estimate: Callable[..., Mapping[str, Any] | None]
-) -> dict[str, Any]:
-    estimate = provider_estimate(
-        str(base["model"]), int(base["completion_tokens"] or 0), float(base["latency_s"] or 0.0)
-    )
-    return {k: estimate.get(k) for k in _PROVIDER_KEYS} if estimate else {}
 
 
 def _profile_columns(

@@ -15,6 +15,8 @@ from wattbench.analysis.outputs import build_run_outputs, summary_line, write_cs
 from wattbench.cli_support import CliError, Parser, one_line
 from wattbench.redact import shown_url
 from wattbench.runner.enrich import build_dataframe
+from wattbench.runner.gpu_energy import MODES as GPU_ENERGY_MODES
+from wattbench.runner.gpu_energy import GpuEnergyRun, GpuEnergyUnavailable, with_gpu_energy
 from wattbench.runner.limiter import RetryPolicy
 from wattbench.runner.plan import WorkItem, plan_requests
 from wattbench.runner.prompts import (
@@ -82,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         help="attempts per request for 5xx / timeouts / dropped connections",
     )
     p.add_argument("--seed", type=int, help="seed for jitter and Poisson arrivals")
+    p.add_argument("--gpu-energy", choices=GPU_ENERGY_MODES, default="auto",
+                   help="measure the GPUs beside the runner with NVML (auto: when there are NVIDIA GPUs; on: "
+                        "required; off: never) and give each request its share (the 'measured GPU' lens)")
     p.add_argument("--no-report", action="store_true", help="write only the CSV (no dashboards or report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -117,7 +122,7 @@ def cli_run(argv: Sequence[str]) -> int:
     try:
         args = _parser().parse_args(list(argv))
         result = _execute(args, _prepare(args))
-    except (CliError, RunStoreError) as exc:
+    except (CliError, RunStoreError, GpuEnergyUnavailable) as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
@@ -144,7 +149,7 @@ def run_benchmark(server_url: str | None = None, **options: Any) -> RunResult:
         raise ValueError("give concurrency or rate, not both")
     try:
         return _execute(args, _prepare(args))
-    except CliError as exc:
+    except (CliError, GpuEnergyUnavailable) as exc:
         raise ValueError(str(exc)) from None
 
 
@@ -275,9 +280,12 @@ def _execute(args: argparse.Namespace, options: RunOptions) -> RunResult:
     store, stopped = options.store, None
     todo = pending_items(items, store.load_records()) if store is not None else items
     if todo:
-        store, stopped = _send(args, options, items, todo)
+        with GpuEnergyRun(args.gpu_energy) as gpu:  # NVML, when the runner's machine has NVIDIA GPUs
+            store, stopped = _send(args, options, items, todo)
+        gpu.save(store)
     assert store is not None
-    df = build_dataframe(store.load_records(), options.profiles, run_id=store.run_id)
+    records = with_gpu_energy(store.directory, store.load_records())
+    df = build_dataframe(records, options.profiles, run_id=store.run_id)
     try:
         csv_path = write_csv(df, Path(args.out))
     except OSError as exc:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from wattbench.energy.lenses.base import Column, Lens
 
 #: LiteLLM provider prefixes -> EcoLogits provider names (ecologits/model_repository.py Providers).
 ECOLOGITS_PROVIDERS = {
@@ -77,3 +80,31 @@ def provider_side_estimate(model: str, completion_tokens: int, latency_s: float)
         "provider_carbon_gco2e": gwp * 1000.0, "provider_carbon_gco2e_min": gwp_min * 1000.0,
         "provider_carbon_gco2e_max": gwp_max * 1000.0,
     }
+
+
+LABEL = "provider-side (EcoLogits)"
+_P = LABEL
+COLUMNS = {
+    "provider_energy_kwh": Column("kWh", _P, "provider's datacenter energy for this request (EcoLogits)"),
+    "provider_energy_kwh_min": Column("kWh", _P, "low end of the EcoLogits range"),
+    "provider_energy_kwh_max": Column("kWh", _P, "high end of the EcoLogits range"),
+    "provider_carbon_gco2e": Column("gCO2e", _P, "provider-side carbon (EcoLogits, usage phase)"),
+    "provider_carbon_gco2e_min": Column("gCO2e", _P, "low end of the EcoLogits range"),
+    "provider_carbon_gco2e_max": Column("gCO2e", _P, "high end of the EcoLogits range"),
+}
+Estimate = Callable[[str, int, float], Mapping[str, Any] | None]
+
+
+def fill(record: Mapping[str, Any], row: Mapping[str, Any], estimate: Estimate | None = None) -> dict[str, Any]:
+    """EcoLogits' estimate for this request from its model, output tokens and latency; empty when it has none."""
+    result = (estimate or provider_side_estimate)(
+        str(row["model"]), int(row.get("completion_tokens") or 0), float(row.get("latency_s") or 0.0))
+    return {k: result.get(k) for k in COLUMNS} if result else {}
+
+
+LENS = Lens(
+    key="provider", label=LABEL, level="request",
+    note="the API provider's datacenter for this request, estimated by EcoLogits (range from its model)",
+    columns=COLUMNS, energy_column="provider_energy_kwh", energy_min_column="provider_energy_kwh_min",
+    energy_max_column="provider_energy_kwh_max", bar_label="provider-side<br>(EcoLogits)", fill=fill,
+)

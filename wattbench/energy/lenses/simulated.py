@@ -17,6 +17,7 @@ from wattbench.energy.accounting import (
     total_cost_usd,
 )
 from wattbench.energy.hardware import DeploymentProfile
+from wattbench.energy.lenses.base import Column, Lens
 from wattbench.energy.roofline import (
     TP_SIZES,
     ModelDoesNotFitError,
@@ -27,7 +28,37 @@ from wattbench.energy.roofline import (
     simulate_inference,
 )
 
-#: The per-profile CSV columns that `calculate_enhanced_metrics` returns (docs/architecture.md), in order.
+LABEL = "simulated"
+#: The per-profile CSV columns that `calculate_enhanced_metrics` returns, in order, with unit and meaning.
+COLUMNS: dict[str, Column] = {
+    "profile": Column("", LABEL, "deployment profile name (GPU x datacenter), e.g. A100_SIMULATED"),
+    "gpu": Column("", LABEL, "GPU model of the profile"),
+    "gpu_count": Column("", LABEL, "GPUs per replica (tensor parallel; raised to the fewest the model fits on)"),
+    "datacenter": Column("", LABEL, "datacenter / cloud region id"),
+    "location": Column("", LABEL, "where the datacenter is"),
+    "tdp_w": Column("W", LABEL, "GPU thermal design power, per GPU"),
+    "idle_w": Column("W", LABEL, "GPU idle power, per GPU"),
+    "pue": Column("", LABEL, "datacenter power usage effectiveness (facility / IT energy)"),
+    "grid_gco2e_per_kwh": Column("gCO2e/kWh", LABEL, "carbon intensity of the datacenter's grid"),
+    "electricity_usd_per_kwh": Column("USD/kWh", LABEL, "electricity price at the datacenter"),
+    "energy_method": Column("", LABEL, "roofline (model size known) or measured_latency_x_tdp (the original's "
+                            "accounting: TDP x GPUs x measured latency)"),
+    "sim_latency_s": Column("s", LABEL, "predicted time of this request on the profile's GPUs (roofline), or the "
+                            "measured latency for measured_latency_x_tdp"),
+    "idle_s": Column("s", LABEL, "time the service sat idle before this request, charged to it"),
+    "compute_energy_kwh": Column("kWh", LABEL, "GPU energy while computing this request"),
+    "idle_energy_kwh": Column("kWh", LABEL, "GPU energy while idle, charged to this request"),
+    "pue_overhead_kwh": Column("kWh", LABEL, "facility overhead: (PUE - 1) x IT energy"),
+    "energy_kwh": Column("kWh", LABEL, "compute + idle + PUE overhead"),
+    "energy_kwh_min": Column("kWh", LABEL, "low end of the energy range"),
+    "energy_kwh_max": Column("kWh", LABEL, "high end of the energy range"),
+    "carbon_gco2e": Column("gCO2e", LABEL, "energy_kwh x grid intensity (operational carbon)"),
+    "carbon_gco2e_min": Column("gCO2e", LABEL, "low end of the carbon range"),
+    "carbon_gco2e_max": Column("gCO2e", LABEL, "high end of the carbon range"),
+    "energy_cost_usd": Column("USD", LABEL, "energy_kwh x electricity price"),
+    "total_cost_usd": Column("USD", LABEL, "cost_usd (0 when unknown) + energy_cost_usd"),
+}
+#: The per-profile CSV columns that `calculate_enhanced_metrics` returns (docs/outputs.md), in order.
 PROFILE_COLUMNS: tuple[str, ...] = (
     "profile", "gpu", "gpu_count", "datacenter", "location", "tdp_w", "idle_w", "pue", "grid_gco2e_per_kwh",
     "electricity_usd_per_kwh", "energy_method", "sim_latency_s", "idle_s", "compute_energy_kwh",
@@ -125,3 +156,11 @@ def calculate_enhanced_metrics(measured: Mapping[str, Any], profile: DeploymentP
         "total_cost_usd": total_cost_usd(api_cost if isinstance(api_cost, (int, float)) else None, cost),
     }
     return {column: row[column] for column in PROFILE_COLUMNS}
+
+
+LENS = Lens(
+    key="simulated", label=LABEL, level="profile",
+    note="each measured request replayed on a modelled GPU x datacenter profile (roofline, or latency x TDP)",
+    columns=COLUMNS, energy_column="energy_kwh", energy_min_column="energy_kwh_min",
+    energy_max_column="energy_kwh_max", source_column="profile", bar_label="{source}<br>[simulated]",
+)

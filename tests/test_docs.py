@@ -1,0 +1,27 @@
+"""The README and docs/ say what the code does: size, the two commands, links that resolve."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_readme_is_short_and_holds_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.encode("utf-8")) <= 12 * 1024
+    assert "bash scripts/benchmark.sh" in readme and "bash scripts/test.sh" in readme
+    # CI runs the README's test command
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^exec bash scripts/test\.sh\s*$", ci, flags=re.M)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_resolves(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    broken = [link for link in links if not re.match(r"^[a-z]+://", link) and not (page.parent / link).exists()]
+    assert broken == []

@@ -30,6 +30,7 @@ class Delays:
     tokens: int = 64
     queue_s: float = 0.0  # extra wait before the request is looked at
     requests: list[tuple[float, float]] = field(default_factory=list)  # (received, finished) perf_counter
+    request_ids: list[str] = field(default_factory=list)  # X-Request-ID of each chat request
 
 
 _MODELS = b'{"object":"list","data":[{"id":"mock","object":"model"}]}'
@@ -70,7 +71,8 @@ async def _answer(delays: Delays, body: bytes, writer: asyncio.StreamWriter) -> 
         if due > 0:
             await asyncio.sleep(due)
         writer.write(_chunk(prefix + b'[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n'))
-    usage = (b'data: {"id":"x","object":"chat.completion.chunk","model":"mock","choices":[],"usage":'
+    usage = (prefix + b'[{"index":0,"delta":{},"finish_reason":"length"}]}\n\n'
+             b'data: {"id":"x","object":"chat.completion.chunk","model":"mock","choices":[],"usage":'
              b'{"prompt_tokens":8,"completion_tokens":%d,"total_tokens":%d}}\n\ndata: [DONE]\n\n'
              % (delays.tokens, delays.tokens + 8))
     writer.write(_chunk(usage) + b"0\r\n\r\n")
@@ -83,14 +85,17 @@ async def _serve_connection(delays: Delays, reader: asyncio.StreamReader, writer
             head = await reader.readuntil(b"\r\n\r\n")
             first, _, rest = head.partition(b"\r\n")
             method, path = first.split(b" ")[:2]
-            length = 0
+            length, request_id = 0, ""
             for line in rest.split(b"\r\n"):
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
+                elif line[:13].lower() == b"x-request-id:":
+                    request_id = line[13:].strip().decode()
             body = await reader.readexactly(length) if length else b""
             if method == b"GET" and path.endswith(b"/models"):
                 writer.write(_head("200 OK", "application/json", len(_MODELS)) + _MODELS)
             elif method == b"POST" and path.endswith(b"/chat/completions"):
+                delays.request_ids.append(request_id)
                 await _answer(delays, body, writer)
             else:
                 writer.write(_head("404 Not Found", "application/json", 2) + b"{}")
@@ -130,6 +135,10 @@ class MockOpenAIServer:
         asyncio.set_event_loop(self._loop)
         self._stop = asyncio.Event()
         self._loop.run_until_complete(serve(self.delays, self._sock, self._ready, self._stop))
+        pending = asyncio.all_tasks(self._loop)  # open keep-alive connections: end them inside the loop
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     def __enter__(self) -> MockOpenAIServer:
         self._ready = threading.Event()

@@ -48,6 +48,10 @@ class Outer:
         self.waited[item.key] = time.perf_counter() - t0
         return attempt
 
+    async def aclose(self) -> None:
+        if hasattr(self.inner, "aclose"):
+            await self.inner.aclose()
+
 
 def test_direct_path_times_ttft_and_latency_where_the_bytes_arrive() -> None:
     with MockOpenAIServer(ttft_s=0.1, itl_s=0.01, tokens=20) as server:
@@ -240,3 +244,24 @@ def test_run_config_is_typed_and_shared() -> None:
 
 def test_stream_event_type_is_the_backends() -> None:  # streaming.py tees the backend's own events
     assert StreamEvent(text="x").text == "x"
+
+
+def test_worker_processes_record_everything_once_through_one_writer_and_resume_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"q {i}"}) + "\n" for i in range(60)))
+    options = dict(model="mock", prompts=str(prompts), concurrency=4, workers=2, out=str(tmp_path / "out"),
+                   profiles="T4_COLAB", no_progress=True, no_report=True, warmup=0)
+    with MockOpenAIServer(ttft_s=0.1, itl_s=0.005, tokens=4) as server:
+        first = run_benchmark(base_url=server.url, max_duration=0.5, **options)
+        sent_first = list(server.delays.request_ids)
+        second = run_benchmark(base_url=server.url, resume=first.run_id, **options)
+        sent_all = list(server.delays.request_ids)
+    keys = sorted(f"q{i}-r0" for i in range(60))
+    assert second.stopped is None and sorted(second.frame["request_id"]) == keys
+    assert (second.frame["path"] == "direct").all()
+    # every request sent once over both sessions (nothing lost, nothing twice), the resumed ones only once
+    assert sorted(k.split("/", 1)[1] for k in sent_all) == keys
+    assert len(sent_first) == len(first.frame) and 0 < len(first.frame) < 60, first.stopped

@@ -13,6 +13,7 @@ from wattbench.analysis.outputs import build_run_outputs, summary_line, write_cs
 from wattbench.cli_support import CliError, one_line
 from wattbench.redact import shown_url
 from wattbench.runner.config import RunConfig
+from wattbench.runner.direct import check_server, direct_transport
 from wattbench.runner.enrich import build_dataframe
 from wattbench.runner.limiter import RetryPolicy
 from wattbench.runner.plan import WorkItem, plan_requests
@@ -32,6 +33,7 @@ from wattbench.runner.sender import (
     error_detail,
 )
 from wattbench.runner.store import RunStore, RunStoreError, pending_items
+from wattbench.runner.workers import WorkerError, run_in_workers
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import pandas as pd
@@ -281,8 +283,6 @@ def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _
 
     config = options.config
     if config.base_url:
-        from wattbench.runner.direct import check_server, direct_transport
-
         api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or None
         check_server(config.base_url, api_key)
         return _send_to(config.base_url, direct_transport(config, api_key), None, options, items, todo)
@@ -342,8 +342,6 @@ def _send_to(
     sent = _Sent(store)
     try:
         if config.workers > 1:
-            from wattbench.runner.workers import run_in_workers
-
             sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store)
             sent.workers = config.workers
         else:
@@ -352,7 +350,7 @@ def _send_to(
     except RunStopped as exc:
         sent.stopped, sent.clean_stop = str(exc), True
         sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, processor.finished)
-    except (ServiceGoneError, AuthRejectedError, RunStoreError) as exc:
+    except (ServiceGoneError, AuthRejectedError, RunStoreError, WorkerError) as exc:
         sent.stopped = str(exc)
     finally:
         store.close()

@@ -116,6 +116,7 @@ class BatchProcessor:
         transport: Any = None,
         stream: bool = True,
         stop: StopRules = StopRules(),
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
@@ -142,6 +143,7 @@ class BatchProcessor:
         self.transport = transport or ServiceTransport(self.base_url, token=token, model=model, stream=stream)
         self.path: str = self.transport.path
         self.stop = stop
+        self.should_stop = should_stop  # another judge of the stop rules (the parent of worker processes)
         self.stop_reason: str | None = None
         self.limiter: AdaptiveLimiter | None = None
         self._connect_failures = 0
@@ -182,6 +184,8 @@ class BatchProcessor:
         finally:
             if own_client:
                 await client.aclose()
+            if hasattr(self.transport, "aclose"):  # a transport with a connection pool of its own
+                await self.transport.aclose()
 
     def run_sync(self, items: Sequence[WorkItem], **kwargs: Any) -> list[RequestRecord]:
         """`run` for callers without an event loop; inside Jupyter (a loop is running) it runs in a thread."""
@@ -248,6 +252,8 @@ class BatchProcessor:
         """Whether a stop rule has been hit (then nothing more is sent)."""
         if self.stop_reason is None:
             self.stop_reason = self.stop.reason(time.monotonic() - self._t_start, self._finished, self._failed)
+        if self.stop_reason is None and self.should_stop is not None and self.should_stop():
+            self.stop_reason = "stopped by the parent process (a stop rule over all workers)"
         return self.stop_reason is not None
 
     async def _send_item(

@@ -174,7 +174,7 @@ def test_max_duration_stops_cleanly_and_the_report_says_why(tmp_path: Path, monk
         result = run_benchmark(base_url=server.url, model="mock", prompts=str(prompts), concurrency=2,
                                max_duration=0.3, out=str(tmp_path / "out"), profiles="T4_COLAB",
                                no_progress=True, warmup=0)
-        assert result.stopped.startswith("stopped by --max-duration 0.3 s after ")
+        assert result.stopped.startswith("stopped by --max-duration 0.3 s: nothing sent after that (")
         served = len(result.frame)
         assert result.exit_code == 0 and 2 <= served < 40
         report = (tmp_path / "out" / "report.txt").read_text()

@@ -52,7 +52,8 @@ class StopRules:
     def reason(self, elapsed_s: float, finished: int, failed: int) -> str | None:
         """Why the run must stop now (None: go on)."""
         if self.max_duration_s is not None and elapsed_s >= self.max_duration_s:
-            return f"stopped by --max-duration {self.max_duration_s:g} s after {finished} requests"
+            return (f"stopped by --max-duration {self.max_duration_s:g} s: nothing sent after that ({finished} "
+                    "requests had finished; those in flight were completed and recorded)")
         if self.max_errors is not None and failed >= self.max_errors:
             return f"stopped by --max-errors {self.max_errors}: {failed} of {finished} requests failed"
         if (self.max_error_rate is not None and finished >= self.min_finished

@@ -131,7 +131,7 @@ def run_in_workers(processor: BatchProcessor, todo: list[WorkItem], workers: int
         raise WorkerError("; ".join(errors) + "; what was measured is saved: rerun with --resume")
     duration = processor.stop.max_duration_s
     if reason is None and duration is not None and time.monotonic() - t0 >= duration and finished < len(todo):
-        reason = f"stopped by --max-duration {duration:g} s after {finished} requests"
+        reason = StopRules(max_duration_s=duration).reason(duration, finished, 0)
     processor.client_cpu_s, processor._finished = cpu_s, finished  # noqa: SLF001 - totals for the caller
     if reason:
         raise RunStopped(reason)

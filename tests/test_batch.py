@@ -48,7 +48,8 @@ def test_served_request_is_recorded_with_the_services_answer() -> None:
     assert (record.success, record.attempts, record.rate_limited, record.error) == (True, 1, 0, None)
     assert record.response["text"] == "Paris."
     assert record.key == "capital-r0"
-    assert received.body == {"prompt": "What is the capital of France?"}  # no model: the service's default
+    # no model: the service's default; "stream": the runner times the first token itself
+    assert received.body == {"prompt": "What is the capital of France?", "stream": True}
     assert received.headers["x-request-id"] == "capital-r0"
 
 
@@ -145,6 +146,7 @@ def test_model_is_sent_when_given() -> None:
         assert stub.chat_requests()[0].body == {
             "prompt": PROMPTS[0].prompt,
             "model": "gemini/gemini-2.5-flash",
+            "stream": True,
         }
     assert record.response["model"] == "gemini/gemini-2.5-flash"
 
@@ -425,10 +427,16 @@ def test_build_dataframe_one_row_per_request_and_profile() -> None:
     assert list(df["t_start_s"]) == [0.0, 0.0, 3.0, 3.0, 5.0, 5.0]
     assert list(df["correct"]) == [True, True, None, None, False, False]
     served_a = df[(df["request_id"] == "capital-r1") & (df["profile"] == "A")].iloc[0]
-    # idle since capital-r0 ended at 1002.0 (the failed haiku does not count): 3 s; energy 360 W x 5 s
+    # idle since capital-r0 ended at 1002.0 (the failed haiku does not count): 3 s; energy 360 W x (3 s idle +
+    # the 2.01 s the client waited: the lenses use the client's latency, not the service's 2.0 s)
     assert served_a["idle_s"] == 3.0
-    assert served_a["energy_kwh"] == pytest.approx(360 * 5 / 3.6e6)
-    assert served_a["total_cost_usd"] == pytest.approx(0.001 + 360 * 5 / 3.6e6 * 0.1)
+    assert served_a["energy_kwh"] == pytest.approx(360 * 5.01 / 3.6e6)
+    assert served_a["total_cost_usd"] == pytest.approx(0.001 + 360 * 5.01 / 3.6e6 * 0.1)
+    assert (served_a["latency_s"], served_a["service_latency_s"]) == (2.01, 2.0)
+    assert served_a["service_overhead_s"] == pytest.approx(0.01)
+    # not streamed: TTFT = the service's 0.5 s + the client's extra 0.01 s, and it says so
+    assert (served_a["ttft_s"], served_a["timing_source"]) == (pytest.approx(0.51), "estimated")
+    assert (served_a["path"], served_a["phase"]) == ("service", "measure")
     assert served_a["provider_energy_kwh"] == pytest.approx(20e-6)
     assert served_a["seen_params_b"] == 0.135
     assert served_a["service_request_id"] == "svc-capital-r1"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wattbench.analysis.load import load_table, load_text, measured_phase
 from wattbench.analysis.reading import ReportInputError, lean, load_input
 from wattbench.analysis.report import REPORT_MD, REPORT_TXT, SUMMARY_CSV, format_report, report_tables
 from wattbench.analysis.site import write_dashboards
@@ -64,11 +65,12 @@ def _csv_quote(text: str) -> str:
     return text
 
 
-def build_run_outputs(df: pd.DataFrame, out_dir: Path, csv_path: Path) -> None:
-    """The dashboards and the report (report.build_outputs); CliError when they cannot be written."""
+def build_run_outputs(df: pd.DataFrame, out_dir: Path, csv_path: Path, notes: Sequence[str] = ()) -> None:
+    """The dashboards and the report (report.build_outputs); CliError when they cannot be written. notes: lines
+    for the report's LOAD section (why the run stopped early, the client's CPU per request)."""
 
     try:
-        outputs = build_outputs(df, out_dir)
+        outputs = build_outputs(df, out_dir, notes=notes)
     except (OSError, ReportInputError) as exc:
         raise CliError(
             f"{csv_path} is written, but not the report ({exc}); "
@@ -96,15 +98,19 @@ def summary_line(df: pd.DataFrame) -> str:
 
 def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
                   slo_ttft_s: float = DEFAULT_SLO_TTFT_S, slo_tpot_s: float = DEFAULT_SLO_TPOT_S,
-                  sources: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, object]:
+                  sources: Mapping[str, Mapping[str, str]] | None = None,
+                  notes: Sequence[str] = ()) -> dict[str, object]:
     """Write the six dashboards, index.html, plotly.min.js, the summary CSV, report.txt and report.md.
 
     Returns {"dashboards": {name: Path}, "index": Path, "plotly_js": Path, "summary_csv": Path,
     "report_txt": Path, "report_md": Path, "report_text": str}. Raises ReportInputError for unusable input.
-    `sources` defaults to profile_sources() (citations from gpu_profiles when importable).
+    `sources` defaults to profile_sources() (citations from gpu_profiles when importable). The statistics use the
+    rows of the measure phase; the LOAD section (requested vs achieved load, and `notes`) ends the report.
     """
 
-    df = lean(load_input(df_or_csv))
+    full = lean(load_input(df_or_csv))
+    load = load_table(full)
+    df = measured_phase(full)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if sources is None:
@@ -112,6 +118,9 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
     tables = report_tables(df, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s)
     text = format_report(tables, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, sources=sources)
     markdown = format_report(tables, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, sources=sources, markdown=True)
+    title = "LOAD: REQUESTED VS ACHIEVED (client-side)"
+    text += f"\n{title}\n{'=' * len(title)}\n{load_text(load, list(notes))}\n"
+    markdown += f"\n## {title}\n\n{load_text(load, list(notes), markdown=True)}\n"
     written = write_dashboards(df, out, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s)
     summary_path = out / SUMMARY_CSV
     summary_table(df, slo_ttft_s, slo_tpot_s).to_csv(summary_path, index=False)

@@ -76,6 +76,34 @@ def with_optional_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(**{c: None for c in missing}) if missing else df
 
 
+# Columns a run writes since wattbench measures on the client (issue 15: the numbers a run reports are the
+# numbers it saw). latency_s, ttft_s, tpot_s and tokens_per_s above are the client's; these say how they were
+# measured and keep the service's own timings apart. Optional when reading (older CSVs lack them).
+LOAD_SCHEMA: dict[str, Column] = {
+    "path": Column("", _R, "which path measured the row: service (runner -> /chat -> model) or direct "
+                   "(runner -> the OpenAI-compatible server itself)"),
+    "timing_source": Column("", _R, "client (latency and TTFT timed by the runner where the bytes arrive) or "
+                            "estimated (an unstreamed answer: TTFT = service_ttft_s + the client's extra wait)"),
+    "phase": Column("", _R, "warmup, measure or cooldown (--warmup-seconds / --cooldown / --cooldown-seconds); "
+                    "the report's statistics use measure only"),
+    "service_latency_s": Column("s", _R, "latency as the service timed it, around the model call only"),
+    "service_ttft_s": Column("s", _R, "TTFT as the service timed it, around the model call only"),
+    "service_overhead_s": Column("s", _R, "latency_s - service_latency_s: time in the service outside the model "
+                                 "call (queueing, routing, serialising) plus the network"),
+    "itl_s": Column("s", _R, "mean gap between streamed content chunks after the first, seen by the client"),
+    "requested_concurrency": Column("", _R, "requests in flight asked for (--concurrency, or --max-concurrency "
+                                    "with --rate)"),
+    "requested_rate_rps": Column("req/s", _R, "--rate asked for; empty in concurrency mode"),
+}
+
+
+def load_schema_markdown() -> str:
+    """LOAD_SCHEMA as a Markdown table (docs/running.md)."""
+    lines = ["| column | unit | lens | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{name}` | {col.unit} | {col.lens} | {col.meaning} |" for name, col in LOAD_SCHEMA.items()]
+    return "\n".join(lines)
+
+
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
     name for name, col in CSV_SCHEMA.items()
     if col.unit not in ("", "bool", "ISO-8601 UTC") or name in {

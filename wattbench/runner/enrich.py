@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from wattbench.energy.lenses import request_lenses
 from wattbench.energy.open_models import shape_for_model
 from wattbench.runner.graders import check_accuracy
+from wattbench.runner.load import PHASE_MEASURE, phases
 from wattbench.runner.plan import RequestRecord
 from wattbench.runner.store import latest_by_key
 
@@ -61,6 +62,45 @@ REQUEST_COLUMNS: tuple[str, ...] = (
 EXTRA_REQUEST_COLUMNS: tuple[str, ...] = ("client_latency_s", "service_request_id", "session")
 
 
+LOAD_REQUEST_COLUMNS: tuple[str, ...] = (  # analysis/schema.py LOAD_SCHEMA: what the client saw vs the service
+    "path",
+    "timing_source",
+    "phase",
+    "service_latency_s",
+    "service_ttft_s",
+    "service_overhead_s",
+    "itl_s",
+    "requested_concurrency",
+    "requested_rate_rps",
+)
+
+
+def client_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's answer with the timings the client saw in place of the service's: latency_s (send to last
+    byte), ttft_s (send to the first streamed content chunk; the service's when the answer was not streamed),
+    tpot_s and tokens_per_s from those. The service's own are kept as service_latency_s / service_ttft_s."""
+    response = dict(record.get("response") or {})
+    latency = record.get("client_latency_s")
+    if not record.get("success") or latency is None:
+        return response
+    path = record.get("path") or "service"
+    service_latency, service_ttft = response.get("latency_s"), response.get("ttft_s")
+    ttft = record.get("client_ttft_s")
+    source = "client"
+    if ttft is None:  # an unstreamed answer: the client saw no first token; its extra wait counts before it
+        ttft, source = min(float(service_ttft or 0.0) + max(0.0, latency - float(service_latency or latency)),
+                           latency), "estimated"
+    tokens = int(response.get("completion_tokens") or 0)
+    response.update(
+        latency_s=latency, ttft_s=ttft, tokens_per_s=tokens / latency if latency > 0 else None,
+        tpot_s=(latency - ttft) / (tokens - 1) if tokens >= 2 else None, timing_source=source,
+    )
+    if path == "service":
+        response.update(service_latency_s=service_latency, service_ttft_s=service_ttft,
+                        service_overhead_s=latency - service_latency if service_latency is not None else None)
+    return response
+
+
 _RESPONSE_FIELDS = (
     "route",
     "route_reason",
@@ -89,8 +129,8 @@ def idle_gaps_s(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def request_row(record: Mapping[str, Any], run_id: str, t0_epoch_s: float) -> dict[str, Any]:
-    """The per-request CSV columns of one record."""
-    response = record.get("response") or {}
+    """The per-request CSV columns of one record (timings as the client saw them: client_view)."""
+    response = client_view(record)
     expected = record.get("expected")
     row: dict[str, Any] = {
         "run_id": run_id,
@@ -125,6 +165,9 @@ def request_row(record: Mapping[str, Any], run_id: str, t0_epoch_s: float) -> di
         row["model"] = record.get("requested_model")
     for lens in request_lenses():
         row.update(dict.fromkeys(lens.columns))
+    row.update({name: response.get(name) for name in ("timing_source", "service_latency_s", "service_ttft_s",
+                                                       "service_overhead_s")})
+    row.update(path=record.get("path") or "service", itl_s=record.get("client_itl_s"))
     return row
 
 
@@ -135,6 +178,7 @@ def build_dataframe(
     run_id: str,
     enhance: Callable[..., Mapping[str, Any]] | None = None,
     provider_estimate: Callable[..., Mapping[str, Any] | None] | None = None,
+    load: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One row per request (the last record of each key) x profile, in the column order of the CSV contract.
 
@@ -142,7 +186,8 @@ def build_dataframe(
     profiles: name -> DeploymentProfile (hardware.load_profiles()). enhance / provider_estimate default to
     simulated.calculate_enhanced_metrics / provider.provider_side_estimate. Every request-level lens of the
     registry fills its columns for a served request; a failed request still gets its rows, with empty energy
-    columns."""
+    columns. load: the run's requested load and phases (requested_concurrency, requested_rate_rps, warmup_s,
+    cooldown_s, cooldown), as the run's manifest keeps them."""
     import pandas as pd
 
     from wattbench.energy.lenses import provider, simulated
@@ -152,9 +197,15 @@ def build_dataframe(
     latest = sorted(latest_by_key(records).values(), key=lambda r: r["t_start_epoch_s"])
     t0 = min((r["t_start_epoch_s"] for r in latest), default=0.0)
     gaps = idle_gaps_s(latest)
+    load = load or {}
+    phase_of = phases(latest, float(load.get("warmup_s") or 0.0), float(load.get("cooldown_s") or 0.0),
+                      int(load.get("cooldown") or 0))
     rows: list[dict[str, Any]] = []
     for record in latest:
         base = request_row(record, run_id, t0)
+        base.update(phase=phase_of.get(record["key"], PHASE_MEASURE),
+                    requested_concurrency=load.get("requested_concurrency"),
+                    requested_rate_rps=load.get("requested_rate_rps"))
         if record["success"]:
             for lens in request_lenses():
                 fill = partial(provider.fill, estimate=provider_estimate) if lens is provider.LENS else lens.fill
@@ -163,7 +214,8 @@ def build_dataframe(
             rows.append(
                 {**base, **_profile_columns(record, name, profile, gaps.get(record["key"], 0.0), enhance)}
             )
-    columns = list(REQUEST_COLUMNS) + list(EXTRA_REQUEST_COLUMNS) + list(simulated.PROFILE_COLUMNS)
+    columns = (list(REQUEST_COLUMNS) + list(EXTRA_REQUEST_COLUMNS) + list(LOAD_REQUEST_COLUMNS)
+               + list(simulated.PROFILE_COLUMNS))
     extra = [c for row in rows for c in row if c not in columns]
     return pd.DataFrame(rows, columns=columns + list(dict.fromkeys(extra)))
 
@@ -177,7 +229,7 @@ def _profile_columns(
 ) -> dict[str, Any]:
     if not record["success"]:
         return {"profile": name}
-    response = record["response"]
+    response = client_view(record)  # the energy lenses use the latency the client saw
     params_b = response.get("model_params_b")
     try:
         known = shape_for_model(response.get("model"), params_b=params_b)

@@ -64,6 +64,9 @@ class RequestRecord:
     client_latency_s: float | None  # the last attempt's HTTP round trip, seen by the client
     response: dict[str, Any] | None = None
     requested_model: str | None = None  # the model asked for (or the service's default): kept when unanswered
+    client_ttft_s: float | None = None  # send to the first streamed content chunk, seen by the client
+    client_itl_s: float | None = None  # mean gap between streamed content chunks, seen by the client
+    path: str = "service"  # which path measured it: "service" (/chat) or "direct" (the server itself)
 
 
 def arrival_offsets_s(

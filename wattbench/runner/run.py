@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -12,10 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wattbench.analysis.outputs import build_run_outputs, summary_line, write_csv
-from wattbench.cli_support import CliError, Parser, one_line
+from wattbench.cli_support import CliError, one_line
 from wattbench.redact import shown_url
+from wattbench.runner.config import RunConfig
+from wattbench.runner.direct import check_server, direct_transport
 from wattbench.runner.enrich import build_dataframe
-from wattbench.runner.gpu_energy import MODES as GPU_ENERGY_MODES
 from wattbench.runner.gpu_energy import GpuEnergyRun, GpuEnergyUnavailable, with_gpu_energy
 from wattbench.runner.limiter import RetryPolicy
 from wattbench.runner.plan import WorkItem, plan_requests
@@ -26,88 +25,45 @@ from wattbench.runner.prompts import (
     load_prompts,
     prompts_sha256,
 )
-from wattbench.runner.sender import AuthRejectedError, BatchProcessor, ServiceGoneError, error_detail
+from wattbench.runner.sender import (
+    AuthRejectedError,
+    BatchProcessor,
+    RunStopped,
+    ServiceGoneError,
+    StopRules,
+    error_detail,
+)
 from wattbench.runner.store import RunStore, RunStoreError, pending_items
+from wattbench.runner.workers import WorkerError, run_in_workers
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import pandas as pd
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="wattbench run",
-        description="Benchmark a model through the wattbench service and "
-        "write outputs/ai_metrics_<timestamp>.csv (one row per request x deployment profile).",
-    )
-    p.add_argument("--server-url", help="a running service (default: start app.py on a free 127.0.0.1 port)")
-    p.add_argument("--token", help="bearer token for the service (default: env WATTBENCH_API_TOKEN)")
-    p.add_argument("--model", help="LiteLLM model string sent with each request (default: the service's)")
-    p.add_argument(
-        "--prompts",
-        help="JSONL or CSV prompts file (default: the 12 graded prompts shipped with wattbench)",
-    )
-    load = p.add_mutually_exclusive_group()
-    load.add_argument("--concurrency", type=int, help="requests in flight at most (default 1: sequential)")
-    load.add_argument("--rate", type=float, help="send at this many requests per second instead")
-    p.add_argument(
-        "--arrival",
-        choices=("constant", "poisson"),
-        default="constant",
-        help="with --rate: evenly spaced or Poisson arrivals (default constant)",
-    )
-    p.add_argument("--max-concurrency", type=int, default=32, help="with --rate: cap on requests in flight")
-    p.add_argument("--repeats", type=int, help="send each prompt this many times (default 1)")
-    p.add_argument("--warmup", type=int, default=1, help="unrecorded warm-up requests first (default 1)")
-    p.add_argument(
-        "--profiles", help="comma-separated deployment profiles (default: gpu_profiles.DEFAULT_PROFILES)"
-    )
-    p.add_argument(
-        "--profiles-file",
-        metavar="FILE",
-        help="your JSON file of gpus / datacenters / profiles, added to the built-in ones "
-        "(gpu_profiles.load_profiles(FILE))",
-    )
-    p.add_argument("--out", default="outputs", help="output directory (default outputs/)")
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        metavar="RUN_ID",
-        help="finish an interrupted run (default: the latest under --out/runs/), "
-        "sending only what is missing",
-    )
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request attempt (default 300)")
-    p.add_argument(
-        "--max-attempts",
-        type=int,
-        default=RetryPolicy.max_attempts,
-        help="attempts per request for 5xx / timeouts / dropped connections",
-    )
-    p.add_argument("--seed", type=int, help="seed for jitter and Poisson arrivals")
-    p.add_argument("--gpu-energy", choices=GPU_ENERGY_MODES, default="auto",
-                   help="measure the GPUs beside the runner with NVML (auto: when there are NVIDIA GPUs; on: "
-                        "required; off: never) and give each request its share (the 'measured GPU' lens)")
-    p.add_argument("--no-report", action="store_true", help="write only the CSV (no dashboards or report)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
 @dataclass
 class RunOptions:
-    """The checked options of one `run`: a resumed run has its store, a new one only its manifest."""
+    """The checked options of one `run`: the config (what was not given filled in from a resumed run's
+    manifest), prompts and profiles loaded; a resumed run has its store, a new one only its manifest."""
 
+    config: RunConfig
     prompts: list[PromptSpec]
     profiles: dict[str, Any]
-    model: str | None
-    repeats: int
     manifest: dict[str, Any]
     store: RunStore | None = None
+
+    @property
+    def model(self) -> str | None:
+        return self.config.model
+
+    @property
+    def repeats(self) -> int:
+        return self.config.repeats or 1
 
 
 @dataclass
 class RunResult:
     """What one `run` produced: exit_code 0 (every request served) or 1 (some failed, or the run stopped
-    early: `stopped` says why; what was measured is saved)."""
+    on an error rule); `stopped` says why a run stopped early (what was measured is saved)."""
 
     exit_code: int
     run_id: str
@@ -116,90 +72,86 @@ class RunResult:
     stopped: str | None = None
 
 
+@dataclass
+class _Sent:
+    """What sending produced: the store, why it stopped early (None: it did not), whether that stop was a
+    clean one (a stop rule), and the client's CPU seconds per request sent."""
+
+    store: RunStore
+    stopped: str | None = None
+    clean_stop: bool = False
+    client_cpu_s_per_request: float | None = None
+    workers: int = 1
+
+
 def cli_run(argv: Sequence[str]) -> int:
     """`wattbench run ...`: returns 0 when every request was served, 1 when some failed or the run
-    stopped early (what was measured is saved), 2 for bad input."""
+    stopped on an error (what was measured is saved), 2 for bad input."""
     try:
-        args = _parser().parse_args(list(argv))
-        result = _execute(args, _prepare(args))
+        config = RunConfig.from_argv(argv)
+        result = execute(config)
     except (CliError, RunStoreError, GpuEnergyUnavailable) as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    if result.stopped:
-        print(f"error: {one_line(result.stopped)}", file=sys.stderr)
     return result.exit_code
 
 
 def run_benchmark(server_url: str | None = None, **options: Any) -> RunResult:
     """`wattbench run` from Python (a notebook): keyword arguments are the command's long options with
     underscores (prompts="my.jsonl", concurrency=4, rate=2.0, repeats=3, profiles="T4_COLAB,A100_SIMULATED",
-    out="outputs", resume="latest", token=..., no_report=True, ...). Raises ValueError for bad input."""
-    args = _parser().parse_args([])
-    unknown = [k for k in options if not hasattr(args, k)]
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)}; use the long options of `wattbench run`"
-        )
-    args.server_url = server_url
-    for key, value in options.items():
-        setattr(args, key, value)
-    if args.concurrency is not None and args.rate is not None:
-        raise ValueError("give concurrency or rate, not both")
+    out="outputs", resume="latest", token=..., base_url=..., max_duration=60, no_report=True, ...) or the
+    RunConfig field names (rate_rps=2.0, timeout_s=...). Raises ValueError for bad input."""
     try:
-        return _execute(args, _prepare(args))
+        return execute(RunConfig.from_options(server_url, **options))
     except (CliError, GpuEnergyUnavailable) as exc:
         raise ValueError(str(exc)) from None
 
 
-def _prepare(args: argparse.Namespace) -> RunOptions:
+def execute(config: RunConfig) -> RunResult:
+    """Check the config against what it names (prompts, profiles, a run to resume), then run it."""
+    return _execute(_prepare(config))
+
+
+def _prepare(config: RunConfig) -> RunOptions:
     """Check everything that can be checked before a request is sent."""
-    for name in ("concurrency", "repeats", "max_concurrency", "max_attempts"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 1, not {value}")
-    if args.warmup < 0:
-        raise CliError(f"--warmup must be >= 0, not {args.warmup}")
-    if args.rate is not None and not (args.rate > 0 and math.isfinite(args.rate)):
-        raise CliError(f"--rate must be a number of requests per second > 0, not {args.rate}")
-    if not (args.timeout > 0 and math.isfinite(args.timeout)):
-        raise CliError(f"--timeout must be a number of seconds > 0, not {args.timeout}")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise CliError(f"--out {args.out} is a file; give a directory")
-    store, previous = _open_store(args)
-    prompts_path = Path(args.prompts or previous.get("prompts_path") or DEFAULT_PROMPTS_PATH)
+    store, previous = _open_store(config)
+    config = config.with_defaults_from(previous)
+    prompts_path = Path(config.prompts or DEFAULT_PROMPTS_PATH)
     try:
         prompts = load_prompts(prompts_path)
     except PromptsFileError as exc:
         raise CliError(str(exc)) from None
-    profiles_file = args.profiles_file or previous.get("profiles_file")
-    profiles = _select_profiles(
-        args.profiles or ",".join(previous.get("profiles") or []) or None, profiles_file
-    )
-    model = args.model if args.model is not None else previous.get("model")
-    repeats = args.repeats or previous.get("repeats") or 1
+    profiles = _select_profiles(config.profiles, config.profiles_file)
     manifest = {
         "prompts_path": str(prompts_path.resolve()),
         "prompts_sha256": prompts_sha256(prompts_path),
-        "model": model,
+        "model": config.model,
         "profiles": list(profiles),
-        "profiles_file": str(Path(profiles_file).resolve()) if profiles_file else None,
-        "repeats": repeats,
+        "profiles_file": str(Path(config.profiles_file).resolve()) if config.profiles_file else None,
+        "repeats": config.repeats,
+        "path": config.path,
+        "base_url": shown_url(config.base_url) if config.base_url else None,
+        "requested_concurrency": config.in_flight,
+        "requested_rate_rps": config.rate_rps,
+        "warmup_s": config.warmup_s,
+        "cooldown_s": config.cooldown_s,
+        "cooldown": config.cooldown,
     }
     if store is not None:
         try:
             store.check_matches(manifest)
         except RunStoreError as exc:
             raise CliError(str(exc)) from None
-    return RunOptions(prompts, profiles, model, repeats, manifest, store)
+    return RunOptions(config, prompts, profiles, manifest, store)
 
 
-def _open_store(args: argparse.Namespace) -> tuple[RunStore | None, dict[str, Any]]:
-    if args.resume is None:
+def _open_store(config: RunConfig) -> tuple[RunStore | None, dict[str, Any]]:
+    if config.resume is None:
         return None, {}
     try:
-        store = RunStore.open(args.out, None if args.resume == "latest" else args.resume)
+        store = RunStore.open(config.out, None if config.resume == "latest" else config.resume)
         return store, store.manifest()
     except RunStoreError as exc:
         raise CliError(str(exc)) from None
@@ -274,51 +226,80 @@ def check_service(
     return model if isinstance(model, str) and model else None
 
 
-def _execute(args: argparse.Namespace, options: RunOptions) -> RunResult:
+def _execute(options: RunOptions) -> RunResult:
     """Send what is missing, then build the CSV (and the report) from the whole run file."""
+    config = options.config
     items = plan_requests(options.prompts, options.repeats)
-    store, stopped = options.store, None
+    store = options.store
     todo = pending_items(items, store.load_records()) if store is not None else items
+    sent = None
     if todo:
-        with GpuEnergyRun(args.gpu_energy) as gpu:  # NVML, when the runner's machine has NVIDIA GPUs
-            store, stopped = _send(args, options, items, todo)
-        gpu.save(store)
+        with GpuEnergyRun(config.gpu_energy) as gpu:  # NVML, when the runner's machine has NVIDIA GPUs
+            sent = _send(options, items, todo)
+        gpu.save(sent.store)
+    store = sent.store if sent is not None else store
     assert store is not None
+    load = {**options.manifest, **store.manifest()}  # a resumed run keeps the load it was started with
     records = with_gpu_energy(store.directory, store.load_records())
-    df = build_dataframe(records, options.profiles, run_id=store.run_id)
+    df = build_dataframe(records, options.profiles, run_id=store.run_id, load=load)
     try:
-        csv_path = write_csv(df, Path(args.out))
+        csv_path = write_csv(df, Path(config.out))
     except OSError as exc:
         raise CliError(
-            f"cannot write the CSV in {args.out} ({exc.strerror or exc}); every request is kept in "
+            f"cannot write the CSV in {config.out} ({exc.strerror or exc}); every request is kept in "
             f"{store.records_path}: free space and rerun with --resume {store.run_id}"
         ) from None
     print(
         f"wrote {csv_path} ({df['request_id'].nunique()} requests x {len(options.profiles)} profiles = "
         f"{len(df)} rows; run file {store.records_path})"
     )
-    if not args.no_report:
-        build_run_outputs(df, Path(args.out), csv_path)
+    notes = _load_notes(sent, store, len(items))
+    for note in notes:
+        print(note)
+    if not config.no_report:
+        build_run_outputs(df, Path(config.out), csv_path, notes=notes)
     print(summary_line(df))
-    code = 1 if stopped or not bool(df["success"].all()) else 0
+    stopped = sent.stopped if sent is not None else None
+    if stopped and not sent.clean_stop:  # type: ignore[union-attr]
+        print(f"error: {one_line(stopped)}", file=sys.stderr)
+    failed = not bool(df["success"].all())
+    code = 1 if failed or (stopped and not sent.clean_stop) else 0  # type: ignore[union-attr]
     return RunResult(code, store.run_id, csv_path, df, stopped)
 
 
-def _send(
-    args: argparse.Namespace, options: RunOptions, items: list[WorkItem], todo: list[WorkItem]
-) -> tuple[RunStore, str | None]:
-    """Reach (or start) the service, send `todo` and append each record to the run file (created now for a new
-    run). Returns the store and why the run stopped early (None when it did not)."""
+def _load_notes(sent: _Sent | None, store: RunStore, planned: int) -> list[str]:
+    """What the report says about this session's sending: why it stopped early, and the client's CPU."""
+    if sent is None:
+        return []
+    notes = []
+    if sent.stopped:
+        left = planned - len({r["key"] for r in store.load_records() if r.get("success")})
+        notes.append(f"{sent.stopped}; {left} of {planned} requests not served yet: rerun with "
+                     f"--resume {store.run_id} to send them")
+    if sent.client_cpu_s_per_request is not None:
+        notes.append(f"client CPU: {sent.client_cpu_s_per_request * 1000:.2f} ms per request "
+                     f"({sent.workers} load-generating process{'es' if sent.workers > 1 else ''})")
+    return notes
+
+
+def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _Sent:
+    """Reach (or start) the service, or the server itself with --base-url; send `todo` and append each record
+    to the run file (created now for a new run)."""
     from wattbench.runner.service_process import ServiceProcess, ServiceStartError
 
-    token = args.token or _default_token()
-    if args.server_url:
-        service_model = check_service(args.server_url, token, model=options.model)
-        return _send_to(args.server_url, token, service_model, args, options, items, todo)
+    config = options.config
+    if config.base_url:
+        api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or None
+        check_server(config.base_url, api_key)
+        return _send_to(config.base_url, direct_transport(config, api_key), None, options, items, todo)
+    token = config.token or _default_token()
+    if config.server_url:
+        service_model = check_service(config.server_url, token, model=options.model)
+        return _send_to(config.server_url, None, service_model, options, items, todo, token)
     try:
-        with ServiceProcess(log_path=Path(args.out) / "service.log") as service:
+        with ServiceProcess(log_path=Path(config.out) / "service.log") as service:
             service_model = check_service(service.url, token, model=options.model)
-            return _send_to(service.url, token, service_model, args, options, items, todo)
+            return _send_to(service.url, None, service_model, options, items, todo, token)
     except ServiceStartError as exc:
         lines = str(exc).splitlines()
         raise CliError(
@@ -328,42 +309,55 @@ def _send(
 
 def _send_to(
     url: str,
-    token: str | None,
+    transport: Any,
     service_model: str | None,
-    args: argparse.Namespace,
     options: RunOptions,
     items: list[WorkItem],
     todo: list[WorkItem],
-) -> tuple[RunStore, str | None]:
+    token: str | None = None,
+) -> _Sent:
+    config = options.config
     try:
-        store = options.store or RunStore.create(args.out, options.manifest)
+        store = options.store or RunStore.create(config.out, options.manifest)
     except OSError as exc:
-        raise CliError(f"cannot create the run under --out {args.out} ({exc.strerror or exc})") from None
+        raise CliError(f"cannot create the run under --out {config.out} ({exc.strerror or exc})") from None
     processor = BatchProcessor(
         url,
         token=token,
-        concurrency=args.max_concurrency if args.rate else (args.concurrency or 1),
-        rate_rps=args.rate,
-        arrival=args.arrival,
-        warmup=args.warmup,
+        concurrency=config.in_flight,
+        rate_rps=config.rate_rps,
+        arrival=config.arrival,
+        warmup=config.warmup,
         model=options.model,
         service_model=service_model,
-        timeout_s=args.timeout,
-        retry=RetryPolicy(max_attempts=args.max_attempts),
-        seed=args.seed,
+        timeout_s=config.timeout_s,
+        retry=RetryPolicy(max_attempts=config.max_attempts),
+        seed=config.seed,
         on_record=store.append,
-        progress=not args.no_progress,
+        progress=not config.no_progress,
         run_id=store.run_id,
+        transport=transport,
+        stream=config.stream,
+        stop=StopRules(config.max_duration_s, config.max_errors, config.max_error_rate),
     )
     print(
         f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {shown_url(url)}"
         + (" (resumed)" if options.store is not None else ""),
         flush=True,
     )
+    sent = _Sent(store)
     try:
-        processor.run_sync(todo, done_before=len(items) - len(todo), total=len(items))
-    except (ServiceGoneError, AuthRejectedError, RunStoreError) as exc:
-        return store, str(exc)
+        if config.workers > 1:
+            sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store)
+            sent.workers = config.workers
+        else:
+            records = processor.run_sync(todo, done_before=len(items) - len(todo), total=len(items))
+            sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, len(records))
+    except RunStopped as exc:
+        sent.stopped, sent.clean_stop = str(exc), True
+        sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, processor.finished)
+    except (ServiceGoneError, AuthRejectedError, RunStoreError, WorkerError) as exc:
+        sent.stopped = str(exc)
     finally:
         store.close()
-    return store, None
+    return sent

@@ -1,20 +1,26 @@
-"""The sender: BatchProcessor posts each work item to the service, times it, retries it, records it."""
+"""The sender: BatchProcessor sends each work item (through a transport: the service's /chat, or an
+OpenAI-compatible server directly), retries it, applies the stop rules, and records it."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from wattbench.redact import shown_url
-from wattbench.runner.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s, parse_retry_after
+from wattbench.runner.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s
 from wattbench.runner.plan import Arrival, RequestRecord, WorkItem, arrival_offsets_s, iso_utc
 from wattbench.runner.store import RunStoreError
+from wattbench.runner.transport import (  # noqa: F401 - classify_response / error_detail: re-exported
+    Attempt,
+    ServiceTransport,
+    classify_response,
+    error_detail,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import httpx
@@ -28,15 +34,33 @@ class AuthRejectedError(RuntimeError):
     """The service refused the bearer token (401/403); nothing more can succeed."""
 
 
-@dataclass
-class _Attempt:
-    kind: Literal["ok", "rate_limited", "transient", "connect", "auth", "fatal"]
-    status_code: int | None = None
-    error: str | None = None
-    retry_after_s: float | None = None
-    response: dict[str, Any] | None = None
-    started_epoch_s: float = 0.0
-    elapsed_s: float = 0.0
+class RunStopped(RuntimeError):
+    """A stop rule was hit (--max-duration, --max-errors, --max-error-rate): requests in flight were finished
+    and recorded, nothing more was sent; resume sends the rest."""
+
+
+@dataclass(frozen=True)
+class StopRules:
+    """When a run stops early, cleanly: after max_duration_s seconds of sending, after max_errors failed
+    requests, or when failed / finished exceeds max_error_rate (judged after min_finished requests)."""
+
+    max_duration_s: float | None = None
+    max_errors: int | None = None
+    max_error_rate: float | None = None
+    min_finished: int = 10
+
+    def reason(self, elapsed_s: float, finished: int, failed: int) -> str | None:
+        """Why the run must stop now (None: go on)."""
+        if self.max_duration_s is not None and elapsed_s >= self.max_duration_s:
+            return (f"stopped by --max-duration {self.max_duration_s:g} s: nothing sent after that ({finished} "
+                    "requests had finished; those in flight were completed and recorded)")
+        if self.max_errors is not None and failed >= self.max_errors:
+            return f"stopped by --max-errors {self.max_errors}: {failed} of {finished} requests failed"
+        if (self.max_error_rate is not None and finished >= self.min_finished
+                and failed / finished > self.max_error_rate):
+            return (f"stopped by --max-error-rate {self.max_error_rate:g}: {failed} of {finished} requests "
+                    f"failed ({failed / finished:.0%})")
+        return None
 
 
 @dataclass
@@ -58,16 +82,18 @@ class Progress:
 
 
 class BatchProcessor:
-    """Sends WorkItems to `<base_url>/chat` and returns a RequestRecord for each.
+    """Sends WorkItems to `<base_url>/chat` (or through `transport`) and returns a RequestRecord for each.
 
-    base_url: the service (e.g. ServiceProcess.url); token: sent as `Authorization: Bearer`, never printed;
+    base_url: the service (e.g. ServiceProcess.url), or the server a `transport` talks to; token: sent as `Authorization: Bearer`, never printed;
     client: an httpx.AsyncClient (created and closed here when None); concurrency: the most requests in flight
     (1 = sequential); rate_rps: send at this many requests per second instead (arrival constant or poisson;
     concurrency then caps what may be in flight); warmup: requests sent first and not recorded;
     model: sent as "model" (None: the service's default); service_model: the service's default model (its
     /health "model"), recorded with requests the service never answered when `model` is None; on_record:
     called with each record as soon as it is final (the CLI appends it to the run file there), before it
-    counts as done.
+    counts as done. transport: how one attempt is sent and timed (default ServiceTransport: /chat, streamed
+    when `stream`); stop: StopRules (a rule hit raises RunStopped after the requests in flight finished).
+    The HTTP client's connection pool holds as many connections as requests may be in flight.
     """
 
     def __init__(
@@ -88,6 +114,10 @@ class BatchProcessor:
         on_record: Callable[[RequestRecord], None] | None = None,
         progress: bool = True,
         run_id: str = "",
+        transport: Any = None,
+        stream: bool = True,
+        stop: StopRules = StopRules(),
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
@@ -111,9 +141,17 @@ class BatchProcessor:
         self.progress = progress
         self.run_id = run_id
         self.session = uuid.uuid4().hex[:8]
+        self.transport = transport or ServiceTransport(self.base_url, token=token, model=model, stream=stream)
+        self.path: str = self.transport.path
+        self.stop = stop
+        self.should_stop = should_stop  # another judge of the stop rules (the parent of worker processes)
+        self.stop_reason: str | None = None
         self.limiter: AdaptiveLimiter | None = None
         self._connect_failures = 0
         self._totals = Progress()
+        self._finished = self._failed = 0
+        self._t_start = time.monotonic()
+        self.client_cpu_s = 0.0  # this process's CPU time while sending (after the warm-up)
 
     # -- public ----------------------------------------------------------------------------------------
     async def run(
@@ -122,24 +160,33 @@ class BatchProcessor:
         """Send the warm-up requests, then every item; return the records in the order they finished.
 
         Raises ServiceGoneError / AuthRejectedError when going on is pointless (RunStoreError when on_record
-        cannot write); every record finished before that has already been passed to on_record."""
+        cannot write), RunStopped when a stop rule was hit; every record finished before that has already been
+        passed to on_record."""
         import httpx
 
         own_client = self._client is None
-        client = self._client or httpx.AsyncClient(timeout=self.timeout_s)
+        pool = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        client = self._client or httpx.AsyncClient(timeout=self.timeout_s, limits=pool)
         try:
             self.limiter = AdaptiveLimiter(self.concurrency)
             await self._warm_up(client, items)
             self._totals = Progress()  # tokens/s counts from here, after the warm-up
+            self._t_start, cpu0 = time.monotonic(), time.process_time()
             bar = self._make_bar(total if total is not None else len(items) + done_before, done_before)
             try:
-                return await self._send_all(client, items, bar)
+                records = await self._send_all(client, items, bar)
             finally:
+                self.client_cpu_s = time.process_time() - cpu0
                 if bar is not None:
                     bar.close()
+            if self.stop_reason:
+                raise RunStopped(self.stop_reason)
+            return records
         finally:
             if own_client:
                 await client.aclose()
+            if hasattr(self.transport, "aclose"):  # a transport with a connection pool of its own
+                await self.transport.aclose()
 
     def run_sync(self, items: Sequence[WorkItem], **kwargs: Any) -> list[RequestRecord]:
         """`run` for callers without an event loop; inside Jupyter (a loop is running) it runs in a thread."""
@@ -165,6 +212,8 @@ class BatchProcessor:
         async def one(item: WorkItem, delay_s: float = 0.0) -> None:
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
+            if self._stopping():
+                return
             record = await self._send_item(client, item)
             if self.on_record is not None:
                 try:
@@ -177,18 +226,36 @@ class BatchProcessor:
             records.append(record)
             self._count(record, bar)
 
-        offsets = (
-            arrival_offsets_s(len(items), self.rate_rps, self.arrival, self.rng)
-            if self.rate_rps is not None
-            else [0.0] * len(items)
-        )
+        async def user(queue: list[WorkItem]) -> None:  # a closed-loop user: one request after another
+            while queue and not self._stopping():
+                await one(queue.pop())
+
         try:
             async with asyncio.TaskGroup() as group:
-                for item, offset in zip(items, offsets, strict=True):
-                    group.create_task(one(item, offset))
+                if self.rate_rps is not None:
+                    offsets = arrival_offsets_s(len(items), self.rate_rps, self.arrival, self.rng)
+                    for item, offset in zip(items, offsets, strict=True):
+                        group.create_task(one(item, offset))
+                else:  # `concurrency` users share the queue: the requested load is really in flight
+                    queue = list(reversed(items))
+                    for _ in range(min(self.concurrency, len(items))):
+                        group.create_task(user(queue))
         except* (ServiceGoneError, AuthRejectedError, RunStoreError) as eg:
             raise eg.exceptions[0] from None
         return records
+
+    @property
+    def finished(self) -> int:
+        """Requests finished (served or failed) since the warm-up."""
+        return self._finished
+
+    def _stopping(self) -> bool:
+        """Whether a stop rule has been hit (then nothing more is sent)."""
+        if self.stop_reason is None:
+            self.stop_reason = self.stop.reason(time.monotonic() - self._t_start, self._finished, self._failed)
+        if self.stop_reason is None and self.should_stop is not None and self.should_stop():
+            self.stop_reason = "stopped by the parent process (a stop rule over all workers)"
+        return self.stop_reason is not None
 
     async def _send_item(
         self, client: httpx.AsyncClient, item: WorkItem, request_id: str | None = None
@@ -226,7 +293,7 @@ class BatchProcessor:
             await asyncio.sleep(delay_s)
             wait_s += delay_s
 
-    def _note_connect(self, attempt: _Attempt) -> None:
+    def _note_connect(self, attempt: Attempt) -> None:
         if attempt.kind != "connect":
             self._connect_failures = 0
             return
@@ -239,39 +306,12 @@ class BatchProcessor:
                 "start the service again and rerun with --resume"
             )
 
-    async def _attempt(self, client: httpx.AsyncClient, item: WorkItem, request_id: str) -> _Attempt:
-        import httpx
-
-        body: dict[str, Any] = {"prompt": item.spec.prompt}
-        if self.model:
-            body["model"] = self.model
-        headers = {"X-Request-ID": f"{self.run_id}/{request_id}" if self.run_id else request_id}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        started_epoch_s, t0 = time.time(), time.perf_counter()
-        try:
-            resp = await client.post(
-                f"{self.base_url}/chat", json=body, headers=headers, timeout=self.timeout_s
-            )
-        except httpx.TransportError as exc:
-            attempt = self._transport_failure(exc)
-        else:
-            attempt = classify_response(resp.status_code, resp.headers, resp.content)
-        attempt.started_epoch_s, attempt.elapsed_s = started_epoch_s, time.perf_counter() - t0
-        return attempt
-
-    def _transport_failure(self, exc: httpx.TransportError) -> _Attempt:
-        """An attempt that got no HTTP answer: timed out, refused, or dropped."""
-        import httpx
-
-        if isinstance(exc, httpx.TimeoutException):
-            return _Attempt("transient", error=f"timed out after {self.timeout_s:g} s ({type(exc).__name__})")
-        if isinstance(exc, httpx.ConnectError):
-            return _Attempt("connect", error=f"cannot connect to {shown_url(self.base_url)} ({exc})")
-        return _Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {exc})")
+    async def _attempt(self, client: httpx.AsyncClient, item: WorkItem, request_id: str) -> Attempt:
+        rid = f"{self.run_id}/{request_id}" if self.run_id else request_id
+        return await self.transport.send(client, item, rid, self.timeout_s)
 
     def _record(
-        self, item: WorkItem, attempt: _Attempt, attempts: int, rate_limited: int, wait_s: float
+        self, item: WorkItem, attempt: Attempt, attempts: int, rate_limited: int, wait_s: float
     ) -> RequestRecord:
         spec = item.spec
         return RequestRecord(
@@ -296,6 +336,9 @@ class BatchProcessor:
             client_latency_s=attempt.elapsed_s if attempt.kind == "ok" else None,
             response=attempt.response,
             requested_model=self.model or self.service_model,
+            client_ttft_s=attempt.ttft_s if attempt.kind == "ok" else None,
+            client_itl_s=attempt.itl_s if attempt.kind == "ok" else None,
+            path=self.path,
         )
 
     # -- progress --------------------------------------------------------------------------------------
@@ -307,6 +350,8 @@ class BatchProcessor:
         return tqdm(total=total, initial=initial, desc="requests", unit="req", dynamic_ncols=True)
 
     def _count(self, record: RequestRecord, bar: Any) -> None:
+        self._finished += 1
+        self._failed += 0 if record.success else 1
         totals = self._totals
         totals.failed += 0 if record.success else 1
         totals.retries += record.attempts - 1
@@ -314,40 +359,3 @@ class BatchProcessor:
         if bar is not None:
             bar.set_postfix(totals.postfix(), refresh=False)
             bar.update(1)  # redraws, with the postfix just set
-
-
-def classify_response(status_code: int, headers: Mapping[str, str], content: bytes) -> _Attempt:
-    """What one HTTP answer from /chat means for the request: served, rate-limited, retry, or give up."""
-    if status_code == 200:
-        try:
-            payload = json.loads(content)
-        except ValueError:
-            return _Attempt("fatal", 200, "the service answered 200 with a body that is not JSON")
-        if not isinstance(payload, dict) or "text" not in payload:
-            return _Attempt(
-                "fatal", 200, 'the service answered 200 without a "text" field (not a /chat answer)'
-            )
-        return _Attempt("ok", 200, response=payload)
-    detail = error_detail(content)
-    error = f"HTTP {status_code}: {detail}"
-    if status_code == 429:
-        return _Attempt("rate_limited", 429, error, retry_after_s=parse_retry_after(headers))
-    if status_code in (401, 403):
-        return _Attempt(
-            "auth",
-            status_code,
-            f"{error} (the service refused the token: set WATTBENCH_API_TOKEN or pass --token)",
-        )
-    if status_code >= 500 or status_code == 408:
-        return _Attempt("transient", status_code, error, retry_after_s=parse_retry_after(headers))
-    return _Attempt("fatal", status_code, error)
-
-
-def error_detail(content: bytes) -> str:
-    try:
-        payload = json.loads(content)
-    except ValueError:
-        return content.decode("utf-8", "replace").strip()[:300] or "(empty body)"
-    if isinstance(payload, dict) and "detail" in payload:
-        return str(payload["detail"])[:300]
-    return json.dumps(payload)[:300]

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from wattbench.config import LOCAL_MODEL, Settings, get_settings
 from wattbench.paths import DATA_DIR
+from wattbench.service.streaming import sse_response
 
 log = logging.getLogger("wattbench.app")
 ROUTES_FILE = DATA_DIR / "routes.json"
@@ -158,6 +159,8 @@ class ChatOptions(BaseModel):
 
 class ChatRequest(ChatOptions):
     prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS)
+    stream: bool = Field(False, description="answer as server-sent events (text as it comes, then the result); "
+                         "see wattbench/service/streaming.py")
 
     @field_validator("prompt")
     @classmethod
@@ -444,6 +447,8 @@ def _json(model: BaseModel) -> Response:
 @app.post("/chat", response_model=None, responses={200: {"model": ChatResponse}},
           dependencies=[Depends(require_token)])
 async def chat(body: ChatRequest, settings: SettingsDep, backend: BackendDep, clock: ClockDep) -> Response:
+    if body.stream:  # opt-in: server-sent events, so the client times the first token itself
+        return sse_response(lambda b: run_chat(body.prompt, body, b, settings, clock), backend, (ServiceError,))
     return _json(await run_chat(body.prompt, body, backend, settings, clock))
 
 

@@ -1,0 +1,169 @@
+"""Side by side: does wattbench measure the server, or itself? (issue 12)
+
+  .venv/bin/python benchmarks/bench_load.py [--concurrency 1,16,64,256] [--rounds 2] [--requests-per-user 4]
+
+A mock OpenAI-compatible server (tests/mock_openai_server.py, its own process, uvloop) streams 64 tokens with an
+injected TTFT of 100 ms and 10 ms between tokens. First its own ceiling is measured (an instant server driven by
+a bare raw-socket client), then, alternating tools in rounds at each concurrency:
+  direct   wattbench's direct path (BatchProcessor + OpenAITransport -> mock)
+  service  wattbench's service path (BatchProcessor -> /chat streamed -> LiteLLM -> mock), uvicorn child
+  guidellm / aiperf   when installed (else skipped with a message)
+and once more against an instant server (0 / 0 ms) at the highest concurrency. Prints req/s, output tokens/s,
+mean TTFT and ITL against the injected values, client CPU per request, and direct / service and direct / peer
+ratios. Numbers are from this machine at this moment; ratios are what to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from wattbench.runner.plan import WorkItem  # noqa: E402
+from wattbench.runner.prompts import PromptSpec  # noqa: E402
+from wattbench.runner.sender import BatchProcessor  # noqa: E402
+from wattbench.runner.service_process import ServiceProcess, free_port  # noqa: E402
+from wattbench.runner.transport import OpenAITransport  # noqa: E402
+
+TOKENS = 64
+
+
+def start_mock(ttft_ms: float, itl_ms: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mock_openai_server.py"), "--port", str(port),
+                             "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms), "--tokens", str(TOKENS),
+                             "--uvloop"])
+    url = f"http://127.0.0.1:{port}/v1"
+    import httpx
+
+    for _ in range(200):
+        try:
+            httpx.get(f"{url}/models", timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError("the mock server did not start")
+
+
+async def raw_ceiling(port: int, concurrency: int, seconds: float) -> float:
+    """Requests/s a bare raw-socket client gets from the mock (keep-alive, stream consumed to the end)."""
+    body = b'{"model":"mock","stream":true,"messages":[{"role":"user","content":"x"}]}'
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def user() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.perf_counter() < deadline:
+            writer.write(request)
+            await reader.readuntil(b"0\r\n\r\n")
+            done += 1
+        writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(user() for _ in range(concurrency)))
+    return done / (time.perf_counter() - t0)
+
+
+def items(n: int) -> list[WorkItem]:
+    return [WorkItem(PromptSpec(f"p{i}", f"Say something about the number {i}."), 0) for i in range(n)]
+
+
+def wattbench_round(url: str, concurrency: int, n: int, transport: object | None) -> dict[str, float]:
+    processor = BatchProcessor(url, concurrency=concurrency, progress=False, transport=transport, warmup=0,
+                               timeout_s=120)
+    t0 = time.perf_counter()
+    records = processor.run_sync(items(n))
+    wall = time.perf_counter() - t0
+    ok = [r for r in records if r.success]
+    if not ok:
+        raise RuntimeError(f"every request failed, e.g. {records[0].error}")
+    span = max(r.t_end_epoch_s for r in ok) - min(r.t_start_epoch_s for r in ok)
+    itls = [r.client_itl_s for r in ok if r.client_itl_s is not None]
+    return {
+        "rps": len(ok) / span, "tok_s": sum(int(r.response["completion_tokens"]) for r in ok) / span,
+        "ttft_ms": 1000 * statistics.fmean(r.client_ttft_s for r in ok if r.client_ttft_s is not None),
+        "itl_ms": 1000 * statistics.fmean(itls) if itls else float("nan"),
+        "cpu_ms": 1000 * processor.client_cpu_s / max(1, len(records)), "failed": len(records) - len(ok),
+        "wall_s": wall,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--concurrency", default="1,16,64,256")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--requests-per-user", type=int, default=4)
+    p.add_argument("--no-service", action="store_true", help="skip the service path (it is the slow one)")
+    args = p.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    for tool in ("guidellm", "aiperf"):
+        if shutil.which(tool) is None:
+            print(f"{tool}: not installed, skipped (pip install {tool} to compare with it)")
+
+    instant, instant_url = start_mock(0.0, 0.0)
+    try:
+        port = int(instant_url.rsplit(":", 1)[1].split("/")[0])
+        ceiling = asyncio.run(raw_ceiling(port, 128, 3.0))
+        print(f"mock server ceiling (instant, {TOKENS} tokens, raw client, 128 connections): {ceiling:.0f} req/s")
+        direct_instant = wattbench_round(instant_url, max(levels), max(levels) * args.requests_per_user,
+                                         OpenAITransport(instant_url, model="mock"))
+        print(f"direct path, instant server, concurrency {max(levels)}: {direct_instant['rps']:.0f} req/s, "
+              f"client CPU {direct_instant['cpu_ms']:.2f} ms/request")
+    finally:
+        instant.terminate()
+        instant.wait()
+
+    mock, url = start_mock(100.0, 10.0)
+    env = {"WATTBENCH_API_BASE": url, "WATTBENCH_MODEL": "openai/mock"}
+    service = None if args.no_service else ServiceProcess(env=env, log_path=Path("/tmp/bench_load_service.log"))
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    try:
+        if service is not None:
+            service.__enter__()
+        for rnd in range(args.rounds):
+            for c in levels:
+                n = max(8, c * args.requests_per_user)
+                tools = [("direct", url, OpenAITransport(url, model="mock"))]
+                if service is not None:
+                    tools.append(("service", service.url, None))
+                for name, target, transport in (tools if rnd % 2 == 0 else tools[::-1]):
+                    results.setdefault((name, c), []).append(wattbench_round(target, c, n, transport))
+    finally:
+        if service is not None:
+            service.__exit__(None, None, None)
+        mock.terminate()
+        mock.wait()
+
+    print("\ninjected: TTFT 100 ms, ITL 10 ms, 64 tokens; ranges are min-max over rounds")
+    print(f"{'path':8} {'conc':>5} {'req/s':>14} {'tok/s':>16} {'TTFT ms':>14} {'ITL ms':>12} {'CPU ms/req':>11}"
+          f" {'failed':>6}")
+    for (name, c), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        def rng(key: str, spec: str = ".1f") -> str:
+            lo, hi = min(r[key] for r in runs), max(r[key] for r in runs)
+            return f"{lo:{spec}}-{hi:{spec}}"
+        print(f"{name:8} {c:>5} {rng('rps'):>14} {rng('tok_s', '.0f'):>16} {rng('ttft_ms'):>14} "
+              f"{rng('itl_ms', '.2f'):>12} {rng('cpu_ms', '.2f'):>11} {sum(r['failed'] for r in runs):>6.0f}")
+    if not args.no_service:
+        print("\nratio service / direct req/s (same concurrency, same rounds):")
+        for c in levels:
+            d = statistics.fmean(r["rps"] for r in results[("direct", c)])
+            s = statistics.fmean(r["rps"] for r in results[("service", c)])
+            print(f"  concurrency {c}: {s / d:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

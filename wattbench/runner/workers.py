@@ -1,0 +1,138 @@
+"""Load generation spread over worker processes, for when one event loop saturates (`--workers N`, direct path).
+
+Each worker process runs its own event loop and BatchProcessor (a monotonic clock per worker: every record's
+timings are differences of that worker's perf_counter) over its share of the items, at its share of the
+concurrency or rate. Every finished record goes back over one queue to the parent, which is the one writer:
+it appends the record to the run file (fsynced) before it counts as done, so the append-only run file and
+--resume keep their guarantees (a record a worker finished but the parent never wrote is sent again on resume;
+the store keeps the last record of each key, so nothing counts twice). The error stop rules are judged by the
+parent over all workers and reach them through one shared event.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as queue_module
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from wattbench.runner.limiter import RetryPolicy
+from wattbench.runner.plan import RequestRecord, WorkItem
+from wattbench.runner.sender import BatchProcessor, RunStopped, StopRules
+from wattbench.runner.transport import OpenAITransport
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed; what was recorded before is saved (resume sends the rest)."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process needs to rebuild its BatchProcessor (picklable; the key travels to the child
+    process only, never to a file or a log)."""
+
+    base_url: str
+    model: str
+    api_key: str | None
+    concurrency: int
+    rate_rps: float | None
+    arrival: str
+    timeout_s: float
+    retry: RetryPolicy
+    seed: int | None
+    run_id: str
+    max_duration_s: float | None
+
+
+@dataclass
+class _Done:
+    worker: int
+    cpu_s: float
+    sent: int
+    error: str | None = None
+
+
+def _worker_main(index: int, spec: WorkerSpec, items: list[WorkItem], out: Any, stop: Any) -> None:
+    transport = OpenAITransport(spec.base_url, model=spec.model, api_key=spec.api_key)
+    processor = BatchProcessor(
+        spec.base_url, transport=transport, concurrency=spec.concurrency, rate_rps=spec.rate_rps,
+        arrival=spec.arrival, timeout_s=spec.timeout_s, retry=spec.retry,  # type: ignore[arg-type]
+        seed=None if spec.seed is None else spec.seed + index, run_id=spec.run_id, progress=False,
+        on_record=out.put, stop=StopRules(max_duration_s=spec.max_duration_s), should_stop=stop.is_set,
+    )
+    error = None
+    try:
+        processor.run_sync(items)
+    except RunStopped:
+        pass  # the parent knows why (it set the event, or the duration is shared)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the run with it
+        error = f"{type(exc).__name__}: {exc}"
+    out.put(_Done(index, processor.client_cpu_s, processor.finished, error))
+
+
+def split(items: list[WorkItem], n: int) -> list[list[WorkItem]]:
+    """Round-robin shares: every item in exactly one share."""
+    return [items[i::n] for i in range(n)]
+
+
+def run_in_workers(processor: BatchProcessor, todo: list[WorkItem], workers: int, store: Any) -> float:
+    """Send `todo` from `workers` processes configured like `processor` (direct path); the parent appends each
+    record to `store`. Returns the client's CPU seconds per request (all workers). Raises RunStopped when a
+    stop rule was hit, WorkerError when a worker failed."""
+    transport = processor.transport
+    if not isinstance(transport, OpenAITransport):
+        raise ValueError("worker processes drive the direct path (--base-url) only")
+    shares = [s for s in split(todo, workers) if s]
+    n = len(shares)
+    spec = WorkerSpec(
+        transport.base_url, transport.model, transport._api_key,  # noqa: SLF001 - handed to the child only
+        max(1, -(-processor.concurrency // n)), processor.rate_rps / n if processor.rate_rps else None,
+        processor.arrival, processor.timeout_s, processor.retry, None, processor.run_id,
+        processor.stop.max_duration_s,
+    )
+    ctx = mp.get_context("spawn")  # no fork of a process that may hold threads (httpx, tqdm)
+    out, stop = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_worker_main, args=(i, spec, share, out, stop), daemon=True)
+             for i, share in enumerate(shares)]
+    for proc in procs:
+        proc.start()
+    rules = StopRules(max_errors=processor.stop.max_errors, max_error_rate=processor.stop.max_error_rate)
+    finished = failed = 0
+    cpu_s, errors, reason = 0.0, [], None
+    t0, done = time.monotonic(), 0
+    try:
+        while done < n:
+            try:
+                message = out.get(timeout=1.0)
+            except queue_module.Empty:
+                if not any(p.is_alive() for p in procs):
+                    raise WorkerError("every worker process ended without reporting; see its output") from None
+                continue
+            if isinstance(message, _Done):
+                done += 1
+                cpu_s += message.cpu_s
+                if message.error:
+                    errors.append(f"worker {message.worker}: {message.error}")
+                continue
+            record: RequestRecord = message
+            store.append(record)  # the one writer: durable before it counts as done
+            finished += 1
+            failed += 0 if record.success else 1
+            reason = reason or rules.reason(0.0, finished, failed)
+            if reason:
+                stop.set()
+    finally:
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+    if errors:
+        raise WorkerError("; ".join(errors) + "; what was measured is saved: rerun with --resume")
+    duration = processor.stop.max_duration_s
+    if reason is None and duration is not None and time.monotonic() - t0 >= duration and finished < len(todo):
+        reason = StopRules(max_duration_s=duration).reason(duration, finished, 0)
+    processor.client_cpu_s, processor._finished = cpu_s, finished  # noqa: SLF001 - totals for the caller
+    if reason:
+        raise RunStopped(reason)
+    return cpu_s / max(1, finished)

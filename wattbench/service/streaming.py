@@ -1,0 +1,83 @@
+"""Opt-in streaming of /chat as server-sent events (`"stream": true` in the body).
+
+The JSON answer stays /chat's default. A streamed answer is one `data: {"text": ...}` event per piece of text
+as the model produces it (pieces that arrived together are sent together), then `event: result` carrying the
+same ChatResponse JSON as the default answer (the service's own timings inside), or `event: error` carrying
+{"status_code", "detail", "retry_after"} when the model call fails. The client times the first text event and
+the last byte itself: that is the latency a user of the service sees, queueing in the service included.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+log = logging.getLogger("wattbench.streaming")
+
+EVENT_STREAM = "text/event-stream"
+
+
+class _Tee:
+    """The model backend, with each piece of text also put on a queue as it is produced."""
+
+    def __init__(self, backend: Any, queue: asyncio.Queue[str | None]) -> None:
+        self._backend, self._queue = backend, queue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    async def stream(self, request: Any) -> AsyncIterator[Any]:
+        async for event in self._backend.stream(request):
+            if event.text:
+                self._queue.put_nowait(event.text)
+            yield event
+
+
+def sse_response(
+    work: Callable[[Any], Awaitable[BaseModel]], backend: Any, errors: tuple[type[Exception], ...]
+) -> StreamingResponse:
+    """Run `work(backend)` (the /chat work) and stream its text as it comes, then its result.
+
+    errors: the exception types that carry `status_code`, `detail` and `headers` (the service's ServiceError);
+    they become an `error` event, anything else an `error` event with status 500 (and a log line)."""
+    return StreamingResponse(_events(work, backend, errors), media_type=EVENT_STREAM,
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _events(
+    work: Callable[[Any], Awaitable[BaseModel]], backend: Any, errors: tuple[type[Exception], ...]
+) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    task = asyncio.ensure_future(work(_Tee(backend, queue)))
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        done = False
+        while not done:
+            pieces = [await queue.get()]
+            while not queue.empty():
+                pieces.append(queue.get_nowait())
+            done = pieces[-1] is None
+            text = "".join(p for p in pieces if p is not None)
+            if text:
+                yield b"data: " + json.dumps({"text": text}).encode() + b"\n\n"
+        try:
+            result = task.result()
+        except errors as exc:
+            error = {"status_code": exc.status_code, "detail": exc.detail,  # type: ignore[attr-defined]
+                     "retry_after": exc.headers.get("Retry-After")}  # type: ignore[attr-defined]
+            yield b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"
+        except Exception as exc:  # noqa: BLE001 - the stream has begun: report it in the stream, and log it
+            log.exception("unexpected error in a streamed /chat")
+            error = {"status_code": 500, "detail": f"internal error ({type(exc).__name__}); see the service log",
+                     "retry_after": None}
+            yield b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"
+        else:
+            yield b"event: result\ndata: " + result.__pydantic_serializer__.to_json(result) + b"\n\n"
+    finally:
+        if not task.done():  # the client went away: stop the model call
+            task.cancel()

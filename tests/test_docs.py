@@ -25,3 +25,9 @@ def test_every_relative_link_resolves(page: Path) -> None:
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
     broken = [link for link in links if not re.match(r"^[a-z]+://", link) and not (page.parent / link).exists()]
     assert broken == []
+
+
+def test_running_page_documents_the_load_columns() -> None:
+    from wattbench.analysis.schema import load_schema_markdown
+
+    assert load_schema_markdown() in (ROOT / "docs" / "running.md").read_text(encoding="utf-8")

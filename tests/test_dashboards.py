@@ -15,8 +15,8 @@ from wattbench.analysis.dashboards import (
     make_model_performance,
     make_time_series,
     sample_positions,
-    short_model,
 )
+from wattbench.analysis.plotting import short_model
 from wattbench.analysis.reading import ReportInputError
 from wattbench.analysis.site import DASHBOARDS, make_all, write_dashboards
 from wattbench.analysis.tables import successful

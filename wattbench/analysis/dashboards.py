@@ -10,9 +10,24 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from wattbench.analysis.reading import ANALYSIS_COLUMNS, check_frame, lean, prepare
+from wattbench.analysis.plotting import (
+    DEFAULT_MAX_POINTS,
+    PART_COLORS,
+    PCT_COLORS,
+    PCT_SHOWN,
+    PROVIDER_LABEL,
+    SIM,
+    base_layout,
+    checked,
+    error_y,
+    group_label,
+    model_color,
+    models_of,
+    no_data,
+    percentile_bars,
+    short_model,
+)
 from wattbench.analysis.report import fmt_num, fmt_pct, fmt_range
-from wattbench.analysis.schema import LENS_SIMULATED
 from wattbench.analysis.tables import (
     DEFAULT_SLO_TPOT_S,
     DEFAULT_SLO_TTFT_S,
@@ -29,107 +44,7 @@ from wattbench.analysis.tables import (
     simulated,
     successful,
 )
-from wattbench.energy.lenses import LENSES, gpu, lens_by_label
-
-DEFAULT_MAX_POINTS = 2000
-
-
-PCT_SHOWN: tuple[int, ...] = (50, 90, 99)
-
-
-SIM = f"[{LENS_SIMULATED}]"
-
-
-PROVIDER_LABEL = "provider-side<br>(EcoLogits)"
-
-
-PCT_COLORS = {50: "#9ECAE1", 90: "#4292C6", 99: "#08519C"}  # light to dark: higher percentile, darker
-
-
-MODEL_COLORS = ("#7B4FA0", "#E8833A", "#2A9D8F", "#C8553D", "#8D99AE", "#B5838D")
-
-
-PART_COLORS = {"compute": "#4C78A8", "idle": "#BAB0AC", "PUE overhead": "#F58518"}
-
-
-LENS_NOTE = "Lenses: " + "; ".join(f"{lens.label} = {lens.note}" for lens in LENSES) + "."
-
-
-def _checked(df: pd.DataFrame) -> pd.DataFrame:
-    """df prepared (report.prepare) and lean (report.lean); report.ReportInputError naming the missing columns
-    when it is not in the schema."""
-    check_frame(df, required=ANALYSIS_COLUMNS)
-    return lean(prepare(df))
-
-
-def _error_y(mid: pd.Series, low: pd.Series, high: pd.Series) -> dict:
-    """Asymmetric error bars from a min/max range (none where the range is missing)."""
-    return dict(type="data", symmetric=False, array=(high - mid).to_numpy(dtype=float),
-                arrayminus=(mid - low).to_numpy(dtype=float), visible=True, thickness=1.2)
-
-
-def _models(df: pd.DataFrame) -> list[str]:
-    """The models in the frame, sorted."""
-    return sorted(df["model"].dropna().astype(str).unique())
-
-
-def short_model(model: str) -> str:
-    """The model name without its provider prefix: 'gemini/gemini-2.5-flash' -> 'gemini-2.5-flash'."""
-    return str(model).rsplit("/", 1)[-1]
-
-
-def model_color(model: str, models: list[str]) -> str:
-    """The same colour for a model on every panel."""
-    return MODEL_COLORS[models.index(model) % len(MODEL_COLORS)] if model in models else MODEL_COLORS[-1]
-
-
-def _group_label(frame: pd.DataFrame, key: str, multi_model: bool) -> list[str]:
-    """Category labels: the key, plus the short model name when the frame holds several models."""
-    if not multi_model:
-        return frame[key].astype(str).tolist()
-    return [f"{k} · {short_model(m)}" for k, m in zip(frame[key].astype(str), frame["model"].astype(str))]
-
-
-def _base_layout(fig: go.Figure, title: str, n_rows: int, note: str = LENS_NOTE) -> go.Figure:
-    """Title, size, legend and the footnote shared by all dashboards."""
-    fig.update_layout(title=dict(text=title, x=0.01), height={1: 500, 2: 860}.get(n_rows, 1000),
-                      template="plotly_white",
-                      barmode="group", legend=dict(x=1.01, y=1, xanchor="left", yanchor="top", font=dict(size=11)),
-                      margin=dict(t=110, b=110, r=10))
-    if note:
-        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.09, showarrow=False,
-                           font=dict(size=11, color="#555"), xanchor="left", yanchor="top")
-    return fig
-
-
-def _no_data(fig: go.Figure, row: int, col: int, text: str) -> None:
-    """Write `text` in the middle of an empty subplot."""
-    sub = fig.get_subplot(row, col)
-    xref = sub.xaxis.plotly_name.replace("axis", "")
-    yref = sub.yaxis.plotly_name.replace("axis", "")
-    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref=f"{xref} domain", yref=f"{yref} domain",
-                       font=dict(color="#888"))
-
-
-PCT_OPACITY = {50: 1.0, 90: 0.6, 99: 0.3}
-
-
-def _percentile_bars(fig: go.Figure, table: pd.DataFrame, xcol: str, models: list[str], row: int, col: int,
-                     *, legend: bool, unit: str = "s") -> None:
-    """p99, p90 and p50 bars drawn over each other (one offset group per model, darker = lower percentile).
-
-    table: model, xcol, p50, p90, p99.
-    """
-    for model in models:
-        frame = table[table["model"] == model]
-        if frame.empty:
-            continue
-        for q in sorted(PCT_SHOWN, reverse=True):
-            fig.add_trace(go.Bar(name=f"{short_model(model)} p{q}", x=frame[xcol].astype(str), y=frame[f"p{q}"],
-                                 offsetgroup=model, marker_color=model_color(model, models),
-                                 marker_opacity=PCT_OPACITY[q], legendgroup=f"{model}-p{q}", showlegend=legend,
-                                 hovertemplate="%{x}<br>p" + str(q) + " %{y:.4g} " + unit
-                                               + "<extra>%{fullData.name}</extra>"), row=row, col=col)
+from wattbench.energy.lenses import gpu, lens_by_label
 
 
 def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
@@ -139,10 +54,10 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
     request and of the simulated time on each profile; the energy panel adds the provider-side and
     measured/estimated lenses as their own bars.
     """
-    df = _checked(df)
+    df = checked(df)
     ranked = efficiency_table(df)
     eff = ranked.sort_values(["model", "profile"])
-    models = _models(df)
+    models = models_of(df)
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1, subplot_titles=(
         f"Carbon per 1K tokens, gCO2e {SIM} (bars: min-max)",
         f"Total cost per 1K tokens, USD (API price + energy cost {SIM})",
@@ -150,7 +65,7 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
         "Energy per 1K tokens, kWh, every lens (bars: min-max)"))
     for model, frame in eff.groupby("model", sort=True):
         fig.add_trace(go.Bar(name=short_model(model), x=frame["profile"], y=frame["carbon_gco2e_per_1k_tokens"],
-                             error_y=_error_y(frame["carbon_gco2e_per_1k_tokens"],
+                             error_y=error_y(frame["carbon_gco2e_per_1k_tokens"],
                                               frame["carbon_gco2e_per_1k_tokens_min"],
                                               frame["carbon_gco2e_per_1k_tokens_max"]),
                              customdata=np.stack([frame["gpu"], frame["location"]], axis=-1),
@@ -167,7 +82,7 @@ def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="USD / 1K tokens", row=1, col=2)
     fig.update_yaxes(title_text="seconds (log)", type="log", row=2, col=1)
     fig.update_yaxes(title_text="kWh / 1K tokens", type="log", row=2, col=2)
-    return _base_layout(fig, "GPU comparison: carbon, cost, latency and energy per deployment profile", 2)
+    return base_layout(fig, "GPU comparison: carbon, cost, latency and energy per deployment profile", 2)
 
 
 def latency_by_profile(df: pd.DataFrame) -> pd.DataFrame:
@@ -190,7 +105,7 @@ def latency_by_profile(df: pd.DataFrame) -> pd.DataFrame:
 
 def _latency_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> None:
     """Grouped p50/p90/p99 bars of measured and simulated latency."""
-    _percentile_bars(fig, latency_by_profile(df), "source", _models(df), row, col, legend=False)
+    percentile_bars(fig, latency_by_profile(df), "source", models_of(df), row, col, legend=False)
 
 
 def lens_labels(lenses: pd.DataFrame) -> list[str]:
@@ -219,7 +134,7 @@ def _lens_energy_panel(fig: go.Figure, lenses: pd.DataFrame, models: list[str], 
     """Energy per 1K tokens under every lens (tables.lens_table), one bar per (lens, source), per model; a
     measured-GPU bar carries the simulated / measured ratio of the profiles on that GPU model."""
     if lenses.empty:
-        _no_data(fig, row, col, "no successful request")
+        no_data(fig, row, col, "no successful request")
         return
     lenses = lenses.assign(label=lens_labels(lenses),
                            ratio=_gpu_ratio_text(df, lenses) if df is not None else [""] * len(lenses))
@@ -227,7 +142,7 @@ def _lens_energy_panel(fig: go.Figure, lenses: pd.DataFrame, models: list[str], 
     fig.update_xaxes(categoryorder="array", categoryarray=order, row=row, col=col)
     for model, frame in lenses.groupby("model", sort=True):
         fig.add_trace(go.Bar(name=short_model(model), x=frame["label"], y=frame["energy_kwh_per_1k_tokens"],
-                             error_y=_error_y(frame["energy_kwh_per_1k_tokens"],
+                             error_y=error_y(frame["energy_kwh_per_1k_tokens"],
                                               frame["energy_kwh_per_1k_tokens_min"],
                                               frame["energy_kwh_per_1k_tokens_max"]),
                              text=frame["ratio"], textposition="outside",
@@ -239,8 +154,8 @@ def _lens_energy_panel(fig: go.Figure, lenses: pd.DataFrame, models: list[str], 
 def make_model_performance(df: pd.DataFrame) -> go.Figure:
     """Model / route performance: API cost, throughput, accuracy, and latency, TTFT, TPOT percentiles
     (p50/p90/p99 drawn over each other, darker = lower percentile). One colour per model."""
-    df = _checked(df)
-    models = _models(df)
+    df = checked(df)
+    models = models_of(df)
     pct = percentile_table(df, by=("model", "route"), percentiles=PCT_SHOWN)
     routes = route_latency_table(df, pct).sort_values(["model", "route"], ignore_index=True)
     acc = accuracy_table(df)
@@ -267,21 +182,21 @@ def make_model_performance(df: pd.DataFrame) -> go.Figure:
                                  hovertemplate="%{x}<br>%{y:.1f}% (%{text} correct)<extra>%{fullData.name}</extra>"),
                           row=1, col=3)
     if graded.empty:
-        _no_data(fig, 1, 3, "no graded prompt in this run")
+        no_data(fig, 1, 3, "no graded prompt in this run")
     costs = routes["cost_usd_mean"]
     if costs.isna().all():
-        _no_data(fig, 1, 1, "API price unknown for this model (LiteLLM has no price for it)")
+        no_data(fig, 1, 1, "API price unknown for this model (LiteLLM has no price for it)")
     elif (costs.fillna(0) == 0).all():
-        _no_data(fig, 1, 1, "API cost is $0 for every request (a local model)")
+        no_data(fig, 1, 1, "API cost is $0 for every request (a local model)")
     for col, metric in ((1, "latency_s"), (2, "ttft_s"), (3, "tpot_s")):
         table = pct[["model", "route"]].assign(**{f"p{q}": pct[f"{metric}_p{q}"] for q in PCT_SHOWN})
-        _percentile_bars(fig, table, "route", models, 2, col, legend=False)
+        percentile_bars(fig, table, "route", models, 2, col, legend=False)
     fig.update_yaxes(title_text="USD", row=1, col=1)
     fig.update_yaxes(title_text="tokens/s", row=1, col=2)
     fig.update_yaxes(title_text="%", range=[0, 105], row=1, col=3)
     for col in (1, 2, 3):
         fig.update_yaxes(title_text="seconds", row=2, col=col)
-    return _base_layout(fig, "Model and route performance: cost, throughput, accuracy, latency percentiles", 2,
+    return base_layout(fig, "Model and route performance: cost, throughput, accuracy, latency percentiles", 2,
                         note="Measured per request by the benchmark client (no energy lens on this page). "
                              "Percentile bars: darkest p50, then p90, lightest p99.")
 
@@ -298,7 +213,7 @@ def carbon_by_location(df: pd.DataFrame) -> pd.DataFrame:
 def make_carbon_energy(df: pd.DataFrame) -> go.Figure:
     """Carbon by location, idle vs compute vs PUE-overhead energy with shares, carbon per 1K tokens by lens,
     and carbon by prompt category."""
-    df = _checked(df)
+    df = checked(df)
     loc = carbon_by_location(df)
     bd = energy_breakdown(df).groupby("profile", sort=True)[
         ["compute_energy_kwh", "idle_energy_kwh", "pue_overhead_kwh", "energy_kwh"]].sum(min_count=1).reset_index()
@@ -309,7 +224,7 @@ def make_carbon_energy(df: pd.DataFrame) -> go.Figure:
         f"Carbon by prompt category, gCO2e {SIM}"))
     fig.add_trace(go.Bar(name="carbon", x=[f"{lo}<br>({p})" for lo, p in zip(loc["location"], loc["profile"])],
                          y=loc["carbon_gco2e"], marker_color="#54A24B", showlegend=False,
-                         error_y=_error_y(loc["carbon_gco2e"], loc["carbon_gco2e_min"], loc["carbon_gco2e_max"]),
+                         error_y=error_y(loc["carbon_gco2e"], loc["carbon_gco2e_min"], loc["carbon_gco2e_max"]),
                          customdata=loc["grid_gco2e_per_kwh"],
                          hovertemplate="%{x}<br>%{y:.4g} gCO2e<br>grid %{customdata:.0f} gCO2e/kWh"
                                        "<extra>simulated</extra>"), row=1, col=1)
@@ -326,7 +241,7 @@ def make_carbon_energy(df: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="gCO2e / 1K tokens", type="log", row=2, col=1)
     fig.update_yaxes(title_text="gCO2e", row=2, col=2)
     fig.update_layout(uniformtext_minsize=9, uniformtext_mode="hide")  # no unreadable share labels
-    return _base_layout(fig, "Carbon and energy: by location, idle vs compute, by lens, by category", 2)
+    return base_layout(fig, "Carbon and energy: by location, idle vs compute, by lens, by category", 2)
 
 
 def _energy_parts_panel(fig: go.Figure, bd: pd.DataFrame, row: int, col: int) -> None:
@@ -361,13 +276,13 @@ def _carbon_lens_panel(fig: go.Figure, df: pd.DataFrame, row: int, col: int) -> 
                          high=frame["provider_carbon_gco2e_max"].sum() / k))
     table = pd.DataFrame(rows, columns=["model", "label", "mid", "low", "high"])
     if table.empty:
-        _no_data(fig, row, col, "no successful request")
+        no_data(fig, row, col, "no successful request")
         return
-    models = _models(df)
+    models = models_of(df)
     for model, frame in table.groupby("model", sort=True):
         fig.add_trace(go.Bar(name=short_model(str(model)), x=frame["label"], y=frame["mid"], showlegend=False,
                              marker_color=model_color(str(model), models),
-                             error_y=_error_y(frame["mid"], frame["low"], frame["high"]),
+                             error_y=error_y(frame["mid"], frame["low"], frame["high"]),
                              hovertemplate="%{x}<br>%{y:.4g} gCO2e/1K tokens<extra>%{fullData.name}</extra>"),
                       row=row, col=col)
 
@@ -394,7 +309,7 @@ def binned_percentiles(req: pd.DataFrame, metric: str, n_bins: int = 40) -> pd.D
 def make_time_series(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) -> go.Figure:
     """Performance over the run: latency and TTFT per request (sampled to max_points), rolling p50/p90/p99,
     tokens/s, failures, and cumulative simulated carbon per profile."""
-    df = _checked(df)
+    df = checked(df)
     req = requests_of(df).sort_values("t_start_s", kind="stable", ignore_index=True)
     keep = sample_positions(len(req), max_points)
     shown = req.iloc[keep]
@@ -404,7 +319,7 @@ def make_time_series(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) -> 
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=(
         f"Latency and TTFT per request, s ({note}); lines: p50/p90/p99 of latency over time",
         "Output tokens/s per request", f"Cumulative carbon per profile, gCO2e {SIM} (all requests)"))
-    models = _models(df)
+    models = models_of(df)
     for model, frame in ok_shown.groupby("model", sort=True):
         color = model_color(str(model), models)
         fig.add_trace(go.Scattergl(name=f"latency {short_model(model)}", x=frame["t_start_s"], y=frame["latency_s"],
@@ -443,7 +358,7 @@ def make_time_series(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) -> 
     fig.update_yaxes(title_text="tokens/s", row=2, col=1)
     fig.update_yaxes(title_text="gCO2e", row=3, col=1)
     fig.update_xaxes(title_text="seconds since the run's first request (t_start_s)", row=3, col=1)
-    return _base_layout(fig, "Performance over the run", 3)
+    return base_layout(fig, "Performance over the run", 3)
 
 
 def cumulative_carbon(df: pd.DataFrame, max_points: int = DEFAULT_MAX_POINTS) -> pd.DataFrame:
@@ -494,7 +409,7 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
     """Hardware: TDP vs carbon per 1K tokens, GPU memory vs simulated throughput, grid intensity vs carbon,
     and simulated speed vs compute energy per output token. gpu_memory_gb maps the CSV's gpu names to
     memory per GPU (gpu_memory_from_profiles() gives it when gpu_profiles is importable)."""
-    df = _checked(df)
+    df = checked(df)
     hw = hardware_table(df, gpu_memory_gb)
     hover = [f"{p}<br>{g} x{c:.0f}, {loc}" for p, g, c, loc in
              zip(hw["profile"], hw["gpu"], hw["gpu_count"], hw["location"])]
@@ -503,7 +418,7 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
         f"GPU memory, GB vs output tokens/s {SIM}",
         f"Grid intensity, gCO2e/kWh vs carbon per 1K tokens {SIM}",
         f"Speed vs energy: output tokens/s vs compute J per output token {SIM}"))
-    err = _error_y(hw["carbon_gco2e_per_1k_tokens"], hw["carbon_gco2e_per_1k_tokens_min"],
+    err = error_y(hw["carbon_gco2e_per_1k_tokens"], hw["carbon_gco2e_per_1k_tokens_min"],
                    hw["carbon_gco2e_per_1k_tokens_max"])
     points = dict(mode="markers+text", textposition="top center", showlegend=False, cliponaxis=False)
     fig.add_trace(go.Scatter(name="TDP", x=hw["tdp_w"], y=hw["carbon_gco2e_per_1k_tokens"], text=hw["profile"],
@@ -512,7 +427,7 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
                                            "<extra>simulated</extra>", **points), row=1, col=1)
     known = hw[hw["memory_gb"].notna()]
     if known.empty:
-        _no_data(fig, 1, 2, "GPU memory unknown: gpu_profiles not importable or its GPUs not in this CSV")
+        no_data(fig, 1, 2, "GPU memory unknown: gpu_profiles not importable or its GPUs not in this CSV")
     else:
         fig.add_trace(go.Scatter(name="memory", x=known["memory_gb"], y=known["sim_tokens_per_s"],
                                  text=known["profile"], marker=dict(size=12, color="#2A9D8F"),
@@ -535,7 +450,7 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
     fig.update_yaxes(title_text="output tokens/s (simulated)", row=1, col=2, rangemode="tozero")
     fig.update_yaxes(title_text="gCO2e / 1K tokens", row=2, col=1, rangemode="tozero")
     fig.update_yaxes(title_text="J per output token (compute)", row=2, col=2, rangemode="tozero")
-    return _base_layout(fig, "Advanced hardware metrics: TDP, memory, grid and power per profile", 2)
+    return base_layout(fig, "Advanced hardware metrics: TDP, memory, grid and power per profile", 2)
 
 
 def gpu_memory_from_profiles() -> dict[str, float]:
@@ -561,10 +476,10 @@ def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO
                                slo_tpot_s: float = DEFAULT_SLO_TPOT_S) -> go.Figure:
     """Efficiency rankings: total cost and carbon per 1K tokens (ranked, with ranges), goodput against the SLOs
     per model, and the ranking table."""
-    df = _checked(df)
+    df = checked(df)
     eff = efficiency_table(df)
-    models = _models(df)
-    eff = eff.assign(label=_group_label(eff, "profile", len(models) > 1),
+    models = models_of(df)
+    eff = eff.assign(label=group_label(eff, "profile", len(models) > 1),
                      color=[model_color(m, models) for m in eff["model"]])
     gp = goodput_table(df, slo_ttft_s, slo_tpot_s)
     fig = make_subplots(rows=2, cols=3, vertical_spacing=0.14, horizontal_spacing=0.17,
@@ -582,7 +497,7 @@ def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO
     fig.add_trace(go.Bar(name="carbon", orientation="h", y=by_carbon["label"],
                          x=by_carbon["carbon_gco2e_per_1k_tokens"], marker_color=by_carbon["color"],
                          showlegend=False,
-                         error_x=_error_y(by_carbon["carbon_gco2e_per_1k_tokens"],
+                         error_x=error_y(by_carbon["carbon_gco2e_per_1k_tokens"],
                                           by_carbon["carbon_gco2e_per_1k_tokens_min"],
                                           by_carbon["carbon_gco2e_per_1k_tokens_max"]),
                          hovertemplate="%{y}<br>%{x:.4g} gCO2e per 1K tokens<extra>simulated</extra>"), row=1, col=2)
@@ -611,4 +526,4 @@ def make_efficiency_comparison(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO
     fig.update_xaxes(title_text="USD / 1K tokens", row=1, col=1)
     fig.update_xaxes(title_text="gCO2e / 1K tokens", row=1, col=2)
     fig.update_yaxes(title_text="requests/s", row=1, col=3)
-    return _base_layout(fig, "Efficiency comparison: cost and carbon rankings, goodput", 2)
+    return base_layout(fig, "Efficiency comparison: cost and carbon rankings, goodput", 2)

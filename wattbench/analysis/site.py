@@ -10,9 +10,6 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from wattbench.analysis.dashboards import (
-    DEFAULT_MAX_POINTS,
-    LENS_NOTE,
-    _checked,
     gpu_memory_from_profiles,
     make_advanced_hardware,
     make_carbon_energy,
@@ -21,6 +18,7 @@ from wattbench.analysis.dashboards import (
     make_model_performance,
     make_time_series,
 )
+from wattbench.analysis.plotting import DEFAULT_MAX_POINTS, LENS_NOTE, checked
 from wattbench.analysis.report import REPORT_MD, REPORT_TXT, SUMMARY_CSV
 from wattbench.analysis.tables import DEFAULT_SLO_TPOT_S, DEFAULT_SLO_TTFT_S
 
@@ -48,7 +46,7 @@ def make_all(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
              max_points: int = DEFAULT_MAX_POINTS) -> dict[str, go.Figure]:
     """The six figures by name (keys of DASHBOARDS), from one prepared copy of df. gpu_memory_gb defaults to
     gpu_memory_from_profiles()."""
-    df = _checked(df)
+    df = checked(df)
     if gpu_memory_gb is None:
         gpu_memory_gb = gpu_memory_from_profiles()
     makers: dict[str, Callable[[], go.Figure]] = {

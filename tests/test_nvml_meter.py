@@ -359,7 +359,7 @@ def test_gpu_check_dry_run(tmp_path):
         pytest.skip("torch is not installed here; the dry run of gpu_check.py needs it (CPU wheel is enough)")
     env = {**os.environ, "OUT": str(tmp_path)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    proc = subprocess.run([sys.executable, str(HERE.parent / "benchmarks" / "gpu_check.py"), "--dry-run"], capture_output=True,
+    proc = subprocess.run([sys.executable, str(HERE.parent / "benchmarks" / "gpu" / "gpu_check.py"), "--dry-run"], capture_output=True,
                           text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """One-shot real-GPU check for the NVML energy lens: prints one JSON document (and writes $OUT/gpu_check.json).
 
-    python3 benchmarks/gpu_check.py            # on the GPU machine (one H200; torch + nvidia-ml-py)
-    python3 benchmarks/gpu_check.py --dry-run  # here: CPU, tiny shapes, fake NVML at a constant 150 W
+    python3 benchmarks/gpu/gpu_check.py            # on the GPU machine (one H200; torch + nvidia-ml-py)
+    python3 benchmarks/gpu/gpu_check.py --dry-run  # here: CPU, tiny shapes, fake NVML at a constant 150 W
 
 Phases (each records its error string and the run carries on; a global time budget skips what no longer fits,
 and a hard watchdog prints what was gathered if anything hangs):
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_module(path: Path, name: str) -> Any:

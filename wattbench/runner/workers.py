@@ -7,6 +7,10 @@ it appends the record to the run file (fsynced) before it counts as done, so the
 --resume keep their guarantees (a record a worker finished but the parent never wrote is sent again on resume;
 the store keeps the last record of each key, so nothing counts twice). The error stop rules are judged by the
 parent over all workers and reach them through one shared event.
+
+Where the workers run is a pool (start / get / alive / stop / close): ProcessPool here (processes on this
+machine), RayPool in runner/ray_workers.py (Ray tasks, `--ray`, for loads one machine cannot drive); the
+writer loop, `run_in_workers`, is the same for both.
 """
 
 from __future__ import annotations
@@ -76,38 +80,75 @@ def split(items: list[WorkItem], n: int) -> list[list[WorkItem]]:
     return [items[i::n] for i in range(n)]
 
 
-def run_in_workers(processor: BatchProcessor, todo: list[WorkItem], workers: int, store: Any) -> float:
-    """Send `todo` from `workers` processes configured like `processor` (direct path); the parent appends each
-    record to `store`. Returns the client's CPU seconds per request (all workers). Raises RunStopped when a
-    stop rule was hit, WorkerError when a worker failed."""
+class ProcessPool:
+    """Worker processes on this machine (multiprocessing, spawn): one queue to the parent, one shared event."""
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("spawn")  # no fork of a process that may hold threads (httpx, tqdm)
+        self._out, self._stop = self._ctx.Queue(), self._ctx.Event()
+        self._procs: list[Any] = []
+
+    def start(self, spec: WorkerSpec, shares: list[list[WorkItem]]) -> None:
+        self._procs = [self._ctx.Process(target=_worker_main, args=(i, spec, share, self._out, self._stop),
+                                         daemon=True) for i, share in enumerate(shares)]
+        for proc in self._procs:
+            proc.start()
+
+    def get(self, timeout_s: float) -> Any:
+        """The next message (a RequestRecord or a worker's _Done), or None after `timeout_s`."""
+        try:
+            return self._out.get(timeout=timeout_s)
+        except queue_module.Empty:
+            return None
+
+    def alive(self) -> bool:
+        """Whether a message may still come."""
+        return any(p.is_alive() for p in self._procs) or not self._out.empty()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        for proc in self._procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def worker_spec(processor: BatchProcessor, n: int) -> WorkerSpec:
+    """What each of `n` workers needs to send like `processor` (its share of the concurrency or rate)."""
     transport = processor.transport
     if not isinstance(transport, OpenAITransport):
         raise ValueError("worker processes drive the direct path (--base-url) only")
-    shares = [s for s in split(todo, workers) if s]
-    n = len(shares)
-    spec = WorkerSpec(
-        transport.base_url, transport.model, transport._api_key,  # noqa: SLF001 - handed to the child only
+    return WorkerSpec(
+        transport.base_url, transport.model, transport._api_key,  # noqa: SLF001 - handed to the workers only
         max(1, -(-processor.concurrency // n)), processor.rate_rps / n if processor.rate_rps else None,
         processor.arrival, processor.timeout_s, processor.retry, None, processor.run_id,
         processor.stop.max_duration_s,
     )
-    ctx = mp.get_context("spawn")  # no fork of a process that may hold threads (httpx, tqdm)
-    out, stop = ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=_worker_main, args=(i, spec, share, out, stop), daemon=True)
-             for i, share in enumerate(shares)]
-    for proc in procs:
-        proc.start()
+
+
+def run_in_workers(processor: BatchProcessor, todo: list[WorkItem], workers: int, store: Any,
+                   pool: Any = None) -> float:
+    """Send `todo` from `workers` workers configured like `processor` (direct path): processes on this machine,
+    or the workers of `pool` (ProcessPool's methods; runner/ray_workers.py RayPool); the parent appends each
+    record to `store`. Returns the client's CPU seconds per request (all workers). Raises RunStopped when a
+    stop rule was hit, WorkerError when a worker failed."""
+    shares = [s for s in split(todo, workers) if s]
+    n = len(shares)
+    spec = worker_spec(processor, n)
+    pool = pool if pool is not None else ProcessPool()
     rules = StopRules(max_errors=processor.stop.max_errors, max_error_rate=processor.stop.max_error_rate)
     finished = failed = 0
     cpu_s, errors, reason = 0.0, [], None
     t0, done = time.monotonic(), 0
     try:
+        pool.start(spec, shares)
         while done < n:
-            try:
-                message = out.get(timeout=1.0)
-            except queue_module.Empty:
-                if not any(p.is_alive() for p in procs):
-                    raise WorkerError("every worker process ended without reporting; see its output") from None
+            message = pool.get(1.0)
+            if message is None:
+                if not pool.alive():
+                    raise WorkerError("every worker process ended without reporting; see its output")
                 continue
             if isinstance(message, _Done):
                 done += 1
@@ -121,12 +162,9 @@ def run_in_workers(processor: BatchProcessor, todo: list[WorkItem], workers: int
             failed += 0 if record.success else 1
             reason = reason or rules.reason(0.0, finished, failed)
             if reason:
-                stop.set()
+                pool.stop()
     finally:
-        for proc in procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
+        pool.close()
     if errors:
         raise WorkerError("; ".join(errors) + "; what was measured is saved: rerun with --resume")
     duration = processor.stop.max_duration_s

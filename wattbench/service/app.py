@@ -224,9 +224,9 @@ def get_backend(request: Request) -> Any:
     """The model backend (real LiteLLM one, built once per app); tests override this dependency."""
     backend = getattr(request.app.state, "backend", None)
     if backend is None:
-        from wattbench.service.backend import LiteLLMBackend
+        from wattbench.service.passthrough import select_backend
 
-        backend = request.app.state.backend = LiteLLMBackend(get_settings())
+        backend = request.app.state.backend = select_backend(get_settings())
     return backend
 
 
@@ -377,10 +377,10 @@ async def lifespan(app: FastAPI):
     traced = False
     if get_backend not in app.dependency_overrides and getattr(app.state, "backend", None) is None:
         from wattbench.service import tracing
-        from wattbench.service.backend import LiteLLMBackend
         from wattbench.service.local_llm import LocalModelError
+        from wattbench.service.passthrough import select_backend
 
-        app.state.backend = LiteLLMBackend(settings)
+        app.state.backend = select_backend(settings)
         try:
             await asyncio.to_thread(app.state.backend.warm_up)
         except (LocalModelError, OSError) as exc:  # the service still starts; /health reports why

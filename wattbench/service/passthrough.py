@@ -1,0 +1,300 @@
+"""The cheap model seam for OpenAI-compatible upstreams: their server-sent events streamed through with aiohttp.
+
+LiteLLM turns every streamed chunk into pydantic objects and runs its callbacks on it (benchmarks/
+bench_passthrough.py measures what that costs per request and per chunk). When the model is served by an
+OpenAI-compatible server at WATTBENCH_API_BASE (`openai/...`, `hosted_vllm/...` and the other prefixes LiteLLM
+sends to an OpenAI-compatible base URL, see OPENAI_COMPATIBLE), `PassthroughBackend` posts the request itself
+and reads the events as they arrive: the text of each (pieces read together are yielded together), the
+finish reason, and the usage of the final chunk. Nothing else is built per chunk.
+
+It keeps the seam's contract (backend.ModelBackend): the same request body LiteLLM sends (model without its
+prefix, messages, temperature, max_tokens, stream with usage), the same BackendError subclasses and messages
+(translate_status / translate_exception), secrets never in a message. `select_backend(settings)` is the
+selection hook app.py calls: it gives LiteLLMBackend alone when pass-through cannot apply, else `PerModel`,
+which sends each request to the pass-through or to LiteLLM by its model. LiteLLM keeps every other provider,
+the embedded model, mock answers (WATTBENCH_MOCK_RESPONSE) and Langfuse tracing (its callback makes the spans;
+with LANGFUSE_* keys set, every request goes through LiteLLM). WATTBENCH_PASSTHROUGH=0 turns it off.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+
+from wattbench.config import LOCAL_MODEL, Settings
+from wattbench.redact import shown_url
+from wattbench.service.backend import (
+    BackendError,
+    BadModelRequest,
+    GenerationRequest,
+    LiteLLMBackend,
+    RateLimited,
+    StreamEvent,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    key_variable,
+    scrub,
+)
+
+log = logging.getLogger("wattbench.passthrough")
+
+#: LiteLLM provider prefixes that speak OpenAI's chat completions API to the given api_base.
+OPENAI_COMPATIBLE = ("openai", "hosted_vllm", "custom_openai", "lm_studio", "llamafile", "litellm_proxy")
+
+#: The most bytes of an error answer read to quote in the message.
+_ERROR_BODY_LIMIT = 4096
+
+#: HTTP status -> the LiteLLM exception name its messages carry for "model X failed (NAME): ..."
+_STATUS_NAMES = {500: "InternalServerError", 502: "ServiceUnavailableError", 503: "ServiceUnavailableError"}
+
+
+def upstream_model(model: str, settings: Settings) -> str | None:
+    """The model name to send upstream when `model` goes through the pass-through, else None."""
+    if not settings.passthrough or not settings.api_base or settings.mock_response is not None:
+        return None
+    if settings.langfuse_public_key and settings.langfuse_secret_key is not None:
+        return None  # the spans are made by LiteLLM's callback
+    if model == LOCAL_MODEL or "/" not in model:
+        return None
+    provider, name = model.split("/", 1)
+    return name if provider in OPENAI_COMPATIBLE and name else None
+
+
+class PassthroughBackend:
+    """An OpenAI-compatible server's stream, read as bytes (backend.ModelBackend)."""
+
+    def __init__(self, settings: Settings, count_tokens: Callable[..., int] | None = None) -> None:
+        if not settings.api_base:
+            raise ValueError("the pass-through needs WATTBENCH_API_BASE")
+        self._settings = settings
+        self._url = settings.api_base.rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if settings.api_base_key is not None and settings.api_base_key.get_secret_value():
+            self._headers["Authorization"] = f"Bearer {settings.api_base_key.get_secret_value()}"
+        self._count_tokens = count_tokens
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        """One keep-alive session per event loop (the service has one; each test client has its own)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._loop is not loop or self._session.closed:
+            timeout = self._settings.request_timeout_s  # per connect / read, as LiteLLM's client applies it
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+                auto_decompress=True,
+            )
+            self._loop = loop
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    def ready(self, model: str) -> tuple[bool, str]:
+        return True, f"OpenAI-compatible server at {shown_url(self._settings.api_base or '')} (streamed through)"
+
+    def model_params_b(self, model: str) -> float | None:
+        return None
+
+    def count_tokens(self, model: str, messages: list[dict[str, str]] | None = None, text: str = "") -> int:
+        if self._count_tokens is None:  # a rough estimate: ~4 characters per token
+            chars = sum(len(m.get("content", "")) for m in messages) if messages is not None else len(text)
+            return max(1, round(chars / 4)) if chars else 0
+        return self._count_tokens(model, messages=messages, text=text)
+
+    def body(self, request: GenerationRequest) -> bytes:
+        """What LiteLLM would send for `request` (its model's prefix dropped)."""
+        name = request.model.split("/", 1)[1] if "/" in request.model else request.model
+        return json.dumps({
+            "model": name, "messages": request.messages, "temperature": request.temperature,
+            "max_tokens": request.max_tokens, "stream": True, "stream_options": {"include_usage": True},
+        }).encode()
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        model = request.model
+        try:
+            async with self._client().post(self._url, data=self.body(request), headers=self._headers) as resp:
+                if resp.status != 200:
+                    raw = await resp.content.read(_ERROR_BODY_LIMIT)
+                    raise translate_status(resp.status, raw, resp.headers.get("Retry-After"), model, self._settings)
+                parser = SseParser()
+                async for data in resp.content.iter_any():
+                    event = parser.feed(data)
+                    if event is not None:
+                        yield event
+                    if parser.done:
+                        break
+        except BackendError:
+            raise
+        except (asyncio.TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
+            raise translate_exception(exc, model, self._settings) from exc
+        except UpstreamEventError as exc:
+            raise UpstreamUnavailable(
+                f"model {model} failed (APIError): {scrub(_short(str(exc)), self._settings)}") from exc
+
+
+class UpstreamEventError(Exception):
+    """The upstream sent an `error` object inside the stream."""
+
+
+class SseParser:
+    """Server-sent events of an OpenAI-compatible stream, fed as bytes arrive.
+
+    `feed(bytes)` returns one StreamEvent for every complete event in the bytes so far (their texts joined,
+    the finish reason and the usage when one of them carries it), or None when none is complete or none says
+    anything. `done` turns True at `data: [DONE]`."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> StreamEvent | None:
+        buffer = self._buffer + data
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = buffer
+            return None
+        self._buffer = buffer[end + 2:]
+        texts: list[str] = []
+        event = StreamEvent()
+        said = False
+        for block in buffer[:end].split(b"\n\n"):
+            for line in block.split(b"\n"):
+                if not line.startswith(b"data:"):
+                    continue  # comments (": keep-alive"), event names, ids
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    self.done = True
+                    continue
+                if not payload:
+                    continue
+                said |= _read_chunk(json.loads(payload), texts, event)
+        event.text = "".join(texts)
+        return event if said or event.text else None
+
+
+def _read_chunk(chunk: dict[str, Any], texts: list[str], event: StreamEvent) -> bool:
+    """Put one chunk's text, finish reason and usage into `texts` / `event`; True when it carried any."""
+    if "error" in chunk and not chunk.get("choices"):
+        error = chunk["error"]
+        raise UpstreamEventError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
+    said = False
+    choices = chunk.get("choices")
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta")
+        content = delta.get("content") if delta else None
+        if content:
+            texts.append(content)
+        if choice.get("finish_reason"):
+            event.finish_reason = choice["finish_reason"]
+            said = True
+    usage = chunk.get("usage")
+    if usage and usage.get("completion_tokens") is not None:
+        event.prompt_tokens = usage.get("prompt_tokens")
+        event.completion_tokens = usage["completion_tokens"]
+        said = True
+    return said
+
+
+def _detail(raw: bytes) -> str:
+    """The message of an OpenAI-style error answer ({"error": {"message": ...}}), else its text."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("detail") or error)
+    return str(error)
+
+
+def translate_status(
+    status: int, raw: bytes, retry_after: str | None, model: str, settings: Settings
+) -> BackendError:
+    """An upstream's non-200 answer -> the service's error, worded as backend.translate_error words LiteLLM's."""
+    detail = scrub(_short(_detail(raw)), settings)
+    if status == 429:
+        return RateLimited(f"the provider rate-limited model {model}: {detail}", retry_after=retry_after)
+    if status in (401, 403):
+        return UpstreamUnavailable(
+            f"the provider rejected the API key for {model}: check {key_variable(model, settings)}")
+    if status in (408, 504):
+        return _timeout(model, settings)
+    if status == 404:
+        return BadModelRequest(f"model {model} was not found by its provider: {detail}")
+    if status in (400, 413, 422):
+        if "api key" in detail.lower() or "api_key" in detail.lower():
+            return UpstreamUnavailable(f"no usable API key for {model}: set {key_variable(model, settings)}")
+        return BadModelRequest(f"the provider refused the request for {model}: {detail}")
+    name = _STATUS_NAMES.get(status, f"HTTP {status}")
+    return UpstreamUnavailable(f"model {model} failed ({name}): {detail}")
+
+
+def translate_exception(exc: BaseException, model: str, settings: Settings) -> BackendError:
+    """A transport failure -> the service's error (a timeout: 504; anything else: cannot reach)."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return _timeout(model, settings)
+    if isinstance(exc, json.JSONDecodeError):
+        return UpstreamUnavailable(f"model {model} failed (APIError): the server sent an event that is not JSON")
+    where = shown_url(settings.api_base or "the provider")
+    detail = scrub(_short(str(exc) or type(exc).__name__), settings)
+    return UpstreamUnavailable(f"cannot reach {where} for model {model}: {detail}")
+
+
+def _timeout(model: str, settings: Settings) -> UpstreamTimeout:
+    return UpstreamTimeout(
+        f"model {model} did not answer within {settings.request_timeout_s:g} s "
+        "(raise WATTBENCH_REQUEST_TIMEOUT_S or lower max_tokens)"
+    )
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class PerModel:
+    """The seam with two backends: each request goes to the pass-through when its model is served by the
+    OpenAI-compatible upstream (upstream_model), else to LiteLLM."""
+
+    def __init__(self, settings: Settings, litellm_backend: LiteLLMBackend) -> None:
+        self._settings = settings
+        self.litellm = litellm_backend
+        self.passthrough = PassthroughBackend(settings, count_tokens=litellm_backend.count_tokens)
+
+    def backend_for(self, model: str) -> Any:
+        return self.passthrough if upstream_model(model, self._settings) is not None else self.litellm
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        return self.backend_for(request.model).stream(request)
+
+    def ready(self, model: str) -> tuple[bool, str]:
+        return self.backend_for(model).ready(model)
+
+    def model_params_b(self, model: str) -> float | None:
+        return self.backend_for(model).model_params_b(model)
+
+    def count_tokens(self, model: str, messages: list[dict[str, str]] | None = None, text: str = "") -> int:
+        return self.litellm.count_tokens(model, messages=messages, text=text)
+
+    def __getattr__(self, name: str) -> Any:  # warm_up, local, ...: LiteLLM's
+        return getattr(self.litellm, name)
+
+
+def select_backend(settings: Settings) -> Any:
+    """The service's backend (the selection hook app.py calls): LiteLLM for every provider, with OpenAI-compatible
+    upstreams at WATTBENCH_API_BASE streamed through (PerModel) unless that is off or cannot apply."""
+    litellm_backend = LiteLLMBackend(settings)
+    if not settings.passthrough or not settings.api_base or settings.mock_response is not None:
+        return litellm_backend
+    return PerModel(settings, litellm_backend)

@@ -43,6 +43,7 @@ class WorkerSpec:
     seed: int | None
     run_id: str
     max_duration_s: float | None
+    output_enforce: str = "max-tokens"  # how each prompt's max_tokens is asked for (workloads.py)
 
 
 @dataclass
@@ -54,7 +55,8 @@ class _Done:
 
 
 def _worker_main(index: int, spec: WorkerSpec, items: list[WorkItem], out: Any, stop: Any) -> None:
-    transport = OpenAITransport(spec.base_url, model=spec.model, api_key=spec.api_key)
+    transport = OpenAITransport(spec.base_url, model=spec.model, api_key=spec.api_key,
+                                output_enforce=spec.output_enforce)
     processor = BatchProcessor(
         spec.base_url, transport=transport, concurrency=spec.concurrency, rate_rps=spec.rate_rps,
         arrival=spec.arrival, timeout_s=spec.timeout_s, retry=spec.retry,  # type: ignore[arg-type]
@@ -89,7 +91,7 @@ def run_in_workers(processor: BatchProcessor, todo: list[WorkItem], workers: int
         transport.base_url, transport.model, transport._api_key,  # noqa: SLF001 - handed to the child only
         max(1, -(-processor.concurrency // n)), processor.rate_rps / n if processor.rate_rps else None,
         processor.arrival, processor.timeout_s, processor.retry, None, processor.run_id,
-        processor.stop.max_duration_s,
+        processor.stop.max_duration_s, transport.output_enforce,
     )
     ctx = mp.get_context("spawn")  # no fork of a process that may hold threads (httpx, tqdm)
     out, stop = ctx.Queue(), ctx.Event()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from wattbench.analysis.tables import DEFAULT_SLO_TPOT_S, DEFAULT_SLO_TTFT_S
 from wattbench.cli_support import CliError, Parser, one_line, positive_float, positive_int
 from wattbench.runner.config import RunConfig
 from wattbench.runner.gpu_energy import GpuEnergyUnavailable
@@ -35,8 +36,6 @@ from wattbench.runner.store import RunStoreError
 from wattbench.runner.workloads import build_workload, has_workload, write_workload
 
 SWEEP_JSON = "sweep.json"
-DEFAULT_SLO_TTFT_S = 0.5  # = analysis.tables.DEFAULT_SLO_TTFT_S (not imported: pandas stays out of the parse)
-DEFAULT_SLO_TPOT_S = 0.1
 
 
 @dataclass

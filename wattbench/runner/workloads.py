@@ -153,13 +153,16 @@ def synthetic_text(counter: TokenCounter, tokens: int, rng: random.Random, prefi
     words = [prefix] if prefix else []
     approx = counter.name.startswith("approximation")
     target_chars = tokens * CHARS_PER_TOKEN
-    while len(" ".join(words)) < (target_chars if approx else target_chars * 1.3 + 16):
-        words.append(rng.choice(_WORDS))
-    text = " ".join(words)
     if approx:
-        text = text[:target_chars]
+        while len(" ".join(words)) < target_chars:
+            words.append(rng.choice(_WORDS))
+        text = " ".join(words)[:target_chars]
         return text, counter.count(text)
-    ids = counter.encode(text)[:tokens]
+    ids: list[int] = []
+    while len(ids) < tokens:  # a word is about one token: add what is missing, then count again
+        words.extend(rng.choice(_WORDS) for _ in range(tokens - len(ids) + 4))
+        ids = counter.encode(" ".join(words))
+    ids = ids[:tokens]
     text = counter.decode(ids)
     return text, counter.count(text)
 

@@ -125,7 +125,11 @@ def parse_sweep(argv: Sequence[str]) -> tuple[SweepOptions, RunConfig]:
         print("\nand the options of `wattbench run`:\n")
         print(run_parser().format_help().split("options:", 1)[-1])
         raise SystemExit(0)
-    base = RunConfig.from_argv(rest)  # every other option, checked as `run` checks it
+    listed = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else []
+    if listed and any(a == "--model" or a.startswith("--model=") for a in rest):
+        raise CliError("give --model or --models, not both")
+    # every other option, checked as `run` checks it (with the first of --models as its model)
+    base = RunConfig.from_argv(rest + (["--model", listed[0]] if listed else []))
     loads = [n for n, v in (("--concurrency", args.concurrency), ("--rate", args.rate), ("--auto", args.auto)) if v]
     if len(loads) > 1:
         raise CliError(f"give one of --concurrency LIST, --rate LIST or --auto, not {' and '.join(loads)}")
@@ -135,9 +139,7 @@ def parse_sweep(argv: Sequence[str]) -> tuple[SweepOptions, RunConfig]:
         raise CliError("--trace is replayed at its own pace: drop " + loads[0])
     if args.stop_slo_factor < 0 or not 0 <= args.stop_error_rate <= 1:
         raise CliError("--stop-slo-factor must be >= 0 and --stop-error-rate a fraction 0..1")
-    models: list[str | None] = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [base.model]
-    if args.models and base.model:
-        raise CliError("give --model or --models, not both")
+    models: list[str | None] = list(listed) if listed else [base.model]
     if base.base_url and not all(models):
         raise CliError("--base-url needs --model NAME or --models A,B")
     options = SweepOptions(args.concurrency, args.rate, args.auto, args.points, args.requests_per_point, models,

@@ -116,7 +116,7 @@ def _profile_columns(name: str, spec: dict, req: dict) -> dict:
     carbon = energy * spec["grid_gco2e_per_kwh"]
     energy_cost = energy * spec["electricity_usd_per_kwh"]
     cols.update(
-        sim_latency_s=req["completion_tokens"] * spec["sim_s_per_token"], idle_s=1.0,
+        sim_latency_s=req["completion_tokens"] * spec["sim_s_per_token"], sim_batch_size=1, idle_s=1.0,
         compute_energy_kwh=compute, idle_energy_kwh=idle, pue_overhead_kwh=overhead,
         energy_kwh=energy, energy_kwh_min=energy * 0.5, energy_kwh_max=energy * 2.0,
         carbon_gco2e=carbon, carbon_gco2e_min=carbon * 0.5, carbon_gco2e_max=carbon * 2.0,
@@ -208,7 +208,7 @@ def synthetic_frame(n_rows: int, *, n_profiles: int = 4, seed: int = 0, text_cha
         frames.append(base.assign(
             profile=f"PROFILE_{i}", gpu=gpu, gpu_count=1 + i % 2, datacenter=f"dc-{i}", location=f"Region {i}",
             tdp_w=tdp, idle_w=idle_w, pue=pue, grid_gco2e_per_kwh=grid, electricity_usd_per_kwh=price,
-            energy_method="roofline", sim_latency_s=sim, idle_s=0.5, compute_energy_kwh=compute,
+            energy_method="roofline", sim_latency_s=sim, sim_batch_size=1, idle_s=0.5, compute_energy_kwh=compute,
             idle_energy_kwh=idle, pue_overhead_kwh=overhead, energy_kwh=energy, energy_kwh_min=energy * 0.7,
             energy_kwh_max=energy * 1.4, carbon_gco2e=carbon, carbon_gco2e_min=carbon * 0.7,
             carbon_gco2e_max=carbon * 1.4, energy_cost_usd=energy_cost,

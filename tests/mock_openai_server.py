@@ -1,8 +1,10 @@
 """A fast mock OpenAI-compatible server with injected delays, for tests and benchmarks/bench_load.py.
 
 POST /v1/chat/completions (stream or not) answers `tokens` tokens: the first after `ttft_s`, then one every
-`itl_s`, each in its own server-sent event, then a usage event and `data: [DONE]`. GET /v1/models lists
-`mock`. An optional service delay per request `queue_s` is added before anything (a server made slow on
+`itl_s`, each in its own server-sent event, then a usage event and `data: [DONE]`. Like vLLM it honours
+`max_tokens` (a cap on the answer), `min_tokens` (a floor) and `ignore_eos` (answer exactly max_tokens), and
+counts the prompt with `count_prompt` when given (else 8 tokens). GET /v1/models lists `mock`, owned by
+`owned_by` ("vllm" makes wattbench's --output-enforce auto send ignore_eos / min_tokens). An optional service delay per request `queue_s` is added before anything (a server made slow on
 purpose). Plain asyncio streams and a minimal HTTP/1.1 parser (keep-alive, Content-Length bodies), so one
 process sustains thousands of requests/s; uvloop is used when installed and asked for.
 
@@ -20,7 +22,9 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -31,9 +35,24 @@ class Delays:
     queue_s: float = 0.0  # extra wait before the request is looked at
     requests: list[tuple[float, float]] = field(default_factory=list)  # (received, finished) perf_counter
     request_ids: list[str] = field(default_factory=list)  # X-Request-ID of each chat request
+    count_prompt: Callable[[str], int] | None = None  # the prompt's tokens in usage (default 8)
+    owned_by: str = "mock"
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # each chat request's JSON body
 
 
-_MODELS = b'{"object":"list","data":[{"id":"mock","object":"model"}]}'
+def answer_tokens(natural: int, request: dict[str, Any]) -> int:
+    """Tokens answered, as vLLM's sampler decides: ignore_eos runs to max_tokens; else the natural length
+    (where EOS would come) capped by max_tokens and raised to min_tokens."""
+    cap = request.get("max_tokens") or request.get("max_completion_tokens")
+    if request.get("ignore_eos") and cap:
+        return int(cap)
+    n = min(natural, int(cap)) if cap else natural
+    floor = int(request.get("min_tokens") or 0)
+    return min(max(n, floor), int(cap)) if cap else max(n, floor)
+
+
+def _models(owned_by: str) -> bytes:
+    return json.dumps({"object": "list", "data": [{"id": "mock", "object": "model", "owned_by": owned_by}]}).encode()
 
 
 def _head(status: str, ctype: str, length: int | None = None) -> bytes:
@@ -49,32 +68,36 @@ def _chunk(data: bytes) -> bytes:
 async def _answer(delays: Delays, body: bytes, writer: asyncio.StreamWriter) -> None:
     t_in = time.perf_counter()
     request = json.loads(body or b"{}")
+    delays.bodies.append(request)
     model = request.get("model", "mock")
+    tokens = answer_tokens(delays.tokens, request)
+    prompt = " ".join(str(m.get("content") or "") for m in request.get("messages") or [])
+    prompt_tokens = delays.count_prompt(prompt) if delays.count_prompt else 8
     if delays.queue_s:
         await asyncio.sleep(delays.queue_s)
     if not request.get("stream"):
-        await asyncio.sleep(delays.ttft_s + delays.itl_s * max(0, delays.tokens - 1))
+        await asyncio.sleep(delays.ttft_s + delays.itl_s * max(0, tokens - 1))
         payload = json.dumps({
             "id": "x", "object": "chat.completion", "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "tok " * delays.tokens},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "tok " * tokens},
                          "finish_reason": "length"}],
-            "usage": {"prompt_tokens": 8, "completion_tokens": delays.tokens,
-                      "total_tokens": 8 + delays.tokens}}).encode()
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens,
+                      "total_tokens": prompt_tokens + tokens}}).encode()
         writer.write(_head("200 OK", "application/json", len(payload)) + payload)
         delays.requests.append((t_in, time.perf_counter()))
         return
     prefix = b'data: {"id":"x","object":"chat.completion.chunk","model":"' + model.encode() + b'","choices":'
     writer.write(_head("200 OK", "text/event-stream"))
     start = time.perf_counter()
-    for i in range(delays.tokens):  # token i is due at start + ttft + i * itl (no drift from late wakeups)
+    for i in range(tokens):  # token i is due at start + ttft + i * itl (no drift from late wakeups)
         due = start + delays.ttft_s + i * delays.itl_s - time.perf_counter()
         if due > 0:
             await asyncio.sleep(due)
         writer.write(_chunk(prefix + b'[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n'))
     usage = (prefix + b'[{"index":0,"delta":{},"finish_reason":"length"}]}\n\n'
-             b'data: {"id":"x","object":"chat.completion.chunk","model":"mock","choices":[],"usage":'
-             b'{"prompt_tokens":8,"completion_tokens":%d,"total_tokens":%d}}\n\ndata: [DONE]\n\n'
-             % (delays.tokens, delays.tokens + 8))
+             b'data: {"id":"x","object":"chat.completion.chunk","model":"' + model.encode() + b'","choices":[],"usage":'
+             b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}\n\ndata: [DONE]\n\n'
+             % (prompt_tokens, tokens, tokens + prompt_tokens))
     writer.write(_chunk(usage) + b"0\r\n\r\n")
     delays.requests.append((t_in, time.perf_counter()))
 
@@ -93,7 +116,8 @@ async def _serve_connection(delays: Delays, reader: asyncio.StreamReader, writer
                     request_id = line[13:].strip().decode()
             body = await reader.readexactly(length) if length else b""
             if method == b"GET" and path.endswith(b"/models"):
-                writer.write(_head("200 OK", "application/json", len(_MODELS)) + _MODELS)
+                models = _models(delays.owned_by)
+                writer.write(_head("200 OK", "application/json", len(models)) + models)
             elif method == b"POST" and path.endswith(b"/chat/completions"):
                 delays.request_ids.append(request_id)
                 await _answer(delays, body, writer)
@@ -121,8 +145,9 @@ async def serve(delays: Delays, sock: socket.socket, ready: threading.Event | No
 class MockOpenAIServer:
     """The mock in a background thread (its own event loop) on 127.0.0.1, for tests."""
 
-    def __init__(self, ttft_s: float = 0.1, itl_s: float = 0.01, tokens: int = 64, queue_s: float = 0.0) -> None:
-        self.delays = Delays(ttft_s, itl_s, tokens, queue_s)
+    def __init__(self, ttft_s: float = 0.1, itl_s: float = 0.01, tokens: int = 64, queue_s: float = 0.0,
+                 count_prompt: Callable[[str], int] | None = None, owned_by: str = "mock") -> None:
+        self.delays = Delays(ttft_s, itl_s, tokens, queue_s, count_prompt=count_prompt, owned_by=owned_by)
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(4096)

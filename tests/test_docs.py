@@ -31,3 +31,13 @@ def test_running_page_documents_the_load_columns() -> None:
     from wattbench.analysis.schema import load_schema_markdown
 
     assert load_schema_markdown() in (ROOT / "docs" / "running.md").read_text(encoding="utf-8")
+
+
+def test_sweeps_page_documents_the_workload_columns_and_short_examples() -> None:
+    from wattbench.analysis.schema import workload_schema_markdown
+
+    text = (ROOT / "docs" / "sweeps.md").read_text(encoding="utf-8")
+    assert workload_schema_markdown() in text
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2 and all(len(b.strip().splitlines()) < 10 for b in blocks[:2])
+    assert "wattbench sweep" in blocks[0] and "wattbench report" in blocks[1]

@@ -296,3 +296,34 @@ if __name__ == "__main__":
         raise SystemExit("usage: tests/test_render_chromium.py OUT_DIR [CSV]")
     for shot in take_screenshots(Path(args[0]), Path(args[1]) if len(args) > 1 else None):
         print(f"{shot} {shot.stat().st_size} bytes")
+
+
+def test_a_two_model_comparison_renders(browser, tmp_path, capsys):
+    """Two runs of two models against the mock server, compared by `wattbench report A.csv B.csv`: every
+    dashboard (the frontier too) renders, and the frontier holds both models."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from mock_openai_server import MockOpenAIServer
+
+    from wattbench.cli import main
+    from wattbench.runner.config import RunConfig
+    from wattbench.runner.run import execute
+
+    csvs = []
+    with MockOpenAIServer(ttft_s=0.002, itl_s=0.001, tokens=12) as server:
+        for model in ("meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct"):
+            result = execute(RunConfig(base_url=server.url, model=model, out=str(tmp_path / model.split("/")[0]),
+                                       synthetic=True, input_tokens="32", output_tokens="12", num_prompts=6,
+                                       concurrency=2, no_report=True, no_progress=True, gpu_energy="off",
+                                       profiles="A100_SIMULATED,T4_COLAB", energy_batch="achieved"))
+            csvs.append(str(result.csv_path))
+    out = tmp_path / "comparison"
+    assert main(["report", *csvs, "--out", str(out)]) == 0
+    assert "CHEAPEST meeting the SLOs" in capsys.readouterr().out
+    for filename, _ in DASHBOARDS.values():
+        page = browser.open_page((out / filename).as_uri())
+        assert page.errors == [] and page.plots >= 1 and page.external_requests == [], filename
+        if filename == "frontier_analysis.html":
+            names = browser.evaluate("Array.from(document.querySelectorAll('.legendtext')).map(e => e.textContent)",
+                                     page.session)
+            assert {"Llama-3.1-8B-Instruct | A100_SIMULATED", "Qwen2.5-7B-Instruct | T4_COLAB"} <= set(names), names
+        browser.close_page(page)

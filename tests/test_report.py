@@ -284,6 +284,7 @@ def test_build_outputs_writes_everything_once(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted([
         "advanced_hardware_metrics.html", "carbon_energy_analysis.html", "efficiency_comparison.html",
+        "frontier_analysis.html",
         "gpu_comparison_dashboard.html", "index.html", "model_performance_analysis.html", "plotly.min.js",
         "report.md", "report.txt", "summary_model_route_profile.csv", "time_series_analysis.html"])
     assert result["report_txt"].read_text() == result["report_text"]

@@ -1,4 +1,4 @@
-"""The `wattbench` command: serve | run | report | simulate.
+"""The `wattbench` command: serve | run | sweep | report | simulate.
 
 Each subcommand lives in the subpackage that owns it; this module only dispatches, so that
 `wattbench simulate` never pays for importing the model stack (LiteLLM costs seconds of CPU).
@@ -11,11 +11,12 @@ import sys
 COMMANDS = {
     "serve": ("wattbench.service.app", "cli_serve", "start the FastAPI service under uvicorn"),
     "run": ("wattbench.runner.run", "cli_run", "benchmark a model and write the CSV, dashboards and report"),
+    "sweep": ("wattbench.runner.sweep", "cli_sweep", "one workload at several loads (and models): the frontier"),
     "report": ("wattbench.analysis.cli", "cli_report", "rebuild the dashboards and the report from a CSV"),
     "simulate": ("wattbench.energy.cli", "cli_simulate", "predict latency, energy and carbon on GPU profiles"),
 }
 
-USAGE = "usage: wattbench {serve,run,report,simulate} [options]   (add --help to any)\n\n" + "\n".join(
+USAGE = "usage: wattbench {serve,run,sweep,report,simulate} [options]   (add --help to any)\n\n" + "\n".join(
     f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()
 )
 

@@ -40,8 +40,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="wattbench report",
                 description="Rebuild the six dashboards, index.html, the summary CSV and the report from a "
                             "metrics CSV (or the newest ai_metrics_*.csv in a run directory).")
-    p.add_argument("source", help="ai_metrics_*.csv file, or a run directory such as outputs/")
-    p.add_argument("--out", help="directory to write into (default: the CSV's directory)")
+    p.add_argument("source", nargs="+",
+                   help="ai_metrics_*.csv file(s), or run directories such as outputs/; several are compared "
+                        "(models, profiles and load points side by side, the frontier over all of them)")
+    p.add_argument("--out", help="directory to write into (default: the first CSV's directory)")
     p.add_argument("--slo-ttft-s", type=_positive, default=DEFAULT_SLO_TTFT_S,
                    help=f"TTFT target for goodput, seconds (default {DEFAULT_SLO_TTFT_S})")
     p.add_argument("--slo-tpot-s", type=_positive, default=DEFAULT_SLO_TPOT_S,
@@ -50,18 +52,19 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def cli_report(argv: Sequence[str]) -> int:
-    """`wattbench report CSV_OR_RUN_DIR [--out DIR] [--slo-ttft-s S] [--slo-tpot-s S]`."""
+    """`wattbench report CSV_OR_RUN_DIR [MORE ...] [--out DIR] [--slo-ttft-s S] [--slo-tpot-s S]`."""
     parser = make_parser()
     if any(a in ("-h", "--help") for a in argv):
         parser.print_help()
         return 0
     try:
         args = parser.parse_args(list(argv))
-        csv_path = resolve_csv(Path(args.source))
-        df = read_metrics_csv(csv_path)
+        csv_paths = [resolve_csv(Path(source)) for source in args.source]
+        df = combine([read_metrics_csv(path) for path in csv_paths], csv_paths)
     except (_ArgError, ReportInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    csv_path = csv_paths[0]
     out_dir = Path(args.out) if args.out else csv_path.parent
     try:
         result = build_outputs(df, out_dir, slo_ttft_s=args.slo_ttft_s, slo_tpot_s=args.slo_tpot_s)
@@ -69,9 +72,28 @@ def cli_report(argv: Sequence[str]) -> int:
         print(f"error: cannot write to {out_dir}: {exc.strerror or exc}; choose another --out", file=sys.stderr)
         return 2
     print(result["report_text"], end="")
-    print(f"\nread {csv_path}")
+    print(f"\nread {', '.join(str(p) for p in csv_paths)}")
     paths = [*result["dashboards"].values(), result["index"], result["summary_csv"], result["report_txt"],
              result["report_md"]]  # type: ignore[union-attr]
     print(f"wrote {len(paths)} files to {out_dir}: " + ", ".join(Path(p).name for p in paths))
     print(f"open {result['index']} in a browser (works offline; plotly.min.js is beside it)")
     return 0
+
+
+def combine(frames: list, paths: Sequence[Path]):  # noqa: ANN201 - a DataFrame
+    """Several CSVs as one frame. The same run in two files (one CSV copied, or a sweep's CSV beside its
+    points') is kept once, from the first file that holds it."""
+    import pandas as pd
+
+    if len(frames) == 1:
+        return frames[0]
+    seen: set[str] = set()
+    kept = []
+    for frame in frames:
+        runs = set(frame["run_id"].astype(str))
+        kept.append(frame[~frame["run_id"].astype(str).isin(seen)])
+        seen |= runs
+    df = pd.concat(kept, ignore_index=True)
+    if df.empty:
+        raise ReportInputError(f"no rows in {', '.join(str(p) for p in paths)}")
+    return df

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wattbench.analysis.frontier import frontier_table, frontier_text
 from wattbench.analysis.load import load_table, load_text, measured_phase
 from wattbench.analysis.reading import ReportInputError, lean, load_input
 from wattbench.analysis.report import REPORT_MD, REPORT_TXT, SUMMARY_CSV, format_report, report_tables
@@ -121,6 +122,10 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
     title = "LOAD: REQUESTED VS ACHIEVED (client-side)"
     text += f"\n{title}\n{'=' * len(title)}\n{load_text(load, list(notes))}\n"
     markdown += f"\n## {title}\n\n{load_text(load, list(notes), markdown=True)}\n"
+    frontier = frontier_table(full, slo_ttft_s, slo_tpot_s)
+    title = "FRONTIER: COST, ENERGY AND CARBON PER 1K TOKENS VS LATENCY, PER LOAD POINT"
+    text += f"\n{title}\n{'=' * len(title)}\n{frontier_text(frontier, slo_ttft_s, slo_tpot_s)}\n"
+    markdown += f"\n## {title}\n\n{frontier_text(frontier, slo_ttft_s, slo_tpot_s, markdown=True)}\n"
     written = write_dashboards(df, out, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s)
     summary_path = out / SUMMARY_CSV
     summary_table(df, slo_ttft_s, slo_tpot_s).to_csv(summary_path, index=False)

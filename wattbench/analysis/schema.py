@@ -65,8 +65,8 @@ CSV_SCHEMA: dict[str, Column] = {
 }
 
 
-#: Columns a CSV written before their lens existed may lack (read back as empty): the GPU lens's.
-OPTIONAL_COLUMNS: tuple[str, ...] = tuple(gpu.LENS.columns)
+#: Columns a CSV written before they existed may lack (read back as empty): the GPU lens's, sim_batch_size.
+OPTIONAL_COLUMNS: tuple[str, ...] = (*gpu.LENS.columns, "sim_batch_size")
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in CSV_SCHEMA if c not in OPTIONAL_COLUMNS)
 
 
@@ -97,6 +97,23 @@ LOAD_SCHEMA: dict[str, Column] = {
 }
 
 
+#: What a workload asked for (runner/workloads.py), beside what came back (prompt_tokens, completion_tokens).
+WORKLOAD_SCHEMA: dict[str, Column] = {
+    "target_input_tokens": Column("tokens", _R, "the prompt's length as the workload counted it (synthetic, "
+                                  "dataset, trace; the counter is named in the run's manifest); empty otherwise"),
+    "target_output_tokens": Column("tokens", _R, "the output length asked for (max_tokens); empty when none was"),
+    "output_enforced": Column("", _R, "how target_output_tokens was asked for: vllm (max_tokens + ignore_eos + "
+                              "min_tokens), max-tokens (a cap only) or off"),
+}
+
+
+def workload_schema_markdown() -> str:
+    """WORKLOAD_SCHEMA as a Markdown table (docs/sweeps.md)."""
+    lines = ["| column | unit | lens | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{name}` | {col.unit} | {col.lens} | {col.meaning} |" for name, col in WORKLOAD_SCHEMA.items()]
+    return "\n".join(lines)
+
+
 def load_schema_markdown() -> str:
     """LOAD_SCHEMA as a Markdown table (docs/running.md)."""
     lines = ["| column | unit | lens | meaning |", "| --- | --- | --- | --- |"]
@@ -107,7 +124,7 @@ def load_schema_markdown() -> str:
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
     name for name, col in CSV_SCHEMA.items()
     if col.unit not in ("", "bool", "ISO-8601 UTC") or name in {
-        "repeat", "temperature", "status_code", "attempts", "gpu_count", "pue"}
+        "repeat", "temperature", "status_code", "attempts", "gpu_count", "pue", "sim_batch_size"}
 )
 
 

@@ -18,6 +18,7 @@ from wattbench.analysis.dashboards import (
     make_model_performance,
     make_time_series,
 )
+from wattbench.analysis.frontier import make_frontier
 from wattbench.analysis.plotting import DEFAULT_MAX_POINTS, LENS_NOTE, checked
 from wattbench.analysis.report import REPORT_MD, REPORT_TXT, SUMMARY_CSV
 from wattbench.analysis.tables import DEFAULT_SLO_TPOT_S, DEFAULT_SLO_TTFT_S
@@ -38,6 +39,8 @@ DASHBOARDS: dict[str, tuple[str, str]] = {
     "time_series": ("time_series_analysis.html", "Performance over the run and cumulative carbon"),
     "advanced_hardware": ("advanced_hardware_metrics.html", "TDP vs carbon, memory vs throughput, grid, power"),
     "efficiency_comparison": ("efficiency_comparison.html", "Cost and carbon efficiency rankings, goodput"),
+    "frontier": ("frontier_analysis.html", "Frontier: cost, energy and carbon per 1K tokens vs p90 TTFT, ITL and "
+                 "throughput per model x profile x load point; Pareto front, SLO line, recommendation"),
 }
 
 
@@ -56,6 +59,7 @@ def make_all(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
         "time_series": lambda: make_time_series(df, max_points),
         "advanced_hardware": lambda: make_advanced_hardware(df, gpu_memory_gb),
         "efficiency_comparison": lambda: make_efficiency_comparison(df, slo_ttft_s, slo_tpot_s),
+        "frontier": lambda: make_frontier(df, slo_ttft_s, slo_tpot_s),
     }
     return {name: make() for name, make in makers.items()}
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from wattbench.cli_support import CliError, Parser
 from wattbench.runner.limiter import RetryPolicy
+from wattbench.runner.workloads import add_workload_arguments, check_workload_options, has_workload
 
 # option names of `wattbench run` whose field carries its unit (`run_benchmark(rate=2)` and
 # `run_benchmark(rate_rps=2)` both work)
@@ -65,6 +66,20 @@ class RunConfig:
     gpu_energy: Literal["auto", "on", "off"] = "auto"  # NVML on the runner's machine (the measured-GPU lens)
     no_report: bool = False
     no_progress: bool = False
+    # workloads (runner/workloads.py); default: the 12 graded prompts
+    synthetic: bool = False
+    input_tokens: str | None = None  # N, uniform:LOW:HIGH or normal:MEAN:STDEV
+    output_tokens: str | None = None
+    num_prompts: int | None = None
+    dataset: str | None = None  # ShareGPT-style JSON file, or hf:NAME
+    dataset_split: str = "train"
+    dataset_column: str | None = None
+    trace: str | None = None  # JSONL trace: timestamps + lengths, replayed at its pace / trace_speed
+    trace_speed: float = 1.0
+    tokenizer: str | None = None
+    output_enforce: Literal["auto", "vllm", "max-tokens", "off"] = "auto"
+    # the batch the simulated lens runs the roofline at: the profile's, or the concurrency the run achieved
+    energy_batch: Literal["profile", "achieved"] = "profile"
 
     def __post_init__(self) -> None:
         _check(self)
@@ -77,7 +92,9 @@ class RunConfig:
     @property
     def in_flight(self) -> int:
         """The most requests in flight: --concurrency, or --max-concurrency with --rate."""
-        return self.max_concurrency if self.rate_rps is not None else (self.concurrency or 1)
+        if self.rate_rps is not None or self.trace:
+            return self.max_concurrency
+        return self.concurrency or 1
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> RunConfig:
@@ -99,7 +116,7 @@ class RunConfig:
         """Fill what was not given from a resumed run's manifest."""
         return replace(
             self,
-            prompts=self.prompts or previous.get("prompts_path"),
+            prompts=self.prompts or (None if has_workload(self) else previous.get("prompts_path")),
             profiles_file=self.profiles_file or previous.get("profiles_file"),
             profiles=self.profiles or ",".join(previous.get("profiles") or []) or None,
             model=self.model if self.model is not None else previous.get("model"),
@@ -151,6 +168,9 @@ def _check(c: RunConfig) -> None:
         raise CliError("--ray needs Ray on this machine: pip install 'wattbench[ray]'")
     if Path(c.out).exists() and not Path(c.out).is_dir():
         raise CliError(f"--out {c.out} is a file; give a directory")
+    if c.energy_batch not in ("profile", "achieved"):
+        raise CliError(f"--energy-batch must be profile or achieved, not {c.energy_batch!r}")
+    check_workload_options(c)
 
 
 def _positive(value: Any) -> bool:
@@ -220,4 +240,8 @@ def parser() -> argparse.ArgumentParser:
                         "required; off: never) and give each request its share (the 'measured GPU' lens)")
     p.add_argument("--no-report", action="store_true", help="write only the CSV (no dashboards or report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--energy-batch", choices=("profile", "achieved"), default="profile",
+                   help="simulated lens: run the roofline at the profile's batch (default) or at the concurrency "
+                        "this run achieved (what `wattbench sweep` uses)")
+    add_workload_arguments(p)
     return p

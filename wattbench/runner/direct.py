@@ -12,10 +12,11 @@ from wattbench.runner.config import RunConfig
 from wattbench.runner.transport import OpenAITransport, error_detail
 
 
-def direct_transport(config: RunConfig, api_key: str | None) -> OpenAITransport:
-    """The transport of the direct path for this config (the model is required by RunConfig)."""
+def direct_transport(config: RunConfig, api_key: str | None, output_enforce: str = "max-tokens") -> OpenAITransport:
+    """The transport of the direct path for this config (the model is required by RunConfig); output_enforce:
+    how each prompt's max_tokens is asked for (workloads.resolve_enforce)."""
     assert config.model is not None and config.base_url is not None
-    return OpenAITransport(config.base_url, model=config.model, api_key=api_key)
+    return OpenAITransport(config.base_url, model=config.model, api_key=api_key, output_enforce=output_enforce)
 
 
 def check_server(base_url: str, api_key: str | None, timeout_s: float = 5.0) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from wattbench.energy.lenses import request_lenses
 from wattbench.energy.open_models import shape_for_model
 from wattbench.runner.graders import check_accuracy
-from wattbench.runner.load import PHASE_MEASURE, phases
+from wattbench.runner.load import PHASE_MEASURE, in_flight, phases
 from wattbench.runner.plan import RequestRecord
 from wattbench.runner.store import latest_by_key
 
@@ -200,12 +200,18 @@ def build_dataframe(
     load = load or {}
     phase_of = phases(latest, float(load.get("warmup_s") or 0.0), float(load.get("cooldown_s") or 0.0),
                       int(load.get("cooldown") or 0))
+    batch = achieved_batch(latest, phase_of) if load.get("energy_batch") == "achieved" else None
+    if batch is not None:
+        enhance = partial(enhance, batch_size=batch)
     rows: list[dict[str, Any]] = []
     for record in latest:
         base = request_row(record, run_id, t0)
         base.update(phase=phase_of.get(record["key"], PHASE_MEASURE),
                     requested_concurrency=load.get("requested_concurrency"),
-                    requested_rate_rps=load.get("requested_rate_rps"))
+                    requested_rate_rps=load.get("requested_rate_rps"),
+                    target_input_tokens=record.get("target_input_tokens"),
+                    target_output_tokens=record.get("target_output_tokens"),
+                    output_enforced=load.get("output_enforce") if record.get("target_output_tokens") else None)
         if record["success"]:
             for lens in request_lenses():
                 fill = partial(provider.fill, estimate=provider_estimate) if lens is provider.LENS else lens.fill
@@ -218,6 +224,17 @@ def build_dataframe(
                + list(simulated.PROFILE_COLUMNS))
     extra = [c for row in rows for c in row if c not in columns]
     return pd.DataFrame(rows, columns=columns + list(dict.fromkeys(extra)))
+
+
+def achieved_batch(records: Sequence[Mapping[str, Any]], phase_of: Mapping[str, str]) -> int | None:
+    """The requests a run kept in flight on average (its served requests of the measure phase, from the
+    client's intervals), rounded to a whole batch >= 1: what the server batched at this load point. None when
+    nothing was served."""
+    served = [r for r in records if r.get("success") and phase_of.get(r["key"], PHASE_MEASURE) == PHASE_MEASURE]
+    if not served:
+        return None
+    mean, _, _ = in_flight([(float(r["t_start_epoch_s"]), float(r["t_end_epoch_s"])) for r in served])
+    return max(1, round(mean))
 
 
 def _profile_columns(

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     pass
 
 
-Arrival = Literal["constant", "poisson"]
+Arrival = Literal["constant", "poisson", "trace"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ class RequestRecord:
     client_ttft_s: float | None = None  # send to the first streamed content chunk, seen by the client
     client_itl_s: float | None = None  # mean gap between streamed content chunks, seen by the client
     path: str = "service"  # which path measured it: "service" (/chat) or "direct" (the server itself)
+    target_input_tokens: int | None = None  # the workload's prompt length (runner/workloads.py)
+    target_output_tokens: int | None = None  # the output length asked for (max_tokens)
 
 
 def arrival_offsets_s(
@@ -86,6 +88,14 @@ def arrival_offsets_s(
             t += rng.expovariate(rate_rps)
         return offsets
     raise ValueError(f"unknown arrival {arrival!r}; use constant or poisson")
+
+
+def trace_offsets_s(items: Sequence[WorkItem]) -> list[float]:
+    """Send times of a trace's items: each one's arrival_s, counted from the earliest still to send (a resumed
+    trace starts at once)."""
+    times = [item.spec.arrival_s or 0.0 for item in items]
+    first = min(times, default=0.0)
+    return [t - first for t in times]
 
 
 def iso_utc(epoch_s: float) -> str:

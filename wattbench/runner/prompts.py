@@ -39,6 +39,9 @@ class PromptSpec:
     expected: str | float | list[str] | None = None
     grader: str = "none"
     tolerance: float = 0.0
+    input_tokens: int | None = None  # the prompt's length in tokens, as the workload counted it
+    max_tokens: int | None = None  # the requested output length (runner/workloads.py: how it is enforced)
+    arrival_s: float | None = None  # a trace's send time, seconds after its first request
 
 
 def load_prompts(path: str | os.PathLike[str]) -> list[PromptSpec]:
@@ -124,6 +127,8 @@ def _prompt_from_row(row: Mapping[str, Any], where: str, index: int) -> PromptSp
     tolerance = _parse_tolerance(row.get("tolerance"), where)
     expected = _check_expected(expected, grader, where)
     category = row.get("category")
+    workload = {name: _optional_number(row.get(name), name, where, kind)
+                for name, kind in (("input_tokens", int), ("max_tokens", int), ("arrival_s", float))}
     return PromptSpec(
         prompt_id=str(row.get("id") or f"p{index:03d}"),
         prompt=prompt,
@@ -131,7 +136,23 @@ def _prompt_from_row(row: Mapping[str, Any], where: str, index: int) -> PromptSp
         expected=expected,
         grader=grader,
         tolerance=tolerance,
+        **workload,
     )
+
+
+def _optional_number(value: Any, name: str, where: str, kind: type) -> Any:
+    """A workload field (input_tokens, max_tokens: whole >= 1; arrival_s: >= 0), or None when absent."""
+    if value in ("", None):
+        return None
+    try:
+        number = kind(value) if kind is float else int(str(value))
+    except (TypeError, ValueError):
+        number = None
+    low = 0 if kind is float else 1
+    if number is None or not math.isfinite(number) or number < low:
+        raise PromptsFileError(f"{where}: {name} must be a {'number' if kind is float else 'whole number'} "
+                               f">= {low}, not {value!r}")
+    return number
 
 
 def _parse_tolerance(value: Any, where: str) -> float:

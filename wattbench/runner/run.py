@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from wattbench.runner.sender import (
 )
 from wattbench.runner.store import RunStore, RunStoreError, pending_items
 from wattbench.runner.workers import WorkerError, run_in_workers
+from wattbench.runner.workloads import build_workload, has_workload, resolve_enforce, write_workload
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import pandas as pd
@@ -50,6 +51,8 @@ class RunOptions:
     profiles: dict[str, Any]
     manifest: dict[str, Any]
     store: RunStore | None = None
+    should_stop: Callable[[], object] | None = None  # a caller's stop (e.g. Ctrl-C in a sweep): a reason or False
+    observe: Callable[[Any], None] | None = None  # called with each record after it is stored (sweep progress)
 
     @property
     def model(self) -> str | None:
@@ -110,16 +113,23 @@ def run_benchmark(server_url: str | None = None, **options: Any) -> RunResult:
         raise ValueError(str(exc)) from None
 
 
-def execute(config: RunConfig) -> RunResult:
-    """Check the config against what it names (prompts, profiles, a run to resume), then run it."""
-    return _execute(_prepare(config))
+def execute(config: RunConfig, *, should_stop: Callable[[], object] | None = None,
+            observe: Callable[[Any], None] | None = None) -> RunResult:
+    """Check the config against what it names (prompts, profiles, a run to resume), then run it.
+    should_stop / observe: see RunOptions (what `wattbench sweep` passes)."""
+    return _execute(replace(_prepare(config), should_stop=should_stop, observe=observe))
 
 
 def _prepare(config: RunConfig) -> RunOptions:
     """Check everything that can be checked before a request is sent."""
     store, previous = _open_store(config)
     config = config.with_defaults_from(previous)
-    prompts_path = Path(config.prompts or DEFAULT_PROMPTS_PATH)
+    workload: dict[str, Any] = {}
+    if has_workload(config):  # synthetic / dataset / trace: written once as a prompts file, then used as one
+        specs, workload = build_workload(config)
+        prompts_path = write_workload(specs, workload, config.out)
+    else:
+        prompts_path = Path(config.prompts or DEFAULT_PROMPTS_PATH)
     try:
         prompts = load_prompts(prompts_path)
     except PromptsFileError as exc:
@@ -139,6 +149,8 @@ def _prepare(config: RunConfig) -> RunOptions:
         "warmup_s": config.warmup_s,
         "cooldown_s": config.cooldown_s,
         "cooldown": config.cooldown,
+        "energy_batch": config.energy_batch,
+        **workload,
     }
     if store is not None:
         try:
@@ -292,8 +304,12 @@ def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _
     config = options.config
     if config.base_url:
         api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or None
-        check_server(config.base_url, api_key)
-        return _send_to(config.base_url, direct_transport(config, api_key), None, options, items, todo)
+        models = check_server(config.base_url, api_key)
+        enforce = resolve_enforce(config.output_enforce, models)
+        options.manifest["output_enforce"] = enforce
+        transport = direct_transport(config, api_key, output_enforce=enforce)
+        return _send_to(config.base_url, transport, None, options, items, todo)
+    options.manifest["output_enforce"] = "max-tokens" if config.output_enforce != "off" else "off"
     token = config.token or _default_token()
     if config.server_url:
         service_model = check_service(config.server_url, token, model=options.model)
@@ -323,24 +339,26 @@ def _send_to(
         store = options.store or RunStore.create(config.out, options.manifest)
     except OSError as exc:
         raise CliError(f"cannot create the run under --out {config.out} ({exc.strerror or exc})") from None
+    trace = bool(items) and all(item.spec.arrival_s is not None for item in items)  # replayed at its own pace
     processor = BatchProcessor(
         url,
         token=token,
-        concurrency=config.in_flight,
+        concurrency=config.max_concurrency if trace else config.in_flight,
         rate_rps=config.rate_rps,
-        arrival=config.arrival,
+        arrival="trace" if trace else config.arrival,
         warmup=config.warmup,
         model=options.model,
         service_model=service_model,
         timeout_s=config.timeout_s,
         retry=RetryPolicy(max_attempts=config.max_attempts),
         seed=config.seed,
-        on_record=store.append,
+        on_record=store.append if options.observe is None else _and_then(store.append, options.observe),
         progress=not config.no_progress,
         run_id=store.run_id,
         transport=transport,
         stream=config.stream,
         stop=StopRules(config.max_duration_s, config.max_errors, config.max_error_rate),
+        should_stop=options.should_stop,
     )
     print(
         f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {shown_url(url)}"
@@ -369,3 +387,12 @@ def _send_to(
     finally:
         store.close()
     return sent
+
+
+def _and_then(first: Callable[[Any], None], then: Callable[[Any], None]) -> Callable[[Any], None]:
+    """on_record that stores a record (first) and then shows it (then)."""
+    def both(record: Any) -> None:
+        first(record)
+        then(record)
+
+    return both

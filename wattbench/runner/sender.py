@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from wattbench.redact import shown_url
 from wattbench.runner.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s
-from wattbench.runner.plan import Arrival, RequestRecord, WorkItem, arrival_offsets_s, iso_utc
+from wattbench.runner.plan import Arrival, RequestRecord, WorkItem, arrival_offsets_s, iso_utc, trace_offsets_s
 from wattbench.runner.store import RunStoreError
 from wattbench.runner.transport import (  # noqa: F401 - classify_response / error_detail: re-exported
     Attempt,
@@ -117,7 +117,7 @@ class BatchProcessor:
         transport: Any = None,
         stream: bool = True,
         stop: StopRules = StopRules(),
-        should_stop: Callable[[], bool] | None = None,
+        should_stop: Callable[[], object] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
@@ -232,8 +232,9 @@ class BatchProcessor:
 
         try:
             async with asyncio.TaskGroup() as group:
-                if self.rate_rps is not None:
-                    offsets = arrival_offsets_s(len(items), self.rate_rps, self.arrival, self.rng)
+                if self.rate_rps is not None or self.arrival == "trace":
+                    offsets = (trace_offsets_s(items) if self.arrival == "trace"
+                               else arrival_offsets_s(len(items), self.rate_rps or 1.0, self.arrival, self.rng))
                     for item, offset in zip(items, offsets, strict=True):
                         group.create_task(one(item, offset))
                 else:  # `concurrency` users share the queue: the requested load is really in flight
@@ -253,8 +254,11 @@ class BatchProcessor:
         """Whether a stop rule has been hit (then nothing more is sent)."""
         if self.stop_reason is None:
             self.stop_reason = self.stop.reason(time.monotonic() - self._t_start, self._finished, self._failed)
-        if self.stop_reason is None and self.should_stop is not None and self.should_stop():
-            self.stop_reason = "stopped by the parent process (a stop rule over all workers)"
+        if self.stop_reason is None and self.should_stop is not None:
+            said = self.should_stop()  # a reason (str), or True for the parent of worker processes
+            if said:
+                self.stop_reason = said if isinstance(said, str) else (
+                    "stopped by the parent process (a stop rule over all workers)")
         return self.stop_reason is not None
 
     async def _send_item(
@@ -339,6 +343,8 @@ class BatchProcessor:
             client_ttft_s=attempt.ttft_s if attempt.kind == "ok" else None,
             client_itl_s=attempt.itl_s if attempt.kind == "ok" else None,
             path=self.path,
+            target_input_tokens=spec.input_tokens,
+            target_output_tokens=spec.max_tokens,
         )
 
     # -- progress --------------------------------------------------------------------------------------

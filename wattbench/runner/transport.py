@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from wattbench.redact import shown_url
 from wattbench.runner.limiter import parse_retry_after
+from wattbench.runner.workloads import output_length_fields
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import httpx
@@ -172,6 +173,8 @@ class ServiceTransport:
         import httpx
 
         body: dict[str, Any] = {"prompt": item.spec.prompt}
+        if item.spec.max_tokens:  # /chat takes it as a cap (the service path cannot ask for more)
+            body["max_tokens"] = item.spec.max_tokens
         if self.model:
             body["model"] = self.model
         if self.stream:
@@ -234,12 +237,13 @@ class OpenAITransport:
     path = PATH_DIRECT
 
     def __init__(self, base_url: str, *, model: str, api_key: str | None = None, max_tokens: int | None = None,
-                 connections: int = 0):
+                 connections: int = 0, output_enforce: str = "max-tokens"):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self._api_key = api_key
         self.max_tokens = max_tokens
         self.connections = connections  # 0: as many as requests in flight
+        self.output_enforce = output_enforce  # how a prompt's max_tokens is asked for (workloads.py)
         self._session: Any = None
         import aiohttp  # ~0.2 s: paid here, before any request is timed, and only by the direct path
 
@@ -269,6 +273,7 @@ class OpenAITransport:
         }
         if self.max_tokens:
             body["max_tokens"] = self.max_tokens
+        body.update(output_length_fields(item.spec.max_tokens, self.output_enforce))
         headers = {"X-Request-ID": request_id, "Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"

@@ -47,6 +47,7 @@ class WorkerSpec:
     seed: int | None
     run_id: str
     max_duration_s: float | None
+    output_enforce: str = "max-tokens"  # how each prompt's max_tokens is asked for (workloads.py)
 
 
 @dataclass
@@ -58,7 +59,8 @@ class _Done:
 
 
 def _worker_main(index: int, spec: WorkerSpec, items: list[WorkItem], out: Any, stop: Any) -> None:
-    transport = OpenAITransport(spec.base_url, model=spec.model, api_key=spec.api_key)
+    transport = OpenAITransport(spec.base_url, model=spec.model, api_key=spec.api_key,
+                                output_enforce=spec.output_enforce)
     processor = BatchProcessor(
         spec.base_url, transport=transport, concurrency=spec.concurrency, rate_rps=spec.rate_rps,
         arrival=spec.arrival, timeout_s=spec.timeout_s, retry=spec.retry,  # type: ignore[arg-type]
@@ -124,7 +126,7 @@ def worker_spec(processor: BatchProcessor, n: int) -> WorkerSpec:
         transport.base_url, transport.model, transport._api_key,  # noqa: SLF001 - handed to the workers only
         max(1, -(-processor.concurrency // n)), processor.rate_rps / n if processor.rate_rps else None,
         processor.arrival, processor.timeout_s, processor.retry, None, processor.run_id,
-        processor.stop.max_duration_s,
+        processor.stop.max_duration_s, transport.output_enforce,
     )
 
 

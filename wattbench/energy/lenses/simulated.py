@@ -45,6 +45,9 @@ COLUMNS: dict[str, Column] = {
                             "accounting: TDP x GPUs x measured latency)"),
     "sim_latency_s": Column("s", LABEL, "predicted time of this request on the profile's GPUs (roofline), or the "
                             "measured latency for measured_latency_x_tdp"),
+    "sim_batch_size": Column("", LABEL, "requests the GPUs served together in this simulation: the profile's "
+                             "batch_size, or the concurrency the run achieved (--energy-batch achieved, every "
+                             "sweep), capped by KV-cache memory; latency x TDP shares the GPUs among them"),
     "idle_s": Column("s", LABEL, "time the service sat idle before this request, charged to it"),
     "compute_energy_kwh": Column("kWh", LABEL, "GPU energy while computing this request"),
     "idle_energy_kwh": Column("kWh", LABEL, "GPU energy while idle, charged to this request"),
@@ -61,7 +64,7 @@ COLUMNS: dict[str, Column] = {
 #: The per-profile CSV columns that `calculate_enhanced_metrics` returns (docs/outputs.md), in order.
 PROFILE_COLUMNS: tuple[str, ...] = (
     "profile", "gpu", "gpu_count", "datacenter", "location", "tdp_w", "idle_w", "pue", "grid_gco2e_per_kwh",
-    "electricity_usd_per_kwh", "energy_method", "sim_latency_s", "idle_s", "compute_energy_kwh",
+    "electricity_usd_per_kwh", "energy_method", "sim_latency_s", "sim_batch_size", "idle_s", "compute_energy_kwh",
     "idle_energy_kwh", "pue_overhead_kwh", "energy_kwh", "energy_kwh_min", "energy_kwh_max", "carbon_gco2e",
     "carbon_gco2e_min", "carbon_gco2e_max", "energy_cost_usd", "total_cost_usd",
 )
@@ -84,7 +87,8 @@ def _number(measured: Mapping[str, Any], key: str) -> float:
 def calculate_enhanced_metrics(measured: Mapping[str, Any], profile: DeploymentProfile, *, idle_s: float = 0.0,
                                active_params_b: float | None = None,
                                total_params_b: float | None = None,
-                               shape: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                               shape: Mapping[str, Any] | None = None,
+                               batch_size: int | None = None) -> dict[str, Any]:
     """The per-profile CSV columns (simulated lens) for one measured request on `profile`.
 
     energy_method "measured_latency_x_tdp" (the original notebook's accounting, used for API models of
@@ -96,7 +100,13 @@ def calculate_enhanced_metrics(measured: Mapping[str, Any], profile: DeploymentP
     smallest count that fits, and gpu_count says so. Without token counts the original accounting is used.
     shape: the model's known architecture (open_models.shape_for_model: layers, hidden size, KV heads,
     experts), which overrides the sizes given; without it the shape is derived from the parameter counts.
+    batch_size: the requests served together, instead of the profile's batch_size (a sweep passes the
+    concurrency each load point achieved, so that the energy per request falls as the batch grows); with the
+    latency x TDP accounting the GPUs' energy over the request's latency is then shared among that many.
     """
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
     latency_s = _number(measured, "latency_s")
     require_positive("idle_s", idle_s, allow_zero=True)
     gpu, dc = profile.gpu, profile.datacenter
@@ -114,6 +124,8 @@ def calculate_enhanced_metrics(measured: Mapping[str, Any], profile: DeploymentP
         compute = compute_energy_kwh(gpu.tdp_w, gpu_count, latency_s)
         floor_w = gpu_power_w(gpu.tdp_w, gpu.idle_w, LATENCY_X_TDP_MIN_UTILISATION)
         compute_min, compute_max = energy_kwh_from_power(floor_w * gpu_count, latency_s), compute
+        batch = batch_size or 1  # the original accounting charges each request the whole GPUs
+        compute, compute_min, compute_max = compute / batch, compute_min / batch, compute_max / batch
     else:
         method = "roofline"
         prompt_tokens = int(_number(measured, "prompt_tokens"))
@@ -129,9 +141,10 @@ def calculate_enhanced_metrics(measured: Mapping[str, Any], profile: DeploymentP
             gpu_count = needed
         sim = simulate_inference(gpu=gpu, num_gpus=gpu_count, active_params_b=float(params_b),
                                  total_params_b=total_params_b, bytes_per_param=profile.bytes_per_param,
-                                 batch_size=profile.batch_size, prompt_tokens=prompt_tokens,
+                                 batch_size=batch_size or profile.batch_size, prompt_tokens=prompt_tokens,
                                  output_tokens=output_tokens, datacenter=dc, **shape_kwargs)
         sim_latency_s = sim.latency_s
+        batch = sim.effective_batch_size
         compute, compute_min, compute_max = sim.gpu_energy_kwh, sim.gpu_energy_kwh_min, sim.gpu_energy_kwh_max
     idle = idle_energy_kwh(gpu.idle_w, gpu_count, idle_s)
 
@@ -145,7 +158,7 @@ def calculate_enhanced_metrics(measured: Mapping[str, Any], profile: DeploymentP
         "profile": profile.key, "gpu": gpu.key, "gpu_count": gpu_count, "datacenter": dc.key,
         "location": dc.location, "tdp_w": gpu.tdp_w, "idle_w": gpu.idle_w, "pue": dc.pue,
         "grid_gco2e_per_kwh": dc.grid_gco2e_per_kwh, "electricity_usd_per_kwh": dc.electricity_usd_per_kwh,
-        "energy_method": method, "sim_latency_s": sim_latency_s, "idle_s": float(idle_s),
+        "energy_method": method, "sim_latency_s": sim_latency_s, "sim_batch_size": batch, "idle_s": float(idle_s),
         "compute_energy_kwh": compute, "idle_energy_kwh": idle,
         "pue_overhead_kwh": pue_overhead_kwh(compute + idle, dc.pue), "energy_kwh": energy,
         "energy_kwh_min": with_pue(compute_min + idle), "energy_kwh_max": with_pue(compute_max + idle),

@@ -135,7 +135,7 @@ def test_run_all_on_a_colab_stack_writes_the_csv_dashboards_and_report(colab: di
     assert f"requests: {PROMPT_LIMIT} ({PROMPT_LIMIT} successful, 0 failed)" in report
     figures = [o for c in colab["nb"].cells for o in c.get("outputs", [])
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(figures) == 6
+    assert len(figures) == len(DASHBOARDS) == 7  # the six of the original, plus the frontier
     errors = [o for c in colab["nb"].cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
 
@@ -145,9 +145,9 @@ def test_the_install_step_changes_nothing_colab_already_satisfies(colab: dict) -
     text = _stream_text(_cell(colab["nb"], "install.read_ranges("))
     assert "note: this replaces" not in text
     installing = next(line for line in text.splitlines() if line.startswith("installing: ")).split()[1:]
-    assert installing == ["litellm==1.110.2", "pydantic-settings==2.16.3", "ecologits==0.11.3",
-                          "codecarbon==3.3.2", "langfuse==5.0.4", "pyngrok==9.1.0", "httptools==0.9.0",
-                          "uvloop==0.23.0"]
+    assert installing == ["aiohttp==3.14.5", "litellm==1.110.2", "pydantic-settings==2.16.3",
+                          "ecologits==0.11.3", "nvidia-ml-py==13.615.71", "codecarbon==3.3.2", "langfuse==5.0.4",
+                          "pyngrok==9.1.0", "httptools==0.9.0", "uvloop==0.23.0"]
     changed = {name: (version, colab["after"].get(name)) for name, version in colab["before"].items()
                if colab["after"].get(name) != version}
     # Nothing the kernel had imported when pip ran changed (so nothing needs a restart) ...

@@ -261,7 +261,7 @@ def executed_keys(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.slow
-def test_run_all_writes_the_csv_six_dashboards_and_the_report(executed: dict) -> None:
+def test_run_all_writes_the_csv_the_dashboards_and_the_report(executed: dict) -> None:
     import pandas as pd
 
     out = executed["work"] / "outputs"
@@ -277,7 +277,7 @@ def test_run_all_writes_the_csv_six_dashboards_and_the_report(executed: dict) ->
     assert report in _stream_text(_cell(executed["nb"], 'print(OUTPUTS["report_text"])'))
     figures = [o for c in executed["nb"].cells for o in c.get("outputs", [])
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(figures) == 6
+    assert len(figures) == len(DASHBOARDS) == 7  # the six of the original, plus the frontier
     # the inline figures are the written ones: the hardware dashboard knows each GPU's memory here too
     assert not any("GPU memory unknown" in json.dumps(o["data"]["application/vnd.plotly.v1+json"])
                    for o in figures)

@@ -132,7 +132,8 @@ def test_batch_keeps_order_and_reports_failed_items(make_client, fake_backend):
     assert response.status_code == 200
     results = response.json()["results"]
     assert [r.get("text") for r in results] == ["first", None, "third"]
-    assert results[1] == {"prompt_index": 1, "error": "rate-limited", "status_code": 429, "retry_after": "2"}
+    assert results[1] == {"prompt_index": 1, "error": "rate-limited", "status_code": 429, "retry_after": "2",
+                          "retry_after_ms": 2000}
 
 
 def test_auth_required_on_everything_but_health(make_client):

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
-import re
+import os
 import secrets
 import socket
 import sys
@@ -25,21 +25,30 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
+import re2
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wattbench.config import LOCAL_MODEL, Settings, get_settings
+from wattbench import redact
+from wattbench.config import LOCAL_MODEL, ConfigError, Settings, get_settings
+from wattbench.limits import MAX_BATCH_BODY_BYTES, MAX_BATCH_PROMPTS, MAX_CHAT_BODY_BYTES, MAX_PROMPT_CHARS
 from wattbench.paths import DATA_DIR
 from wattbench.service.streaming import sse_response
 
 log = logging.getLogger("wattbench.app")
+redact.install_log_scrubbing()  # every log line and traceback of the service process is masked
 ROUTES_FILE = DATA_DIR / "routes.json"
 
-MAX_PROMPT_CHARS = 32_000
 BLANK_PROMPT = "prompt must contain some non-whitespace text"
+#: Prompts longer than this are routed in a worker thread, so that the event loop keeps answering (/health).
+ROUTE_INLINE_CHARS = 2_000
+#: Seconds an idle keep-alive connection stays open. Well above clients' own expiry (httpx: 5 s), so a client
+#: never reuses a connection the server is closing at that very moment (uvicorn's default is 5 s: a race).
+KEEP_ALIVE_S = 75
 
 
 # ---- smart_router ------------------------------------------------------------------------------------
@@ -54,7 +63,19 @@ class RouteDecision:
 class _Route:
     name: str
     temperature: float
-    signals: tuple[tuple[re.Pattern[str], int], ...]
+    signals: tuple[tuple[Any, int], ...]  # (re2 pattern, weight)
+
+
+def compile_signal(pattern: str) -> Any:
+    """A route signal compiled with RE2, a regex engine whose matching time is linear in the input whatever the
+    pattern (no backtracking): a prompt can never make routing slow. Case-insensitive, like the data file says.
+    RE2 refuses what it cannot run in linear time (backreferences, lookaround): ValueError then."""
+    options = re2.Options()
+    options.case_sensitive = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        raise ValueError(f"route signal {pattern!r} is not a linear-time (RE2) pattern: {exc}") from None
 
 
 @lru_cache(maxsize=4)
@@ -66,7 +87,7 @@ def load_routes(path: Path = ROUTES_FILE) -> tuple[tuple[_Route, ...], str]:
         temperature = float(item["temperature"])
         if not 0.1 <= temperature <= 0.9:
             raise ValueError(f"{path}: route {item['name']}: temperature {temperature} is outside 0.1-0.9")
-        signals = tuple((re.compile(s["pattern"], re.IGNORECASE), int(s["weight"])) for s in item["signals"])
+        signals = tuple((compile_signal(s["pattern"]), int(s["weight"])) for s in item["signals"])
         routes.append(_Route(item["name"], temperature, signals))
     fallback = raw["fallback"]
     if fallback not in {r.name for r in routes}:
@@ -172,7 +193,7 @@ class ChatRequest(ChatOptions):
 
 class BatchRequest(ChatOptions):
     prompts: list[Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]] = Field(
-        ..., min_length=1, max_length=100
+        ..., min_length=1, max_length=MAX_BATCH_PROMPTS
     )
 
 
@@ -204,6 +225,13 @@ class BatchItemError(BaseModel):
     error: str
     status_code: int
     retry_after: str | None = None
+    retry_after_ms: int | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the service answers: one line saying what went wrong and what to do."""
+
+    detail: str
 
 
 class BatchResponse(BaseModel):
@@ -211,11 +239,13 @@ class BatchResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """Without the token (when one is set) only status, ready and auth_required; the rest needs the token."""
+
     status: str
-    model: str
     ready: bool
-    detail: str
     auth_required: bool
+    model: str | None = None
+    detail: str | None = None
     deprecation: str | None = None
 
 
@@ -235,24 +265,93 @@ def get_clock() -> Callable[[], float]:
     return time.perf_counter
 
 
-_bearer = HTTPBearer(auto_error=False)
+UNAUTHORIZED = "missing or wrong bearer token: send 'Authorization: Bearer <WATTBENCH_API_TOKEN>'"
+OPEN_PATHS = frozenset({"/health"})
 
 
-def require_token(
-    settings: Annotated[Settings, Depends(get_settings)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """When WATTBENCH_API_TOKEN is set, every route but /health needs `Authorization: Bearer <token>`."""
-    expected = settings.api_token.get_secret_value() if settings.api_token else ""
-    if not expected:
-        return
-    given = credentials.credentials if credentials else ""
-    if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise ServiceError(
-            401,
-            "missing or wrong bearer token: send 'Authorization: Bearer <WATTBENCH_API_TOKEN>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+def token_ok(authorization: str | None, settings: Settings) -> bool:
+    """Whether an Authorization header value carries the service's token (True when auth is off)."""
+    if not settings.auth_required:
+        return True
+    assert settings.api_token is not None
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return secrets.compare_digest(given.strip().encode(), settings.api_token.get_secret_value().encode())
+
+
+def _app_settings(app: Any) -> Settings:
+    """The settings the routes get (a test's dependency override included)."""
+    provider = getattr(app, "dependency_overrides", {}).get(get_settings, get_settings)
+    return provider()
+
+
+def body_limit(path: str) -> int:
+    """The largest request body read for `path` (bytes): /chat one prompt and a system text, else a batch."""
+    return MAX_CHAT_BODY_BYTES if path == "/chat" else MAX_BATCH_BODY_BYTES
+
+
+class GuardMiddleware:
+    """Before anything else reads a request: the bearer token (every path but /health, the docs and
+    /openapi.json included), then the body size (Content-Length, and the bytes actually received, so a chunked
+    body cannot exceed it either). A refused request is answered without its body being read or parsed."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        if path not in OPEN_PATHS:
+            try:
+                settings = _app_settings(scope.get("app"))
+            except ConfigError as exc:
+                await _send_error(send, 500, str(exc))
+                return
+            if not token_ok(headers.get("authorization"), settings):
+                await _send_error(send, 401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+                return
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = body_limit(path)
+        too_large = f"request body over {limit} bytes; send fewer or shorter prompts"
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await _send_error(send, 413, too_large)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _send_error(send, 413, too_large)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _send_error(send: Callable, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    payload = json.dumps({"detail": redact.scrub(detail)}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class ServiceError(Exception):
@@ -270,7 +369,7 @@ async def run_chat(
 
     request_id = uuid.uuid4().hex
     created_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    decision = smart_router(prompt)
+    decision = await route(prompt)
     temperature = options.temperature if options.temperature is not None else decision.temperature
     model = options.model or settings.default_model()
     messages = ([{"role": "system", "content": options.system}] if options.system else []) + [
@@ -311,17 +410,17 @@ async def run_chat(
             if event.energy_method is not None:
                 energy_kwh, energy_method = event.energy_kwh, event.energy_method
     except BackendError as exc:
-        headers = {"Retry-After": exc.retry_after} if exc.retry_after else {}
-        raise ServiceError(exc.status_code, exc.message, headers) from exc
+        raise ServiceError(exc.status_code, exc.message, exc.retry_headers()) from exc
     except asyncio.TimeoutError as exc:
         raise ServiceError(504, f"model {model} did not answer in time") from exc
     t_end = clock()
-    text = "".join(parts)
+    text = redact.mask_secrets("".join(parts))  # a provider that echoes its key in the answer does not leak it
     token_source = "provider"
     if completion_tokens is None:
         token_source = "estimated"
-        prompt_tokens = backend.count_tokens(model, messages=messages)
-        completion_tokens = backend.count_tokens(model, text=text) if text else 0
+        prompt_tokens, completion_tokens = await _off_loop_if_long(
+            len(prompt) + len(text), _estimate_tokens, backend, model, messages, text
+        )
     prompt_tokens = int(prompt_tokens or 0)
     completion_tokens = int(completion_tokens)
     timing = timing_metrics(t_sent, t_first, t_end, completion_tokens)
@@ -346,6 +445,22 @@ async def run_chat(
     )
 
 
+async def route(prompt: str) -> RouteDecision:
+    """smart_router, in a worker thread for a long prompt (RE2 is linear, but 100 prompts of 32k characters
+    are still CPU work that must not hold up the event loop)."""
+    return await _off_loop_if_long(len(prompt), smart_router, prompt)
+
+
+async def _off_loop_if_long(size: int, func: Callable[..., Any], *args: Any) -> Any:
+    if size <= ROUTE_INLINE_CHARS:
+        return func(*args)
+    return await asyncio.to_thread(func, *args)
+
+
+def _estimate_tokens(backend: Any, model: str, messages: list[dict[str, str]], text: str) -> tuple[int, int]:
+    return backend.count_tokens(model, messages=messages), (backend.count_tokens(model, text=text) if text else 0)
+
+
 async def run_batch(
     body: BatchRequest, backend: Any, settings: Settings, clock: Callable[[], float]
 ) -> BatchResponse:
@@ -361,8 +476,10 @@ async def run_batch(
             try:
                 return await run_chat(prompt, options, backend, settings, clock)
             except ServiceError as exc:
-                return BatchItemError(prompt_index=index, error=exc.detail, status_code=exc.status_code,
-                                      retry_after=exc.headers.get("Retry-After"))
+                ms = exc.headers.get("retry-after-ms")
+                return BatchItemError(prompt_index=index, error=redact.scrub(exc.detail),
+                                      status_code=exc.status_code, retry_after=exc.headers.get("Retry-After"),
+                                      retry_after_ms=int(ms) if ms else None)
 
     results = await asyncio.gather(*(one(i, p) for i, p in enumerate(body.prompts)))
     return BatchResponse(results=list(results))
@@ -373,7 +490,14 @@ async def run_batch(
 async def lifespan(app: FastAPI):
     """Build the real backend and load its model before serving (unless a test put a fake in), warn about a
     deprecated default, and trace to Langfuse when its keys are set; flush the traces on shutdown."""
-    settings = get_settings()
+    try:
+        settings = _app_settings(app)
+    except ConfigError as exc:  # one line in the log and exit 2, not a traceback
+        log.error("%s", exc)
+        for handler in logging.getLogger().handlers + log.handlers:
+            handler.flush()
+        sys.stderr.flush()
+        os._exit(2)
     traced = False
     if get_backend not in app.dependency_overrides and getattr(app.state, "backend", None) is None:
         from wattbench.service import tracing
@@ -399,11 +523,21 @@ async def lifespan(app: FastAPI):
 
 app = FastAPI(title="wattbench", version="0.1.0", lifespan=lifespan,
               description="LLM serving benchmark: latency, cost, accuracy, energy and carbon.")
+app.add_middleware(GuardMiddleware)
+
+
+def _error_json(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": redact.scrub(detail)}, status_code=status_code, headers=headers)
 
 
 @app.exception_handler(ServiceError)
 async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return _error_json(exc.status_code, exc.detail, exc.headers)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error_json(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
 
 @app.exception_handler(RequestValidationError)
@@ -413,13 +547,13 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         problems.append(f"{where}: {message}")
-    return JSONResponse({"detail": "invalid request: " + "; ".join(problems)}, status_code=422)
+    return _error_json(422, "invalid request: " + "; ".join(problems))
 
 
 @app.exception_handler(Exception)
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error")
-    return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the service log"}, status_code=500)
+    return _error_json(500, f"internal error ({type(exc).__name__}); see the service log")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -427,14 +561,48 @@ BackendDep = Annotated[Any, Depends(get_backend)]
 ClockDep = Annotated[Callable[[], float], Depends(get_clock)]
 
 
-@app.get("/health", response_model=HealthResponse)
-def health(settings: SettingsDep, backend: BackendDep,
-           model: Annotated[str | None, Query(max_length=200, description="check this model, not the default")]
-           = None) -> HealthResponse:
+def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    what = {
+        400: "the body is not readable (not UTF-8 JSON)",
+        401: "missing or wrong bearer token (only when WATTBENCH_API_TOKEN is set)",
+        413: "the body is over the size limit",
+        422: "invalid request (the detail names each field), or a model the provider does not know",
+        429: "the provider rate-limited the model; wait Retry-After seconds (retry-after-ms: milliseconds)",
+        500: "an unexpected error in the service (see its log)",
+        502: "the provider failed or is unreachable, or its key is missing or rejected",
+        504: "the model did not answer in time",
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {"model": ErrorResponse, "description": what[code]}
+        if code == 429:
+            entry["headers"] = {
+                "Retry-After": {"description": "whole seconds to wait", "schema": {"type": "string"}},
+                "retry-after-ms": {"description": "milliseconds to wait", "schema": {"type": "string"}},
+            }
+        if code == 401:
+            entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        out[code] = entry
+    return out
+
+
+@app.get("/health", response_model=HealthResponse, responses=_error_responses(422, 500))
+def health(request: Request, settings: SettingsDep, backend: BackendDep,
+           model: Annotated[str | None, Query(max_length=200, description="check this model, not the default "
+                                                                          "(needs the token when one is set)")]
+           = None) -> Any:
+    """Open to everyone. Without the token (when WATTBENCH_API_TOKEN is set) it says only status, ready and
+    auth_required, for the default model; with it (or with auth off) also the model, why it is (not) ready and
+    any deprecation, every secret masked."""
+    auth_required = settings.auth_required
+    if not token_ok(request.headers.get("authorization"), settings):
+        ready, _ = backend.ready(settings.default_model())
+        return JSONResponse({"status": "ok" if ready else "degraded", "ready": ready, "auth_required": auth_required})
     model = model or settings.default_model()
     ready, detail = backend.ready(model)
-    return HealthResponse(status="ok" if ready else "degraded", model=model, ready=ready, detail=detail,
-                          auth_required=settings.api_token is not None, deprecation=deprecation_notice(model))
+    return HealthResponse(status="ok" if ready else "degraded", model=model, ready=ready,
+                          detail=redact.scrub(detail), auth_required=auth_required,
+                          deprecation=deprecation_notice(model))
 
 
 # The routes serialise their pydantic result once themselves (`_json`) instead of letting FastAPI validate it
@@ -444,18 +612,62 @@ def _json(model: BaseModel) -> Response:
     return Response(content=model.__pydantic_serializer__.to_json(model), media_type="application/json")
 
 
-@app.post("/chat", response_model=None, responses={200: {"model": ChatResponse}},
-          dependencies=[Depends(require_token)])
+_CHAT_ERRORS = _error_responses(400, 401, 413, 422, 429, 500, 502, 504)
+_BATCH_ERRORS = _error_responses(400, 401, 413, 422, 500)
+
+
+_CHAT_200 = {
+    "model": ChatResponse,
+    "description": "the answer as JSON; with \"stream\": true, server-sent events (data: {\"text\"}, then "
+                   "event: result with this JSON, or event: error with {status_code, detail, retry_after, "
+                   "retry_after_ms})",
+    # each event's data is a JSON object: {"text": ...}, the ChatResponse, or the error
+    "content": {"text/event-stream": {"schema": {"type": "object"}}},
+}
+
+
+@app.post("/chat", response_model=None, responses={200: _CHAT_200, **_CHAT_ERRORS})
 async def chat(body: ChatRequest, settings: SettingsDep, backend: BackendDep, clock: ClockDep) -> Response:
     if body.stream:  # opt-in: server-sent events, so the client times the first token itself
         return sse_response(lambda b: run_chat(body.prompt, body, b, settings, clock), backend, (ServiceError,))
     return _json(await run_chat(body.prompt, body, backend, settings, clock))
 
 
-@app.post("/batch", response_model=None, responses={200: {"model": BatchResponse}},
-          dependencies=[Depends(require_token)])
+@app.post("/batch", response_model=None, responses={200: {"model": BatchResponse}, **_BATCH_ERRORS})
 async def batch(body: BatchRequest, settings: SettingsDep, backend: BackendDep, clock: ClockDep) -> Response:
     return _json(await run_batch(body, backend, settings, clock))
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document of the service as configured: the bearer scheme (and the 401s) only when a token is
+    set, every error as {"detail": "<one line>"}."""
+    document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    paths = document.get("paths", {})
+    for path, operations in paths.items():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if not settings.auth_required or path in OPEN_PATHS:
+                responses.pop("401", None)
+            elif path not in OPEN_PATHS:
+                operation["security"] = [{"bearerAuth": []}]
+    if settings.auth_required:
+        components = document.setdefault("components", {})
+        components["securitySchemes"] = {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "description": "WATTBENCH_API_TOKEN"}
+        }
+    return document
+
+
+def _openapi() -> dict[str, Any]:
+    settings = _app_settings(app)
+    key = settings.auth_required
+    cached = getattr(app.state, "openapi_cache", None)
+    if cached is None or cached[0] != key:
+        cached = app.state.openapi_cache = (key, openapi_document(settings))
+    return cached[1]
+
+
+app.openapi = _openapi  # type: ignore[method-assign]
 
 
 class _ServeArgError(Exception):
@@ -475,6 +687,10 @@ def cli_serve(argv: list[str]) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     try:
         args = parser.parse_args(argv)
+        try:
+            get_settings()
+        except ConfigError as exc:
+            raise _ServeArgError(str(exc)) from None
         if not 0 < args.port < 65536:
             raise _ServeArgError(f"--port must be 1-65535, got {args.port}")
         with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
@@ -489,5 +705,6 @@ def cli_serve(argv: list[str]) -> int:
         return 2
     import uvicorn
 
-    uvicorn.run("wattbench.service.app:app", host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run("wattbench.service.app:app", host=args.host, port=args.port, log_level=args.log_level,
+                timeout_keep_alive=KEEP_ALIVE_S)
     return 0

@@ -6,21 +6,20 @@ The service lives in the package (wattbench/service/); this module is its table 
 
 Routes: POST /chat (one prompt), POST /batch (several), GET /health (status; details with the token).
 """
-from wattbench.service.app import (  # noqa: F401 - re-exported: this module is the service's front door
-    ChatRequest,
-    ChatResponse,
+from wattbench.service.app import app, timing_metrics  # noqa: F401 - re-exported: the service's front door
+from wattbench.service.cost import calculate_cost, deprecation_notice  # noqa: F401
+from wattbench.service.router import RouteDecision, load_routes, smart_router  # noqa: F401
+from wattbench.service.schemas import (  # noqa: F401
     BatchRequest,
     BatchResponse,
+    ChatRequest,
+    ChatResponse,
     HealthResponse,
-    app,
-    calculate_cost,
-    cli_serve,
-    deprecation_notice,
-    smart_router,
-    timing_metrics,
 )
+from wattbench.service.serve import cli_serve  # noqa: F401
 
 __all__ = [
-    "app", "smart_router", "calculate_cost", "deprecation_notice", "timing_metrics", "cli_serve",
-    "ChatRequest", "ChatResponse", "BatchRequest", "BatchResponse", "HealthResponse",
+    "app", "smart_router", "RouteDecision", "load_routes", "calculate_cost", "deprecation_notice",
+    "timing_metrics", "cli_serve", "ChatRequest", "ChatResponse", "BatchRequest", "BatchResponse",
+    "HealthResponse",
 ]

@@ -10,6 +10,11 @@ no retry), scaled down in time.
 
 With only an integer Retry-After (no retry-after-ms) a wait can only be whole seconds, so below 60 requests
 per minute the span stays near ideal, above it each 429 costs up to a second: --integer-retry-after shows it.
+
+--through-service puts the real service (uvicorn, LiteLLM) between the runner and the rate limit: an
+OpenAI-compatible provider stub that allows R requests per minute and answers 429 with Retry-After and
+retry-after-ms, as OpenAI does. The service must pass the milliseconds on (issue 10: it passed on only the
+whole seconds, 1.4x the ideal span at 120/min).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from stub_servers import ChatStub, rate_limited  # noqa: E402
+from stub_servers import ChatStub, SmoothRateLimiter, rate_limited  # noqa: E402
 
 from wattbench.runner.plan import plan_requests
 from wattbench.runner.prompts import PromptSpec
@@ -58,6 +63,70 @@ def run_original(rpm: float, n: int, sleep_s: float) -> tuple[int, float]:
         return lost, span_s(stub)
 
 
+def rate_limited_provider(rpm: float):
+    """An OpenAI-compatible provider on 127.0.0.1 that allows `rpm` requests per minute (GCRA, burst 1) and
+    answers 429 with Retry-After (whole seconds, rounded up) and retry-after-ms beyond it. Returns
+    (server, base_url, served arrival times)."""
+    import json
+    import math
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    limiter = SmoothRateLimiter(rpm)
+    served: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            wait_s = limiter.check()
+            if wait_s is not None:
+                body = json.dumps({"error": {"message": "Rate limit reached", "type": "rate_limit"}}).encode()
+                self.send_response(429)
+                self.send_header("Retry-After", str(max(1, math.ceil(wait_s))))
+                self.send_header("retry-after-ms", str(math.ceil(wait_s * 1000)))
+            else:
+                served.append(time.monotonic())
+                chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": request["model"],
+                         "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}
+                body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1", served
+
+
+def run_through_service(rpm: float, n: int, concurrency: int) -> tuple[int, float, int]:
+    """BatchProcessor -> the service -> a rate-limited provider: (lost, span_s, 429s seen)."""
+    from wattbench.runner.service_process import ServiceProcess
+
+    server, url, served = rate_limited_provider(rpm)
+    prompts = [PromptSpec(f"p{i:02d}", f"prompt {i}") for i in range(n)]
+    env = {"WATTBENCH_API_BASE": url, "WATTBENCH_MODEL": "openai/limited", "WATTBENCH_MOCK_RESPONSE": ""}
+    env_clear = {k: v for k, v in env.items() if v}
+    try:
+        import os
+
+        os.environ.pop("WATTBENCH_MOCK_RESPONSE", None)
+        with ServiceProcess(env=env_clear) as service:
+            time.sleep(60.0 / rpm)  # the /health probes did not call the provider; start on a fresh window
+            records = BatchProcessor(service.url, concurrency=concurrency, progress=False, seed=1).run_sync(
+                plan_requests(prompts)
+            )
+    finally:
+        server.shutdown()
+    span = served[-1] - served[0] if len(served) > 1 else 0.0
+    return sum(not r.success for r in records), span, sum(r.rate_limited for r in records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rpm", type=float, default=180.0, help="requests per minute the stub allows")
@@ -67,10 +136,21 @@ def main() -> None:
         action="store_true",
         help="also run against a stub that sends only an integer Retry-After (no retry-after-ms)",
     )
+    parser.add_argument(
+        "--through-service",
+        action="store_true",
+        help="only the runner -> the real service -> a rate-limited OpenAI-compatible provider",
+    )
     args = parser.parse_args()
     n, rpm = args.requests, args.rpm
     ideal_s = (n - 1) * 60.0 / rpm
     print(f"{n} requests, stub allows {rpm:g}/min (one per {60 / rpm:.3f} s); ideal span {ideal_s:.2f} s")
+    if args.through_service:
+        for concurrency in (1, 4, 16):
+            lost, span, n429 = run_through_service(rpm, n, concurrency)
+            print(f"through the service, concurrency<={concurrency:<3d} lost = {lost}  span = {span:.2f} s  "
+                  f"ideal = {ideal_s:.2f} s  ratio = {span / ideal_s:.3f}  (429s absorbed: {n429})")
+        return
     for concurrency in (1, 4, 16):
         lost, span, n429 = run_wattbench(rpm, n, concurrency)
         print(

@@ -132,7 +132,8 @@ def test_batch_keeps_order_and_reports_failed_items(make_client, fake_backend):
     assert response.status_code == 200
     results = response.json()["results"]
     assert [r.get("text") for r in results] == ["first", None, "third"]
-    assert results[1] == {"prompt_index": 1, "error": "rate-limited", "status_code": 429, "retry_after": "2"}
+    assert results[1] == {"prompt_index": 1, "error": "rate-limited", "status_code": 429, "retry_after": "2",
+                          "retry_after_ms": 2000}
 
 
 def test_auth_required_on_everything_but_health(make_client):
@@ -172,7 +173,7 @@ def test_batch_runs_items_concurrently_but_bounded(make_client):
 
 
 def test_serve_cli_bad_port_is_one_line(capsys):
-    from wattbench.service.app import cli_serve
+    from wattbench.service.serve import cli_serve
 
     assert cli_serve(["--port", "x"]) == 2
     assert capsys.readouterr().err == "error: argument --port: invalid int value: 'x'\n"
@@ -183,7 +184,7 @@ def test_serve_cli_bad_port_is_one_line(capsys):
 def test_serve_cli_port_in_use_is_one_line_before_loading_anything(capsys):
     import socket
 
-    from wattbench.service.app import cli_serve
+    from wattbench.service.serve import cli_serve
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -145,7 +145,7 @@ def test_the_install_step_changes_nothing_colab_already_satisfies(colab: dict) -
     text = _stream_text(_cell(colab["nb"], "install.read_ranges("))
     assert "note: this replaces" not in text
     installing = next(line for line in text.splitlines() if line.startswith("installing: ")).split()[1:]
-    assert installing == ["aiohttp==3.14.5", "litellm==1.110.2", "pydantic-settings==2.16.3",
+    assert installing == ["aiohttp==3.14.5", "litellm==1.110.2", "google-re2==1.1.20251105", "pydantic-settings==2.16.3",
                           "ecologits==0.11.3", "nvidia-ml-py==13.615.71", "codecarbon==3.3.2", "langfuse==5.0.4",
                           "pyngrok==9.1.0", "httptools==0.9.0", "uvloop==0.23.0"]
     changed = {name: (version, colab["after"].get(name)) for name, version in colab["before"].items()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from wattbench.config import LOCAL_MODEL
-from wattbench.service.app import calculate_cost, deprecation_notice
+from wattbench.service.cost import calculate_cost, deprecation_notice
 
 
 def test_gemini_flash_cost_hand_computed():

@@ -146,7 +146,7 @@ def test_chat_streams_events_then_the_result_and_errors_as_events(make_client, f
     assert (payload["text"], payload["completion_tokens"]) == ("Hello", 2)
     resp = client.post("/chat", json={"prompt": "hi", "stream": True})
     assert resp.content.endswith(b'event: error\ndata: {"status_code": 429, "detail": "slow down", '
-                                 b'"retry_after": "7"}\n\n')
+                                 b'"retry_after": "7", "retry_after_ms": 7000}\n\n')
     assert client.post("/chat", json={"prompt": "hi"}).headers["content-type"] == "application/json"
 
 

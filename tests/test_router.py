@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from wattbench.service.app import ROUTES_FILE, load_routes, smart_router
+from wattbench.service.router import ROUTES_FILE, load_routes, smart_router
 
 CASES = [
     # factual questions and calculations -> Precise

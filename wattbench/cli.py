@@ -9,7 +9,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "serve": ("wattbench.service.app", "cli_serve", "start the FastAPI service under uvicorn"),
+    "serve": ("wattbench.service.serve", "cli_serve", "start the FastAPI service under uvicorn"),
     "run": ("wattbench.runner.run", "cli_run", "benchmark a model and write the CSV, dashboards and report"),
     "sweep": ("wattbench.runner.sweep", "cli_sweep", "one workload at several loads (and models): the frontier"),
     "report": ("wattbench.analysis.cli", "cli_report", "rebuild the dashboards and the report from a CSV"),

@@ -57,8 +57,11 @@ def non_negative_int(text: str) -> int:
 
 
 def one_line(text: str) -> str:
-    """`text` with its line breaks (e.g. from a service's error detail) folded into spaces."""
-    return " ".join(text.split())
+    """`text` with its line breaks (e.g. from a service's error detail) folded into spaces, every secret
+    masked (redact.scrub): this is what error lines print."""
+    from wattbench.redact import scrub
+
+    return " ".join(scrub(text).split())
 
 
 def fail(message: str) -> int:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wattbench import redact
 
 #: LiteLLM model string of the embedded default (a custom provider registered by local_llm.py).
 LOCAL_MODEL = "wattbench-local/smollm2-135m-instruct"
@@ -59,6 +61,34 @@ class Settings(BaseSettings):
     )
     ngrok_authtoken: SecretStr | None = Field(None, validation_alias=_env("NGROK_AUTHTOKEN"))
 
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _token_not_blank(cls, value: object) -> object:
+        """A blank token would turn auth off while looking set: refused (unset the variable for no auth)."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str):
+            if not raw.strip():
+                raise ValueError(
+                    "WATTBENCH_API_TOKEN is set but blank; set a real token (e.g. the output of "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`) or unset it to turn auth off"
+                )
+            return raw.strip()
+        return value
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Settings:
+        """Every secret held here is masked wherever a message leaves the process (redact.scrub)."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                redact.register_secret(value)
+        return self
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether every route but /health needs the bearer token (the one test the routes and /health share)."""
+        return self.api_token is not None and bool(self.api_token.get_secret_value())
+
     def default_model(self) -> str:
         """The model a request gets when it names none."""
         if self.model:
@@ -68,7 +98,24 @@ class Settings(BaseSettings):
         return LOCAL_MODEL
 
 
+class ConfigError(ValueError):
+    """The environment (or `.env`) holds a setting wattbench refuses; the message is one line naming it."""
+
+
+def config_error(exc: ValidationError) -> ConfigError:
+    """One line for a Settings ValidationError: the variable and what is wrong with it."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ())) or "settings"
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        problems.append(message if message.startswith("WATTBENCH_") else f"{where}: {message}")
+    return ConfigError("invalid configuration: " + "; ".join(problems))
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once; ConfigError (one line) when a variable is refused."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise config_error(exc) from None

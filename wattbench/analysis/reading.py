@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -64,8 +65,38 @@ def read_metrics_csv(path: Path) -> pd.DataFrame:
     except PermissionError:
         raise ReportInputError(f"{path}: permission denied; make the file readable") from None
     check_frame(df, str(path))
+    check_rows(path)
     check_cells(df, str(path))
     return prepare(with_optional_columns(df))
+
+
+def check_rows(path: Path) -> None:
+    """ReportInputError naming the line when a row does not have exactly the header's number of fields, or the
+    file ends inside a quoted field: a CSV cut mid-row (a copy interrupted, a full disk) or edited by hand.
+    pandas would pad a short row with empty cells and count it; this reads every record once, in C."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, strict=True)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            width = len(header)
+            for row in reader:
+                if len(row) != width and row:
+                    cut = " (the file ends there: it was cut mid-row)" if _at_end(fh) else ""
+                    raise ReportInputError(
+                        f"{path}: line {reader.line_num}: {len(row)} fields where the header has {width}{cut}; "
+                        "the row is truncated or malformed: rerun `wattbench run` or restore the file")
+        except csv.Error as exc:
+            raise ReportInputError(f"{path}: line {reader.line_num}: {exc}; the file is truncated or "
+                                   "malformed: rerun `wattbench run` or restore the file") from None
+
+
+def _at_end(fh: object) -> bool:
+    try:
+        return fh.read(1) == ""  # type: ignore[attr-defined]
+    except (OSError, ValueError):
+        return False
 
 
 SUCCESS_VALUES = frozenset({True, False, "True", "False", "true", "false", "TRUE", "FALSE", 1, 0, "1", "0"})

@@ -31,6 +31,7 @@ from wattbench.energy.roofline import (
     model_shape,
     simulate_inference,
 )
+from wattbench.energy.validate import workload_problem
 
 #: Head dimension when neither --head-dim nor --model gives one (Llama 3.x, Qwen, Mistral: 128).
 HEAD_DIM_DEFAULT = 128
@@ -216,6 +217,14 @@ def cli_simulate(argv: list[str]) -> int:
             raise CliError("--params-b is required: the model size in billions of parameters, e.g. --params-b 8 "
                            "(or --model NAME for an open model wattbench knows)")
         work = _resolve_workload(args, gpus, datacenters)
+        problem = workload_problem(
+            params_b=args.params_b, active_params_b=args.active_params_b, num_gpus=work.num_gpus,
+            batch_size=work.batch_size, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
+            num_layers=args.layers, hidden_size=args.hidden_size, num_kv_heads=args.kv_heads,
+            head_dim=args.head_dim, num_experts=args.experts, experts_per_token=args.experts_per_token,
+            bytes_per_param=work.bytes_per_param)
+        if problem is not None:
+            raise CliError(problem)
         if args.compare:
             estimates = []
             shape = _shape_from_args(args)
@@ -230,8 +239,8 @@ def cli_simulate(argv: list[str]) -> int:
                     print(f"note: {gpu.key}: {exc}", file=sys.stderr)
         else:
             estimates = [_simulate_from_args(args, work, work.gpu, work.num_gpus)]
-    except (CliError, DataFileError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CliError, DataFileError, ValueError, ArithmeticError) as exc:  # overflow too: one line, never a traceback
+        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 2
     if args.json:
         used = _used_shape(args)

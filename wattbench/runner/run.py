@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from wattbench.analysis.outputs import build_run_outputs, summary_line, write_csv
 from wattbench.cli_support import CliError, one_line
+from wattbench.config import ConfigError
 from wattbench.redact import shown_url
 from wattbench.runner.config import RunConfig
 from wattbench.runner.direct import check_server, direct_transport
@@ -94,8 +95,11 @@ def cli_run(argv: Sequence[str]) -> int:
     try:
         config = RunConfig.from_argv(argv)
         result = execute(config)
-    except (CliError, RunStoreError, GpuEnergyUnavailable) as exc:
+    except (CliError, RunStoreError, GpuEnergyUnavailable, ConfigError) as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # --out unwritable or full at a step not named above: one line, the run file is kept
+        print(f"error: {one_line(out_error(_out_of(argv), exc))}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
@@ -122,6 +126,7 @@ def execute(config: RunConfig, *, should_stop: Callable[[], object] | None = Non
 
 def _prepare(config: RunConfig) -> RunOptions:
     """Check everything that can be checked before a request is sent."""
+    check_writable(config.out)
     store, previous = _open_store(config)
     config = config.with_defaults_from(previous)
     workload: dict[str, Any] = {}
@@ -132,6 +137,8 @@ def _prepare(config: RunConfig) -> RunOptions:
         prompts_path = Path(config.prompts or DEFAULT_PROMPTS_PATH)
     try:
         prompts = load_prompts(prompts_path)
+        if not config.base_url:  # through the service: its limit (a server reached directly has its own)
+            check_prompt_sizes(prompts, prompts_path)
     except PromptsFileError as exc:
         raise CliError(str(exc)) from None
     profiles = _select_profiles(config.profiles, config.profiles_file)
@@ -314,6 +321,8 @@ def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _
     if config.server_url:
         service_model = check_service(config.server_url, token, model=options.model)
         return _send_to(config.server_url, None, service_model, options, items, todo, token)
+    if options.store is None:  # on disk before the service starts: a run killed at any point can be resumed
+        options.store = _create_store(config, options)
     try:
         with ServiceProcess(log_path=Path(config.out) / "service.log") as service:
             service_model = check_service(service.url, token, model=options.model)
@@ -335,10 +344,7 @@ def _send_to(
     token: str | None = None,
 ) -> _Sent:
     config = options.config
-    try:
-        store = options.store or RunStore.create(config.out, options.manifest)
-    except OSError as exc:
-        raise CliError(f"cannot create the run under --out {config.out} ({exc.strerror or exc})") from None
+    store = options.store or _create_store(config, options)
     trace = bool(items) and all(item.spec.arrival_s is not None for item in items)  # replayed at its own pace
     processor = BatchProcessor(
         url,
@@ -362,7 +368,7 @@ def _send_to(
     )
     print(
         f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {shown_url(url)}"
-        + (" (resumed)" if options.store is not None else ""),
+        + (" (resumed)" if len(todo) < len(items) else ""),
         flush=True,
     )
     sent = _Sent(store)
@@ -382,7 +388,9 @@ def _send_to(
     except RunStopped as exc:
         sent.stopped, sent.clean_stop = str(exc), True
         sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, processor.finished)
-    except (ServiceGoneError, AuthRejectedError, RunStoreError, WorkerError) as exc:
+    except RunStoreError as exc:  # the run file cannot be written (disk full): stop, exit 2; it keeps what it has
+        raise CliError(str(exc)) from None
+    except (ServiceGoneError, AuthRejectedError, WorkerError) as exc:
         sent.stopped = str(exc)
     finally:
         store.close()
@@ -396,3 +404,62 @@ def _and_then(first: Callable[[Any], None], then: Callable[[Any], None]) -> Call
         then(record)
 
     return both
+
+
+def _create_store(config: RunConfig, options: RunOptions) -> RunStore:
+    try:
+        return RunStore.create(config.out, options.manifest)
+    except OSError as exc:
+        raise CliError(f"cannot create the run under --out {config.out} ({exc.strerror or exc})") from None
+
+
+def check_writable(out: str | os.PathLike[str]) -> None:
+    """CliError (one line) unless --out is, or can be created as, a directory this process can write in.
+    Creates nothing: an existing directory gets a probe file (removed at once), a missing one is checked at
+    its nearest existing parent."""
+    path = Path(out).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        if existing == path:
+            probe = path / f".wattbench-write-check-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(existing))
+    except OSError as exc:
+        raise CliError(f"--out {out} cannot be written ({exc.strerror or type(exc).__name__}"
+                       f"{': ' + str(exc.filename) if exc.filename else ''}); give a writable directory") from None
+
+
+def _out_of(argv: Sequence[str]) -> str:
+    """The --out of a command line (for an error line written after RunConfig is out of reach)."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--out" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--out="):
+            return arg.split("=", 1)[1]
+    return RunConfig.out
+
+
+def out_error(out: str, exc: OSError) -> str:
+    """One line for a write that failed under --out after the run began (what was recorded stays on disk)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (f"cannot write under --out {out}: {exc.strerror or type(exc).__name__}{where}; every request "
+            "recorded so far is kept in its run file: free space or fix permissions, then rerun with --resume")
+
+
+def check_prompt_sizes(prompts: Sequence[PromptSpec], source: Path) -> None:
+    """PromptsFileError for a prompt the service would refuse (over MAX_PROMPT_CHARS), before anything is sent."""
+    from wattbench.limits import MAX_PROMPT_CHARS
+
+    for spec in prompts:
+        if len(spec.prompt) > MAX_PROMPT_CHARS:
+            raise PromptsFileError(
+                f"{source}: prompt {spec.prompt_id!r} has {len(spec.prompt)} characters; the service accepts at "
+                f"most {MAX_PROMPT_CHARS}: shorten it or split it"
+            )

@@ -26,6 +26,12 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import httpx
 
 
+#: Seconds an idle connection is kept for reuse: below the keep-alive timeout of common servers (uvicorn's
+#: default 5 s, node's 5 s), so the client drops an idle connection before the server closes it; reusing one the
+#: server is closing at that moment is a ReadError (issue 10). Such a drop is retried all the same (transient).
+KEEPALIVE_EXPIRY_S = 2.0
+
+
 class ServiceGoneError(RuntimeError):
     """The service stopped answering (refused connections); what was measured is saved."""
 
@@ -165,7 +171,8 @@ class BatchProcessor:
         import httpx
 
         own_client = self._client is None
-        pool = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        pool = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency,
+                            keepalive_expiry=KEEPALIVE_EXPIRY_S)
         client = self._client or httpx.AsyncClient(timeout=self.timeout_s, limits=pool)
         try:
             self.limiter = AdaptiveLimiter(self.concurrency)

@@ -4,13 +4,17 @@
         BatchProcessor(service.url, ...)
 
 The child runs in its own process group; stop() sends SIGTERM to the group, then SIGKILL after a grace period,
-and an atexit hook stops anything still running, so no orphan is left behind. Used by `wattbench run` and
+and an atexit hook stops anything still running. A parent that dies without running any of that (SIGKILL, a
+crash) takes the child with it: on Linux the kernel sends the child SIGKILL when its parent dies
+(prctl PR_SET_PDEATHSIG, set between fork and exec). So no orphan is left behind. Used by `wattbench run` and
 the notebook.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -50,7 +54,8 @@ class ServiceProcess:
     host/port: where it listens (port None: a free one). env: variables added to this process's environment.
     log_path: where its stdout+stderr go (default: a temporary file). startup_timeout_s: how long to wait for
     GET /health to answer 200. app: the ASGI app as "module:attribute". stop_grace_s: time between SIGTERM and
-    SIGKILL.
+    SIGKILL. Start it from a thread that lives as long as the service (the main thread): the parent-death signal
+    follows the thread that started the child.
     """
 
     def __init__(
@@ -85,6 +90,9 @@ class ServiceProcess:
             )
         return self._url
 
+    #: Seconds uvicorn keeps an idle keep-alive connection (above httpx's 5 s expiry: no reuse-while-closing race).
+    keep_alive_s: int = 75
+
     def command(self) -> list[str]:
         """The command line of the child."""
         return [
@@ -98,6 +106,8 @@ class ServiceProcess:
             str(self.port),
             "--log-level",
             "warning",
+            "--timeout-keep-alive",
+            str(self.keep_alive_s),
             *(["--app-dir", str(self.app_dir)] if self.app_dir is not None else []),
         ]
 
@@ -117,11 +127,12 @@ class ServiceProcess:
         self.process = subprocess.Popen(
             self.command(),
             cwd=self.app_dir,
-            env={**os.environ, **self.env},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             stdin=subprocess.DEVNULL,
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
         )
         atexit.register(self.stop)
         try:
@@ -190,6 +201,29 @@ class ServiceProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> Any:
+    """A preexec_fn (runs in the child between fork and exec) that makes the kernel SIGKILL the child when the
+    parent dies; None where prctl is not available (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc_name = ctypes.util.find_library("c") or "libc.so.6"
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

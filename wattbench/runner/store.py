@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wattbench.redact import scrub_record
 from wattbench.runner.plan import RequestRecord, WorkItem, iso_utc
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
@@ -123,14 +124,20 @@ class RunStore:
         if self._handle is None:
             self._handle = open(self.records_path, "a", encoding="utf-8")
         row = asdict(record) if isinstance(record, RequestRecord) else dict(record)
-        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        # every secret masked before it is written: the CSV and the report are built from this file
+        self._handle.write(json.dumps(scrub_record(row), ensure_ascii=False) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        """Close the run file. Every record was flushed and fsynced by append(), so a failure here (a full disk
+        refusing a partial write that append() already reported) loses nothing and is not raised again."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:
+                pass
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -211,9 +211,10 @@ class ServiceTransport:
                 result = json.loads(data)
             elif name == "error":
                 err = json.loads(data)
-                retry = err.get("retry_after")
+                retry = {"retry-after": str(err.get("retry_after") or ""),
+                         "retry-after-ms": str(err.get("retry_after_ms") or "")}  # ms: the provider's precision
                 attempt = classify_error(int(err.get("status_code") or 502), str(err.get("detail")),
-                                         parse_retry_after({"retry-after": str(retry)}) if retry else None)
+                                         parse_retry_after(retry))
                 attempt.elapsed_s = t_end - t0
                 return attempt
             elif data and data != b'{"text":""}':

@@ -1,143 +1,59 @@
-"""wattbench service: POST /chat, POST /batch, GET /health, plus smart_router and calculate_cost.
+"""The wattbench service: POST /chat, POST /batch, GET /health (FastAPI).
 
-Start it with `uvicorn app:app` or `wattbench serve`. Every model call goes through the model
-seam in backend.py (LiteLLM). Routes are thin: they validate, call one function, and map errors to HTTP.
-Importing this module is cheap: LiteLLM is imported only when the first real backend is built.
-"""
+Start it with `uvicorn app:app` or `wattbench serve`. Every model call goes through the model seam
+(backend.py, or passthrough.py for OpenAI-compatible upstreams); routing (router.py), pricing (cost.py),
+schemas (schemas.py) and the guard (guard.py) live beside it."""
+
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
-import re
-import secrets
-import socket
+import os
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wattbench.config import LOCAL_MODEL, Settings, get_settings
-from wattbench.paths import DATA_DIR
+from wattbench import redact
+from wattbench.config import ConfigError, Settings, get_settings
+from wattbench.service.cost import calculate_cost, deprecation_notice
+from wattbench.service.guard import OPEN_PATHS, GuardMiddleware, app_settings, token_ok
+from wattbench.service.router import ROUTE_INLINE_CHARS, RouteDecision, smart_router
+from wattbench.service.schemas import (
+    BLANK_PROMPT,
+    BatchItemError,
+    BatchRequest,
+    BatchResponse,
+    ChatOptions,
+    ChatRequest,
+    ChatResponse,
+    ErrorResponse,
+    HealthResponse,
+)
 from wattbench.service.streaming import sse_response
 
 log = logging.getLogger("wattbench.app")
-ROUTES_FILE = DATA_DIR / "routes.json"
-
-MAX_PROMPT_CHARS = 32_000
-BLANK_PROMPT = "prompt must contain some non-whitespace text"
 
 
-# ---- smart_router ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RouteDecision:
-    route: str
-    temperature: float
-    reason: str
+redact.install_log_scrubbing()  # every log line and traceback of the service process is masked
 
 
-@dataclass(frozen=True)
-class _Route:
-    name: str
-    temperature: float
-    signals: tuple[tuple[re.Pattern[str], int], ...]
 
 
-@lru_cache(maxsize=4)
-def load_routes(path: Path = ROUTES_FILE) -> tuple[tuple[_Route, ...], str]:
-    """Read the routes data file: (routes in tie-break order, fallback route name)."""
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    routes = []
-    for item in raw["routes"]:
-        temperature = float(item["temperature"])
-        if not 0.1 <= temperature <= 0.9:
-            raise ValueError(f"{path}: route {item['name']}: temperature {temperature} is outside 0.1-0.9")
-        signals = tuple((re.compile(s["pattern"], re.IGNORECASE), int(s["weight"])) for s in item["signals"])
-        routes.append(_Route(item["name"], temperature, signals))
-    fallback = raw["fallback"]
-    if fallback not in {r.name for r in routes}:
-        raise ValueError(f"{path}: fallback route {fallback!r} is not defined")
-    return tuple(routes), fallback
 
 
-def smart_router(prompt: str) -> RouteDecision:
-    """Pick the route (and its temperature) for a prompt; `reason` names what matched."""
-    routes, fallback = load_routes()
-    best: tuple[int, _Route, list[str]] | None = None
-    for route in routes:
-        score, hits = 0, []
-        for pattern, weight in route.signals:
-            match = pattern.search(prompt)
-            if match:
-                score += weight
-                hits.append(match.group(0).strip())
-        if score > 0 and (best is None or score > best[0]):
-            best = (score, route, hits)
-    if best is None:
-        route = next(r for r in routes if r.name == fallback)
-        return RouteDecision(route.name, route.temperature, "no signal matched; default route")
-    score, route, hits = best
-    quoted = ", ".join(repr(h) for h in dict.fromkeys(hits))
-    return RouteDecision(route.name, route.temperature, f"matched {quoted} (score {score})")
 
 
-# ---- calculate_cost ----------------------------------------------------------------------------------
-_warned_unpriced: set[str] = set()
-
-
-def calculate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """API cost in USD from LiteLLM's maintained price map; 0 for the local model; None (and a warning)
-    when the map has no price for the model."""
-    if model == LOCAL_MODEL or model.startswith("wattbench-local/"):
-        return 0.0
-    import litellm
-
-    try:
-        prompt_usd, completion_usd = litellm.cost_per_token(
-            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-        )
-    except Exception as exc:  # litellm raises a bare Exception for unmapped models
-        if "isn't mapped" not in str(exc) and "not mapped" not in str(exc) and "not found" not in str(exc).lower():
-            raise
-        if model not in _warned_unpriced:
-            _warned_unpriced.add(model)
-            message = f"no price known for model {model!r} in LiteLLM's price map; cost_usd is empty"
-            log.warning(message)
-            warnings.warn(message, stacklevel=2)
-        return None
-    return float(prompt_usd) + float(completion_usd)
-
-
-def deprecation_notice(model: str) -> str | None:
-    """A warning when LiteLLM's price map marks `model` deprecated (e.g. gemini-2.5-flash: 2026-12-01)."""
-    if model == LOCAL_MODEL:
-        return None
-    import litellm
-
-    entry = litellm.model_cost.get(model) or litellm.model_cost.get(model.split("/", 1)[-1]) or {}
-    date = entry.get("deprecation_date")
-    if not date:
-        return None
-    today = datetime.now(timezone.utc).date().isoformat()
-    verb = "was deprecated on" if date <= today else "will be deprecated on"
-    return f"{model} {verb} {date} according to LiteLLM's model map; set WATTBENCH_MODEL to a newer model"
-
-
-# ---- timing ------------------------------------------------------------------------------------------
 def timing_metrics(
     t_sent: float, t_first: float | None, t_end: float, completion_tokens: int
 ) -> dict[str, float | None]:
@@ -149,77 +65,6 @@ def timing_metrics(
     return {"ttft_s": ttft, "latency_s": latency, "tpot_s": tpot, "tokens_per_s": tokens_per_s}
 
 
-# ---- schemas -----------------------------------------------------------------------------------------
-class ChatOptions(BaseModel):
-    model: str | None = Field(None, min_length=1, max_length=200, description="LiteLLM model string")
-    temperature: float | None = Field(None, ge=0, le=2, description="overrides the route's temperature")
-    max_tokens: int | None = Field(None, ge=1, le=8192)
-    system: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
-
-
-class ChatRequest(ChatOptions):
-    prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS)
-    stream: bool = Field(False, description="answer as server-sent events (text as it comes, then the result); "
-                         "see wattbench/service/streaming.py")
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError(BLANK_PROMPT)
-        return value
-
-
-class BatchRequest(ChatOptions):
-    prompts: list[Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]] = Field(
-        ..., min_length=1, max_length=100
-    )
-
-
-class ChatResponse(BaseModel):
-    request_id: str
-    model: str
-    route: str
-    route_reason: str
-    temperature: float
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    token_source: str
-    ttft_s: float
-    latency_s: float
-    tpot_s: float | None
-    tokens_per_s: float | None
-    cost_usd: float | None
-    created_at: str
-    finish_reason: str | None = None
-    measured_energy_kwh: float | None = None
-    measured_energy_method: str | None = None
-    model_params_b: float | None = None
-
-
-class BatchItemError(BaseModel):
-    prompt_index: int
-    error: str
-    status_code: int
-    retry_after: str | None = None
-
-
-class BatchResponse(BaseModel):
-    results: list[ChatResponse | BatchItemError]
-
-
-class HealthResponse(BaseModel):
-    status: str
-    model: str
-    ready: bool
-    detail: str
-    auth_required: bool
-    deprecation: str | None = None
-
-
-# ---- dependencies ------------------------------------------------------------------------------------
 def get_backend(request: Request) -> Any:
     """The model backend (real LiteLLM one, built once per app); tests override this dependency."""
     backend = getattr(request.app.state, "backend", None)
@@ -235,33 +80,12 @@ def get_clock() -> Callable[[], float]:
     return time.perf_counter
 
 
-_bearer = HTTPBearer(auto_error=False)
-
-
-def require_token(
-    settings: Annotated[Settings, Depends(get_settings)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """When WATTBENCH_API_TOKEN is set, every route but /health needs `Authorization: Bearer <token>`."""
-    expected = settings.api_token.get_secret_value() if settings.api_token else ""
-    if not expected:
-        return
-    given = credentials.credentials if credentials else ""
-    if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise ServiceError(
-            401,
-            "missing or wrong bearer token: send 'Authorization: Bearer <WATTBENCH_API_TOKEN>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
 class ServiceError(Exception):
     def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.status_code, self.detail, self.headers = status_code, detail, headers or {}
 
 
-# ---- the work ----------------------------------------------------------------------------------------
 async def run_chat(
     prompt: str, options: ChatOptions, backend: Any, settings: Settings, clock: Callable[[], float]
 ) -> ChatResponse:
@@ -270,7 +94,7 @@ async def run_chat(
 
     request_id = uuid.uuid4().hex
     created_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    decision = smart_router(prompt)
+    decision = await route(prompt)
     temperature = options.temperature if options.temperature is not None else decision.temperature
     model = options.model or settings.default_model()
     messages = ([{"role": "system", "content": options.system}] if options.system else []) + [
@@ -311,17 +135,17 @@ async def run_chat(
             if event.energy_method is not None:
                 energy_kwh, energy_method = event.energy_kwh, event.energy_method
     except BackendError as exc:
-        headers = {"Retry-After": exc.retry_after} if exc.retry_after else {}
-        raise ServiceError(exc.status_code, exc.message, headers) from exc
+        raise ServiceError(exc.status_code, exc.message, exc.retry_headers()) from exc
     except asyncio.TimeoutError as exc:
         raise ServiceError(504, f"model {model} did not answer in time") from exc
     t_end = clock()
-    text = "".join(parts)
+    text = redact.mask_secrets("".join(parts))  # a provider that echoes its key in the answer does not leak it
     token_source = "provider"
     if completion_tokens is None:
         token_source = "estimated"
-        prompt_tokens = backend.count_tokens(model, messages=messages)
-        completion_tokens = backend.count_tokens(model, text=text) if text else 0
+        prompt_tokens, completion_tokens = await _off_loop_if_long(
+            len(prompt) + len(text), _estimate_tokens, backend, model, messages, text
+        )
     prompt_tokens = int(prompt_tokens or 0)
     completion_tokens = int(completion_tokens)
     timing = timing_metrics(t_sent, t_first, t_end, completion_tokens)
@@ -346,6 +170,22 @@ async def run_chat(
     )
 
 
+async def route(prompt: str) -> RouteDecision:
+    """smart_router, in a worker thread for a long prompt (RE2 is linear, but 100 prompts of 32k characters
+    are still CPU work that must not hold up the event loop)."""
+    return await _off_loop_if_long(len(prompt), smart_router, prompt)
+
+
+async def _off_loop_if_long(size: int, func: Callable[..., Any], *args: Any) -> Any:
+    if size <= ROUTE_INLINE_CHARS:
+        return func(*args)
+    return await asyncio.to_thread(func, *args)
+
+
+def _estimate_tokens(backend: Any, model: str, messages: list[dict[str, str]], text: str) -> tuple[int, int]:
+    return backend.count_tokens(model, messages=messages), (backend.count_tokens(model, text=text) if text else 0)
+
+
 async def run_batch(
     body: BatchRequest, backend: Any, settings: Settings, clock: Callable[[], float]
 ) -> BatchResponse:
@@ -361,19 +201,27 @@ async def run_batch(
             try:
                 return await run_chat(prompt, options, backend, settings, clock)
             except ServiceError as exc:
-                return BatchItemError(prompt_index=index, error=exc.detail, status_code=exc.status_code,
-                                      retry_after=exc.headers.get("Retry-After"))
+                ms = exc.headers.get("retry-after-ms")
+                return BatchItemError(prompt_index=index, error=redact.scrub(exc.detail),
+                                      status_code=exc.status_code, retry_after=exc.headers.get("Retry-After"),
+                                      retry_after_ms=int(ms) if ms else None)
 
     results = await asyncio.gather(*(one(i, p) for i, p in enumerate(body.prompts)))
     return BatchResponse(results=list(results))
 
 
-# ---- the app -----------------------------------------------------------------------------------------
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     """Build the real backend and load its model before serving (unless a test put a fake in), warn about a
     deprecated default, and trace to Langfuse when its keys are set; flush the traces on shutdown."""
-    settings = get_settings()
+    try:
+        settings = app_settings(app)
+    except ConfigError as exc:  # one line in the log and exit 2, not a traceback
+        log.error("%s", exc)
+        for handler in logging.getLogger().handlers + log.handlers:
+            handler.flush()
+        sys.stderr.flush()
+        os._exit(2)
     traced = False
     if get_backend not in app.dependency_overrides and getattr(app.state, "backend", None) is None:
         from wattbench.service import tracing
@@ -401,9 +249,21 @@ app = FastAPI(title="wattbench", version="0.1.0", lifespan=lifespan,
               description="LLM serving benchmark: latency, cost, accuracy, energy and carbon.")
 
 
+app.add_middleware(GuardMiddleware)
+
+
+def _error_json(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": redact.scrub(detail)}, status_code=status_code, headers=headers)
+
+
 @app.exception_handler(ServiceError)
 async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return _error_json(exc.status_code, exc.detail, exc.headers)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error_json(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
 
 @app.exception_handler(RequestValidationError)
@@ -413,28 +273,66 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         problems.append(f"{where}: {message}")
-    return JSONResponse({"detail": "invalid request: " + "; ".join(problems)}, status_code=422)
+    return _error_json(422, "invalid request: " + "; ".join(problems))
 
 
 @app.exception_handler(Exception)
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error")
-    return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the service log"}, status_code=500)
+    return _error_json(500, f"internal error ({type(exc).__name__}); see the service log")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
 BackendDep = Annotated[Any, Depends(get_backend)]
+
+
 ClockDep = Annotated[Callable[[], float], Depends(get_clock)]
 
 
-@app.get("/health", response_model=HealthResponse)
-def health(settings: SettingsDep, backend: BackendDep,
-           model: Annotated[str | None, Query(max_length=200, description="check this model, not the default")]
-           = None) -> HealthResponse:
+def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    what = {
+        400: "the body is not readable (not UTF-8 JSON)",
+        401: "missing or wrong bearer token (only when WATTBENCH_API_TOKEN is set)",
+        413: "the body is over the size limit",
+        422: "invalid request (the detail names each field), or a model the provider does not know",
+        429: "the provider rate-limited the model; wait Retry-After seconds (retry-after-ms: milliseconds)",
+        500: "an unexpected error in the service (see its log)",
+        502: "the provider failed or is unreachable, or its key is missing or rejected",
+        504: "the model did not answer in time",
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {"model": ErrorResponse, "description": what[code]}
+        if code == 429:
+            entry["headers"] = {
+                "Retry-After": {"description": "whole seconds to wait", "schema": {"type": "string"}},
+                "retry-after-ms": {"description": "milliseconds to wait", "schema": {"type": "string"}},
+            }
+        if code == 401:
+            entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        out[code] = entry
+    return out
+
+
+@app.get("/health", response_model=HealthResponse, responses=_error_responses(422, 500))
+def health(request: Request, settings: SettingsDep, backend: BackendDep,
+           model: Annotated[str | None, Query(max_length=200, description="check this model, not the default "
+                                                                          "(needs the token when one is set)")]
+           = None) -> Any:
+    """Open to everyone. Without the token (when WATTBENCH_API_TOKEN is set) it says only status, ready and
+    auth_required, for the default model; with it (or with auth off) also the model, why it is (not) ready and
+    any deprecation, every secret masked."""
+    auth_required = settings.auth_required
+    if not token_ok(request.headers.get("authorization"), settings):
+        ready, _ = backend.ready(settings.default_model())
+        return JSONResponse({"status": "ok" if ready else "degraded", "ready": ready, "auth_required": auth_required})
     model = model or settings.default_model()
     ready, detail = backend.ready(model)
-    return HealthResponse(status="ok" if ready else "degraded", model=model, ready=ready, detail=detail,
-                          auth_required=settings.api_token is not None, deprecation=deprecation_notice(model))
+    return HealthResponse(status="ok" if ready else "degraded", model=model, ready=ready,
+                          detail=redact.scrub(detail), auth_required=auth_required,
+                          deprecation=deprecation_notice(model))
 
 
 # The routes serialise their pydantic result once themselves (`_json`) instead of letting FastAPI validate it
@@ -444,50 +342,61 @@ def _json(model: BaseModel) -> Response:
     return Response(content=model.__pydantic_serializer__.to_json(model), media_type="application/json")
 
 
-@app.post("/chat", response_model=None, responses={200: {"model": ChatResponse}},
-          dependencies=[Depends(require_token)])
+_CHAT_ERRORS = _error_responses(400, 401, 413, 422, 429, 500, 502, 504)
+
+
+_BATCH_ERRORS = _error_responses(400, 401, 413, 422, 500)
+
+
+_CHAT_200 = {
+    "model": ChatResponse,
+    "description": "the answer as JSON; with \"stream\": true, server-sent events (data: {\"text\"}, then "
+                   "event: result with this JSON, or event: error with {status_code, detail, retry_after, "
+                   "retry_after_ms})",
+    # each event's data is a JSON object: {"text": ...}, the ChatResponse, or the error
+    "content": {"text/event-stream": {"schema": {"type": "object"}}},
+}
+
+
+@app.post("/chat", response_model=None, responses={200: _CHAT_200, **_CHAT_ERRORS})
 async def chat(body: ChatRequest, settings: SettingsDep, backend: BackendDep, clock: ClockDep) -> Response:
     if body.stream:  # opt-in: server-sent events, so the client times the first token itself
         return sse_response(lambda b: run_chat(body.prompt, body, b, settings, clock), backend, (ServiceError,))
     return _json(await run_chat(body.prompt, body, backend, settings, clock))
 
 
-@app.post("/batch", response_model=None, responses={200: {"model": BatchResponse}},
-          dependencies=[Depends(require_token)])
+@app.post("/batch", response_model=None, responses={200: {"model": BatchResponse}, **_BATCH_ERRORS})
 async def batch(body: BatchRequest, settings: SettingsDep, backend: BackendDep, clock: ClockDep) -> Response:
     return _json(await run_batch(body, backend, settings, clock))
 
 
-class _ServeArgError(Exception):
-    """Bad input for `wattbench serve`: one `error: ...` line, exit 2."""
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document of the service as configured: the bearer scheme (and the 401s) only when a token is
+    set, every error as {"detail": "<one line>"}."""
+    document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    paths = document.get("paths", {})
+    for path, operations in paths.items():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if not settings.auth_required or path in OPEN_PATHS:
+                responses.pop("401", None)
+            elif path not in OPEN_PATHS:
+                operation["security"] = [{"bearerAuth": []}]
+    if settings.auth_required:
+        components = document.setdefault("components", {})
+        components["securitySchemes"] = {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "description": "WATTBENCH_API_TOKEN"}
+        }
+    return document
 
 
-class _ServeParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _ServeArgError(message)
+def _openapi() -> dict[str, Any]:
+    settings = app_settings(app)
+    key = settings.auth_required
+    cached = getattr(app.state, "openapi_cache", None)
+    if cached is None or cached[0] != key:
+        cached = app.state.openapi_cache = (key, openapi_document(settings))
+    return cached[1]
 
 
-def cli_serve(argv: list[str]) -> int:
-    """`wattbench serve [--host H] [--port P]`: run the service under uvicorn."""
-    parser = _ServeParser(prog="wattbench serve", description="Run the wattbench service.")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    try:
-        args = parser.parse_args(argv)
-        if not 0 < args.port < 65536:
-            raise _ServeArgError(f"--port must be 1-65535, got {args.port}")
-        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
-            try:
-                probe.bind((args.host, args.port))
-            except OSError as exc:  # before loading the model, not after
-                raise _ServeArgError(
-                    f"cannot listen on {args.host}:{args.port} ({exc.strerror}); choose another --port"
-                ) from None
-    except _ServeArgError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    import uvicorn
-
-    uvicorn.run("wattbench.service.app:app", host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+app.openapi = _openapi  # type: ignore[method-assign]

@@ -9,15 +9,19 @@ service answers with and a message that says what to fix. Secrets never appear i
 """
 from __future__ import annotations
 
+import email.utils
 import logging
+import math
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: use the bundled price map
 
+from wattbench import redact  # noqa: E402
 from wattbench.config import LOCAL_MODEL, Settings  # noqa: E402
 
 log = logging.getLogger("wattbench.backend")
@@ -49,10 +53,22 @@ class BackendError(Exception):
 
     status_code = 502
 
-    def __init__(self, message: str, *, retry_after: str | None = None):
+    def __init__(self, message: str, *, retry_after: str | None = None, retry_after_s: float | None = None):
         super().__init__(message)
         self.message = message
-        self.retry_after = retry_after
+        if retry_after_s is None and retry_after:
+            retry_after_s = retry_after_seconds({"retry-after": retry_after})
+        self.retry_after_s = retry_after_s
+        self.retry_after = retry_after if retry_after else (
+            str(max(0, math.ceil(retry_after_s))) if retry_after_s is not None else None)
+
+    def retry_headers(self) -> dict[str, str]:
+        """What the service sends with this error: Retry-After in whole seconds (rounded up, as HTTP wants)
+        and retry-after-ms with the provider's millisecond precision."""
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(0, math.ceil(self.retry_after_s))),
+                "retry-after-ms": str(max(0, round(self.retry_after_s * 1000)))}
 
 
 class RateLimited(BackendError):
@@ -149,11 +165,11 @@ class LiteLLMBackend:
                 path = self.local().model_path
             except LocalModelError as exc:  # reported by /health, not raised
                 return False, str(exc)
-            if not path.is_file():
-                return False, f"local model file not found: {path} (check WATTBENCH_LOCAL_MODEL_PATH)"
+            if not path.is_file():  # the file name only: /health must not map the machine's disk
+                return False, f"local model file not found: {path.name} (check WATTBENCH_LOCAL_MODEL_PATH)"
             return True, f"local GGUF {path.name}" + ("" if self.local().loaded else " (loads on first request)")
         if self._settings.api_base:
-            return True, f"OpenAI-compatible server at {self._settings.api_base}"
+            return True, f"OpenAI-compatible server at {redact.shown_url(self._settings.api_base)}"
         check = self._litellm.validate_environment(model=model)
         missing = check.get("missing_keys") or []
         if missing:
@@ -236,13 +252,73 @@ class LiteLLMBackend:
             raise translate_error(exc, request.model, self._settings) from exc
 
 
-def _retry_after(exc: Exception) -> str | None:
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration_s(value: str) -> float | None:
+    """OpenAI's reset durations ('20ms', '1.5s', '6m0s') or plain seconds; None when unreadable."""
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _DURATION_S[u] for n, u in parts)
+
+
+def retry_after_seconds(headers: Any, now_epoch_s: float | None = None) -> float | None:
+    """How long a provider asks to wait, as precisely as it says it: `retry-after-ms`, then `Retry-After`
+    (seconds or an HTTP date), then the rate-limit reset headers (x-ratelimit-reset-requests / -tokens,
+    anthropic-ratelimit-*-reset: the longest of them). None when none is readable."""
+    lower = {str(k).lower(): str(v) for k, v in dict(headers).items()}
+    try:
+        if lower.get("retry-after-ms"):
+            return max(0.0, float(lower["retry-after-ms"]) / 1000.0)
+    except ValueError:
+        pass
+    value = lower.get("retry-after", "").strip()
+    if value:
+        seconds = _duration_s(value)
+        if seconds is not None:
+            return max(0.0, seconds)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - (time.time() if now_epoch_s is None else now_epoch_s))
+        except (TypeError, ValueError):
+            pass
+    resets = []
+    for name, raw in lower.items():
+        if name.startswith("x-ratelimit-reset"):
+            seconds = _duration_s(raw)
+        elif name.startswith("anthropic-ratelimit-") and name.endswith("-reset"):
+            try:
+                from datetime import datetime
+
+                when_s = datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+                seconds = when_s - (time.time() if now_epoch_s is None else now_epoch_s)
+            except ValueError:
+                seconds = None
+        else:
+            continue
+        if seconds is not None:
+            resets.append(max(0.0, seconds))
+    return max(resets) if resets else None
+
+
+def _retry_after_s(exc: Exception) -> float | None:
     for holder in (getattr(exc, "response", None), exc):
-        headers = getattr(holder, "headers", None) or getattr(holder, "litellm_response_headers", None)
-        if headers is not None:
-            value = headers.get("retry-after") or headers.get("Retry-After")
-            if value:
-                return str(value)
+        for attr in ("headers", "litellm_response_headers"):
+            headers = getattr(holder, attr, None)
+            if headers:
+                try:
+                    seconds = retry_after_seconds(headers)
+                except (TypeError, ValueError, AttributeError):
+                    seconds = None
+                if seconds is not None:
+                    return seconds
     return None
 
 
@@ -251,9 +327,9 @@ def translate_error(exc: Exception, model: str, settings: Settings) -> BackendEr
     import litellm
 
     name = type(exc).__name__
-    detail = scrub(_short(getattr(exc, "message", None) or str(exc)), settings)
+    detail = _short(scrub(getattr(exc, "message", None) or str(exc), settings))
     if isinstance(exc, litellm.RateLimitError):
-        return RateLimited(f"the provider rate-limited model {model}: {detail}", retry_after=_retry_after(exc))
+        return RateLimited(f"the provider rate-limited model {model}: {detail}", retry_after_s=_retry_after_s(exc))
     if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
         var = key_variable(model, settings)
         return UpstreamUnavailable(f"the provider rejected the API key for {model}: check {var}")
@@ -281,13 +357,13 @@ def translate_error(exc: Exception, model: str, settings: Settings) -> BackendEr
     return UpstreamUnavailable(f"model {model} failed ({name}): {detail}")
 
 
-def scrub(text: str, settings: Settings) -> str:
-    """Remove every secret the settings hold (and `key=...` URL parameters) from a message."""
-    for secret in (settings.gemini_api_key, settings.api_base_key, settings.api_token, settings.langfuse_secret_key):
-        value = secret.get_secret_value() if secret is not None else ""
-        if len(value) >= 4:
-            text = text.replace(value, "***")
-    return re.sub(r"(?i)\b(key|api_key|token)=[^&\s'\"]+", r"\1=***", text)
+def scrub(text: str, settings: Settings | None = None) -> str:
+    """redact.scrub: every secret the process can hold (the settings' own included) masked."""
+    extra = []
+    if settings is not None:
+        extra = [getattr(settings, name) for name in type(settings).model_fields]
+        extra = [v for v in extra if hasattr(v, "get_secret_value")]
+    return redact.scrub(text, extra=extra)
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -3,7 +3,7 @@
 The JSON answer stays /chat's default. A streamed answer is one `data: {"text": ...}` event per piece of text
 as the model produces it (pieces that arrived together are sent together), then `event: result` carrying the
 same ChatResponse JSON as the default answer (the service's own timings inside), or `event: error` carrying
-{"status_code", "detail", "retry_after"} when the model call fails. The client times the first text event and
+{"status_code", "detail", "retry_after", "retry_after_ms"} when the model call fails. The client times the first text event and
 the last byte itself: that is the latency a user of the service sees, queueing in the service included.
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+
+from wattbench import redact
 
 log = logging.getLogger("wattbench.streaming")
 
@@ -63,18 +65,20 @@ async def _events(
                 pieces.append(queue.get_nowait())
             done = pieces[-1] is None
             text = "".join(p for p in pieces if p is not None)
-            if text:
-                yield b"data: " + json.dumps({"text": text}).encode() + b"\n\n"
+            if text:  # secret values masked, as in the JSON answer (a provider may echo its key)
+                yield b"data: " + json.dumps({"text": redact.mask_secrets(text)}).encode() + b"\n\n"
         try:
             result = task.result()
         except errors as exc:
-            error = {"status_code": exc.status_code, "detail": exc.detail,  # type: ignore[attr-defined]
-                     "retry_after": exc.headers.get("Retry-After")}  # type: ignore[attr-defined]
+            headers = exc.headers  # type: ignore[attr-defined]
+            ms = headers.get("retry-after-ms")
+            error = {"status_code": exc.status_code, "detail": redact.scrub(exc.detail),  # type: ignore[attr-defined]
+                     "retry_after": headers.get("Retry-After"), "retry_after_ms": int(ms) if ms else None}
             yield b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"
         except Exception as exc:  # noqa: BLE001 - the stream has begun: report it in the stream, and log it
             log.exception("unexpected error in a streamed /chat")
             error = {"status_code": 500, "detail": f"internal error ({type(exc).__name__}); see the service log",
-                     "retry_after": None}
+                     "retry_after": None, "retry_after_ms": None}
             yield b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"
         else:
             yield b"event: result\ndata: " + result.__pydantic_serializer__.to_json(result) + b"\n\n"

@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from wattbench import redact
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -109,9 +111,9 @@ def _build_provider(target: TracingTarget) -> TracerProvider:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    exporter = OTLPSpanExporter(
+    exporter = ScrubbingExporter(OTLPSpanExporter(
         endpoint=target.endpoint, headers=dict(target.headers), timeout=EXPORT_TIMEOUT_S
-    )
+    ))
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
     # OpenTelemetry's own OTEL_BSP_SCHEDULE_DELAY (milliseconds), when set, wins over EXPORT_DELAY_S.
     delay_ms = None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY") else int(EXPORT_DELAY_S * 1000)
@@ -122,6 +124,52 @@ def _build_provider(target: TracingTarget) -> TracerProvider:
     )
     provider.add_span_processor(processor)
     return provider
+
+
+def scrub_span(span: Any) -> Any:
+    """A copy of a finished span with every secret masked (redact.scrub) in its name, attributes, events
+    (exception messages and stack traces included), links and status description."""
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Link
+    from opentelemetry.trace.status import Status
+
+    def attrs(mapping: Any) -> dict[str, Any] | None:
+        return None if mapping is None else {k: redact.scrub_value(v) for k, v in mapping.items()}
+
+    status = span.status
+    if status is not None and status.description:
+        status = Status(status.status_code, redact.scrub(status.description))
+    return ReadableSpan(
+        name=redact.scrub(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attrs(span.attributes),
+        events=[Event(e.name, attrs(e.attributes), e.timestamp) for e in span.events],
+        links=[Link(link.context, attrs(link.attributes)) for link in span.links],
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class ScrubbingExporter:
+    """A SpanExporter that masks secrets in every span before the wrapped exporter sends it: provider errors
+    and tracebacks that LiteLLM records on a span can quote keys and Authorization headers."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def export(self, spans: Any) -> Any:
+        return self._inner.export([scrub_span(s) for s in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
 
 
 def _build_callback(target: TracingTarget, provider: TracerProvider) -> object:

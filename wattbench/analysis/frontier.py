@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from wattbench.analysis.plotting import MODEL_COLORS, base_layout, no_data, short_model
-from wattbench.analysis.load import measured_phase
+from wattbench.analysis.load import first_value, measured_phase
 from wattbench.analysis.report import fmt_num
 from wattbench.analysis.tables import DEFAULT_SLO_TPOT_S, DEFAULT_SLO_TTFT_S, per_1k, run_span_s, simulated
 
@@ -56,8 +56,8 @@ def point_table(df: pd.DataFrame) -> pd.DataFrame:
         busy = float(ok["latency_s"].sum())
         rows.append(dict(
             run_id=run_id, model=model, requests=len(run), served=len(ok), errors=len(run) - len(ok),
-            requested_concurrency=_first(run, "requested_concurrency"),
-            requested_rate_rps=_first(run, "requested_rate_rps"),
+            requested_concurrency=first_value(run, "requested_concurrency"),
+            requested_rate_rps=first_value(run, "requested_rate_rps"),
             achieved_concurrency=busy / span if span and span > 0 else math.nan,
             throughput_rps=len(ok) / span if span and span > 0 else math.nan,
             output_tokens_per_s=float(ok["completion_tokens"].sum()) / span if span and span > 0 else math.nan,
@@ -65,13 +65,6 @@ def point_table(df: pd.DataFrame) -> pd.DataFrame:
             itl_p90_s=itl.quantile(0.9) if itl.notna().any() else math.nan,
         ))
     return pd.DataFrame(rows)
-
-
-def _first(frame: pd.DataFrame, column: str) -> object:
-    if column not in frame.columns:
-        return None
-    values = frame[column].dropna()
-    return values.iloc[0] if not values.empty else None
 
 
 def frontier_table(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,

@@ -46,10 +46,10 @@ def load_table(df: pd.DataFrame) -> pd.DataFrame:
         ends = (run["t_start_s"] + run["latency_s"]).fillna(run["t_start_s"])
         mean, most, span = _in_flight(ok["t_start_s"], ok["t_start_s"] + ok["latency_s"])
         full_span = float(ends.max() - starts.min()) if len(run) else 0.0
-        requested = _first(run, "requested_concurrency")
-        rate = _first(run, "requested_rate_rps")
+        requested = first_value(run, "requested_concurrency")
+        rate = first_value(run, "requested_rate_rps")
         row = dict(
-            run_id=run_id, path=_first(run, "path") or "service", requests=len(run), served=len(ok),
+            run_id=run_id, path=first_value(run, "path") or "service", requests=len(run), served=len(ok),
             requested_concurrency=requested, requested_rate_rps=rate,
             achieved_concurrency_mean=mean, achieved_concurrency_max=most, span_s=full_span,
             throughput_rps=len(ok) / full_span if full_span > 0 else math.nan,
@@ -63,7 +63,8 @@ def load_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _first(frame: pd.DataFrame, column: str) -> object:
+def first_value(frame: pd.DataFrame, column: str) -> object:
+    """The first non-empty value of `column`, None when the column is missing or empty."""
     if column not in frame.columns:
         return None
     values = frame[column].dropna()

@@ -310,8 +310,8 @@ def test_cli_report_run_dir(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["/nonexistent/run.csv"], "error: /nonexistent/run.csv: no such file or directory"),
-    (["x.csv", "--slo-ttft-s", "-1"], "error: argument --slo-ttft-s: '-1' must be a positive number of seconds"),
-    (["x.csv", "--slo-tpot-s", "fast"], "error: argument --slo-tpot-s: 'fast' is not a number"),
+    (["x.csv", "--slo-ttft-s", "-1"], "error: argument --slo-ttft-s: must be > 0, got '-1'"),
+    (["x.csv", "--slo-tpot-s", "fast"], "error: argument --slo-tpot-s: expected a number, got 'fast'"),
     ([], "error: the following arguments are required: source"),
 ])
 def test_cli_report_bad_input_is_one_line(argv, message, capsys):

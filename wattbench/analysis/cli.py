@@ -3,50 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from wattbench.analysis.outputs import build_outputs
 from wattbench.analysis.reading import ReportInputError, read_metrics_csv, resolve_csv
 from wattbench.analysis.tables import DEFAULT_SLO_TPOT_S, DEFAULT_SLO_TTFT_S
-
-
-class _ArgError(Exception):
-    """argparse found bad arguments."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser that raises instead of printing usage and exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _ArgError(message)
-
-
-def _positive(text: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
-    return value
+from wattbench.cli_support import CliError, Parser, fail, positive_float
 
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of `wattbench report`."""
-    p = _Parser(prog="wattbench report",
-                description="Rebuild the six dashboards, index.html, the summary CSV and the report from a "
+    p = Parser(prog="wattbench report",
+                description="Rebuild the dashboards, index.html, the summary CSV and the report from a "
                             "metrics CSV (or the newest ai_metrics_*.csv in a run directory).")
     p.add_argument("source", nargs="+",
                    help="ai_metrics_*.csv file(s), or run directories such as outputs/; several are compared "
                         "(models, profiles and load points side by side, the frontier over all of them)")
     p.add_argument("--out", help="directory to write into (default: the first CSV's directory)")
-    p.add_argument("--slo-ttft-s", type=_positive, default=DEFAULT_SLO_TTFT_S,
+    p.add_argument("--slo-ttft-s", type=positive_float, default=DEFAULT_SLO_TTFT_S,
                    help=f"TTFT target for goodput, seconds (default {DEFAULT_SLO_TTFT_S})")
-    p.add_argument("--slo-tpot-s", type=_positive, default=DEFAULT_SLO_TPOT_S,
+    p.add_argument("--slo-tpot-s", type=positive_float, default=DEFAULT_SLO_TPOT_S,
                    help=f"time-per-output-token target for goodput, seconds (default {DEFAULT_SLO_TPOT_S})")
     return p
 
@@ -61,16 +38,14 @@ def cli_report(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
         csv_paths = [resolve_csv(Path(source)) for source in args.source]
         df = combine([read_metrics_csv(path) for path in csv_paths], csv_paths)
-    except (_ArgError, ReportInputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (CliError, ReportInputError) as exc:
+        return fail(str(exc))
     csv_path = csv_paths[0]
     out_dir = Path(args.out) if args.out else csv_path.parent
     try:
         result = build_outputs(df, out_dir, slo_ttft_s=args.slo_ttft_s, slo_tpot_s=args.slo_tpot_s)
     except OSError as exc:
-        print(f"error: cannot write to {out_dir}: {exc.strerror or exc}; choose another --out", file=sys.stderr)
-        return 2
+        return fail(f"cannot write to {out_dir}: {exc.strerror or exc}; choose another --out")
     print(result["report_text"], end="")
     print(f"\nread {', '.join(str(p) for p in csv_paths)}")
     paths = [*result["dashboards"].values(), result["index"], result["summary_csv"], result["report_txt"],

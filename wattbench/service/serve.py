@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import socket
-import sys
 
+from wattbench.cli_support import CliError, Parser, fail
 from wattbench.config import ConfigError, get_settings
 
 #: Seconds an idle keep-alive connection stays open. Well above clients' own expiry (httpx: 5 s), so a client
@@ -13,18 +12,9 @@ from wattbench.config import ConfigError, get_settings
 KEEP_ALIVE_S = 75
 
 
-class _ServeArgError(Exception):
-    """Bad input for `wattbench serve`: one `error: ...` line, exit 2."""
-
-
-class _ServeParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _ServeArgError(message)
-
-
 def cli_serve(argv: list[str]) -> int:
     """`wattbench serve [--host H] [--port P]`: run the service under uvicorn."""
-    parser = _ServeParser(prog="wattbench serve", description="Run the wattbench service.")
+    parser = Parser(prog="wattbench serve", description="Run the wattbench service.")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -33,19 +23,18 @@ def cli_serve(argv: list[str]) -> int:
         try:
             get_settings()
         except ConfigError as exc:
-            raise _ServeArgError(str(exc)) from None
+            raise CliError(str(exc)) from None
         if not 0 < args.port < 65536:
-            raise _ServeArgError(f"--port must be 1-65535, got {args.port}")
+            raise CliError(f"--port must be 1-65535, got {args.port}")
         with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
             try:
                 probe.bind((args.host, args.port))
             except OSError as exc:  # before loading the model, not after
-                raise _ServeArgError(
+                raise CliError(
                     f"cannot listen on {args.host}:{args.port} ({exc.strerror}); choose another --port"
                 ) from None
-    except _ServeArgError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except CliError as exc:
+        return fail(str(exc))
     import uvicorn
 
     uvicorn.run("wattbench.service.app:app", host=args.host, port=args.port, log_level=args.log_level,

@@ -62,7 +62,9 @@ def test_run_measures_the_gpu_and_gives_each_request_its_share(
     summary = lines[-1]["session_summary"]
     shares = {line["key"]: line["gpu_energy_j"] for line in lines[:-1]}
     # constant 300 W: the window's energy is power x its length; nothing is lost in the split
-    assert summary["total_j"] == pytest.approx(POWER_W * summary["window_s"], abs=0.01)  # whole millijoules
+    # (the fake's counters follow the real clock; a thread preempted between reading the clock and a counter
+    # shifts a sample by up to milliseconds on a loaded machine: 1% covers that, a lost interval does not)
+    assert summary["total_j"] == pytest.approx(POWER_W * summary["window_s"], rel=0.01)
     assert sum(shares.values()) + summary["idle_j"] == pytest.approx(summary["total_j"], rel=1e-12)
     records = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
     assert sorted(shares) == sorted(r["key"] for r in records) and len(shares) == 4
@@ -71,7 +73,7 @@ def test_run_measures_the_gpu_and_gives_each_request_its_share(
     spans = [(r["t_start_epoch_s"], r["t_end_epoch_s"]) for r in records]
     by_hand = shares_by_hand(spans, min(spans)[0] - 1.0, max(e for _, e in spans) + 1.0, POWER_W)
     for record, expected in zip(records, by_hand):
-        assert shares[record["key"]] == pytest.approx(expected, abs=0.01)  # NVML counts whole millijoules
+        assert shares[record["key"]] == pytest.approx(expected, rel=0.01)  # clock skew as above
     # two at a time: a request's share is at most its whole time at full power, at least half of it
     for record in records:
         alone = POWER_W * (record["t_end_epoch_s"] - record["t_start_epoch_s"])

@@ -77,7 +77,7 @@ def test_run_measures_the_gpu_and_gives_each_request_its_share(
     # two at a time: a request's share is at most its whole time at full power, at least half of it
     for record in records:
         alone = POWER_W * (record["t_end_epoch_s"] - record["t_start_epoch_s"])
-        assert alone / 2 - 1e-3 <= shares[record["key"]] <= alone + 1e-3
+        assert 0.99 * alone / 2 <= shares[record["key"]] <= 1.01 * alone  # 1%: clock skew, whole mJ
 
     [csv_path] = out.glob("ai_metrics_*.csv")
     df = pd.read_csv(csv_path)

@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from wattbench.runner.plan import WorkItem  # noqa: E402
-from wattbench.runner.prompts import PromptSpec  # noqa: E402
-from wattbench.runner.sender import BatchProcessor  # noqa: E402
-from wattbench.runner.service_process import ServiceProcess, free_port  # noqa: E402
-from wattbench.runner.transport import OpenAITransport  # noqa: E402
+from wattbench.loadgen.plan import WorkItem  # noqa: E402
+from wattbench.workloads.prompts import PromptSpec  # noqa: E402
+from wattbench.loadgen.sender import BatchProcessor  # noqa: E402
+from wattbench.client.service_process import ServiceProcess, free_port  # noqa: E402
+from wattbench.client.transport import OpenAITransport  # noqa: E402
 
 TOKENS = 64
 

@@ -72,7 +72,7 @@ def run_notebook(work: Path, env: dict[str, str]) -> tuple[float, dict]:
 
 def run_cli(out: Path, env: dict[str, str], prompts: int) -> float:
     """`wattbench run` on the first `prompts` prompts; wall seconds."""
-    from wattbench.runner.prompts import DEFAULT_PROMPTS_PATH
+    from wattbench.workloads.prompts import DEFAULT_PROMPTS_PATH
 
     out.mkdir(parents=True, exist_ok=True)
     subset = out / "prompts.jsonl"

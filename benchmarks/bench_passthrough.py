@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from wattbench.config import Settings  # noqa: E402
-from wattbench.runner.service_process import free_port  # noqa: E402
+from wattbench.client.service_process import free_port  # noqa: E402
 from wattbench.service.backend import GenerationRequest, LiteLLMBackend  # noqa: E402
 from wattbench.service.passthrough import PassthroughBackend  # noqa: E402
 

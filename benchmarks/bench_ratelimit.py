@@ -31,9 +31,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from stub_servers import ChatStub, SmoothRateLimiter, rate_limited  # noqa: E402
 
-from wattbench.runner.plan import plan_requests
-from wattbench.runner.prompts import PromptSpec
-from wattbench.runner.sender import BatchProcessor
+from wattbench.loadgen.plan import plan_requests
+from wattbench.workloads.prompts import PromptSpec
+from wattbench.loadgen.sender import BatchProcessor
 
 
 def span_s(stub: ChatStub) -> float:
@@ -106,7 +106,7 @@ def rate_limited_provider(rpm: float):
 
 def run_through_service(rpm: float, n: int, concurrency: int) -> tuple[int, float, int]:
     """BatchProcessor -> the service -> a rate-limited provider: (lost, span_s, 429s seen)."""
-    from wattbench.runner.service_process import ServiceProcess
+    from wattbench.client.service_process import ServiceProcess
 
     server, url, served = rate_limited_provider(rpm)
     prompts = [PromptSpec(f"p{i:02d}", f"prompt {i}") for i in range(n)]

@@ -101,7 +101,7 @@ def main() -> int:
 
 
 def measure_overhead(args: argparse.Namespace) -> None:
-    from wattbench.runner.service_process import ServiceProcess
+    from wattbench.client.service_process import ServiceProcess
 
     overhead_env = {"WATTBENCH_MOCK_RESPONSE": MOCK_TEXT, "WATTBENCH_MODEL": MOCK_MODEL}
     bare, served = [], []
@@ -122,7 +122,7 @@ def measure_overhead(args: argparse.Namespace) -> None:
 def measure_throughput(args: argparse.Namespace) -> None:
     from llama_cpp import Llama
 
-    from wattbench.runner.service_process import ServiceProcess
+    from wattbench.client.service_process import ServiceProcess
     from wattbench.service import local_llm
 
     direct, through = [], []

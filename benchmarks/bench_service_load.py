@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from wattbench.runner.service_process import ServiceProcess
+    from wattbench.client.service_process import ServiceProcess
 
     env = {"WATTBENCH_MOCK_RESPONSE": MOCK_TEXT, "WATTBENCH_MODEL": MOCK_MODEL}
     with ServiceProcess(env=env) as service:

@@ -183,7 +183,7 @@ when unset).
 SERVICE = '''\
 import httpx
 
-from wattbench.runner.service_process import ServiceProcess
+from wattbench.client.service_process import ServiceProcess
 from wattbench.service import tunnel
 
 if globals().get("PUBLIC_URL"):  # left by an earlier run of this notebook
@@ -250,8 +250,8 @@ The test prompts go to `/chat` (one warm-up request first, not recorded); each f
 """
 
 BATCH = '''\
-from wattbench.runner.prompts import DEFAULT_PROMPTS_PATH
-from wattbench.runner.run import run_benchmark
+from wattbench.workloads.prompts import DEFAULT_PROMPTS_PATH
+from wattbench.runs.run import run_benchmark
 
 prompts_path = DEFAULT_PROMPTS_PATH
 if PROMPT_LIMIT:  # the first N prompts, in a file of their own, so that the run's manifest names what it sent

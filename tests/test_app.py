@@ -7,7 +7,7 @@ import pytest
 from conftest import FakeBackend, Scripted, ScriptedClock
 
 from wattbench.config import LOCAL_MODEL, Settings
-from wattbench.service.app import timing_metrics
+from wattbench.protocol.metrics import timing_from_clock as timing_metrics
 from wattbench.service.backend import BadModelRequest, RateLimited, UpstreamTimeout, UpstreamUnavailable
 
 REQUIRED_FIELDS = {

@@ -13,14 +13,16 @@ from stub_servers import ChatStub, Reply, drop, ok, slow, status
 
 from wattbench.analysis.outputs import write_frame_csv
 from wattbench.redact import shown_url
-from wattbench.runner.enrich import build_dataframe, idle_gaps_s
-from wattbench.runner.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s, parse_retry_after
-from wattbench.runner.plan import RequestRecord, WorkItem, arrival_offsets_s, plan_requests
-from wattbench.runner.prompts import PromptSpec
-from wattbench.runner.run import cli_run, run_benchmark
-from wattbench.runner.sender import AuthRejectedError, BatchProcessor, Progress, ServiceGoneError
-from wattbench.runner.service_process import free_port
-from wattbench.runner.store import RunStore, RunStoreError, pending_items
+from wattbench.analysis.enrich import build_dataframe, idle_gaps_s
+from wattbench.loadgen.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s
+from wattbench.protocol.ratelimit import retry_after_s as parse_retry_after
+from wattbench.loadgen.plan import RequestRecord, WorkItem, arrival_offsets_s, plan_requests
+from wattbench.workloads.prompts import PromptSpec
+from wattbench.runs.run import cli_run, run_benchmark
+from wattbench.loadgen.sender import AuthRejectedError, BatchProcessor, Progress, ServiceGoneError
+from wattbench.client.service_process import free_port
+from wattbench.loadgen.plan import RecordSinkError
+from wattbench.runs.store import RunStore, RunStoreError, pending_items
 
 FAST_RETRY = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.02)
 PROMPTS = [
@@ -819,7 +821,7 @@ def test_a_run_file_that_cannot_be_written_stops_the_run_with_a_message() -> Non
         raise OSError(28, "No space left on device")
 
     with ChatStub() as stub:
-        with pytest.raises(RunStoreError) as info:
+        with pytest.raises(RecordSinkError) as info:
             send(stub, one_item(), on_record=full_disk)
     assert str(info.value) == (
         "cannot write the run file ([Errno 28] No space left on device); free the disk and "

@@ -20,7 +20,7 @@ import pytest
 from echo_provider import EchoProvider
 from otlp_receiver import OtlpReceiver
 
-from wattbench.runner.service_process import ServiceProcess
+from wattbench.client.service_process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CANARY = "canary7q3x"

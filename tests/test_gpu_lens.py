@@ -14,7 +14,7 @@ from fake_nvml import FakeGpu, FakeNvml
 from stub_servers import ChatStub, slow
 
 from wattbench.energy.hardware import J_PER_KWH, gpu_key_for_device_name
-from wattbench.runner.run import cli_run
+from wattbench.runs.run import cli_run
 
 POWER_W = 300.0
 GPU_NAME = "NVIDIA H100 80GB HBM3"  # what NVML calls an H100 SXM

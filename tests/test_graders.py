@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from wattbench.runner.graders import check_accuracy, numbers_in
-from wattbench.runner.prompts import DEFAULT_PROMPTS_PATH, PromptsFileError, PromptSpec, load_prompts
+from wattbench.workloads.graders import check_accuracy, numbers_in
+from wattbench.workloads.prompts import DEFAULT_PROMPTS_PATH, PromptsFileError, PromptSpec, load_prompts
 
 # -- graders ----------------------------------------------------------------------------------------------
 

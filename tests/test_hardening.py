@@ -21,7 +21,7 @@ from echo_provider import EchoProvider
 from stub_servers import ChatStub, drop, ok
 
 from wattbench.config import Settings, get_settings
-from wattbench.runner.service_process import ServiceProcess
+from wattbench.client.service_process import ServiceProcess
 from wattbench.service import app as app_module
 from wattbench.service import router as router_module
 from wattbench.service import serve as serve_module
@@ -196,7 +196,7 @@ def test_a_blank_token_stops_serve_and_run_with_one_line(tmp_path: Path) -> None
 
 
 def test_a_blank_token_stops_the_service_under_plain_uvicorn_with_one_line(tmp_path: Path) -> None:
-    from wattbench.runner.service_process import ServiceStartError
+    from wattbench.client.service_process import ServiceStartError
 
     log = tmp_path / "s.log"
     with pytest.raises(ServiceStartError, match="exited with code 2"):
@@ -284,7 +284,7 @@ def test_the_service_dies_with_a_parent_killed_by_sigkill(tmp_path: Path) -> Non
     (tmp_path / "tiny.py").write_text(TINY_APP)
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from wattbench.runner.service_process import ServiceProcess
+        from wattbench.client.service_process import ServiceProcess
         service = ServiceProcess(app="tiny:app", app_dir={str(tmp_path)!r}).start()
         print(service.process.pid, flush=True)
         time.sleep(120)
@@ -341,7 +341,7 @@ def prompts_file(tmp_path: Path) -> Path:
 
 
 def run_cli(url: str, prompts: Path, out: Path, *argv: str) -> int:
-    from wattbench.runner.run import cli_run
+    from wattbench.runs.run import cli_run
 
     return cli_run(["--server-url", url, "--prompts", str(prompts), "--out", str(out), "--no-progress",
                     "--profiles", "T4_COLAB", "--warmup", "0", *argv])
@@ -403,7 +403,7 @@ def test_a_full_disk_is_one_line_exit_2_and_nothing_is_lost(tmp_path: Path, prom
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     import builtins
 
-    from wattbench.runner import store as store_module
+    from wattbench.runs import store as store_module
 
     real_open = builtins.open
     room = [0]
@@ -568,7 +568,7 @@ def test_run_refuses_a_prompt_over_the_service_limit_before_sending(tmp_path: Pa
 
 # ---- 12. Retry-After lost its precision through the service -----------------------------------------------------
 def test_the_service_passes_on_millisecond_retry_after(make_client, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wattbench.runner.limiter import parse_retry_after
+    from wattbench.protocol.ratelimit import retry_after_s as parse_retry_after
     from wattbench.service.backend import LiteLLMBackend
 
     with EchoProvider() as provider:
@@ -586,7 +586,8 @@ def test_the_service_passes_on_millisecond_retry_after(make_client, monkeypatch:
     ({"x-ratelimit-reset-requests": "1m30s"}, 90.0),
 ])
 def test_provider_retry_headers_are_read_to_the_millisecond(headers: dict, seconds: float) -> None:
-    from wattbench.service.backend import RateLimited, retry_after_seconds
+    from wattbench.protocol.ratelimit import retry_after_s as retry_after_seconds
+    from wattbench.service.backend import RateLimited
 
     assert retry_after_seconds(headers) == pytest.approx(seconds)
     error = RateLimited("limited", retry_after_s=retry_after_seconds(headers))
@@ -595,7 +596,7 @@ def test_provider_retry_headers_are_read_to_the_millisecond(headers: dict, secon
 
 # ---- 13. dropped keep-alive connections under 200 concurrent /chat ---------------------------------------------
 def test_the_service_outlasts_the_clients_keep_alive() -> None:
-    from wattbench.runner.sender import KEEPALIVE_EXPIRY_S
+    from wattbench.loadgen.sender import KEEPALIVE_EXPIRY_S
 
     command = ServiceProcess(port=1).command()
     keep_alive = int(command[command.index("--timeout-keep-alive") + 1])

@@ -18,17 +18,19 @@ from conftest import FakeBackend, Scripted
 from mock_openai_server import MockOpenAIServer
 from stub_servers import ChatStub
 
-from wattbench.analysis.load import load_table, load_text
+from wattbench.analysis.achieved import load_table, load_text
 from wattbench.config import Settings, get_settings
-from wattbench.runner.config import RunConfig
-from wattbench.runner.enrich import build_dataframe
-from wattbench.runner.load import in_flight, phases
-from wattbench.runner.plan import WorkItem
-from wattbench.runner.prompts import PromptSpec
-from wattbench.runner.run import cli_run, run_benchmark
-from wattbench.runner.sender import BatchProcessor, RunStopped, StopRules
-from wattbench.runner.service_process import free_port
-from wattbench.runner.transport import OpenAITransport, ServiceTransport, sse_events
+from wattbench.runs.config import RunConfig
+from wattbench.analysis.enrich import build_dataframe
+from wattbench.analysis.phases import phases
+from wattbench.protocol.metrics import in_flight
+from wattbench.loadgen.plan import WorkItem
+from wattbench.workloads.prompts import PromptSpec
+from wattbench.runs.run import cli_run, run_benchmark
+from wattbench.loadgen.sender import BatchProcessor, RunStopped, StopRules
+from wattbench.client.service_process import free_port
+from wattbench.client.transport import OpenAITransport, ServiceTransport
+from wattbench.protocol.sse import sse_events
 from wattbench.service.backend import RateLimited, StreamEvent
 
 

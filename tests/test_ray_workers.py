@@ -1,4 +1,4 @@
-"""The load-generating workers on Ray (runner/ray_workers.py) against a mock OpenAI-compatible server on
+"""The load-generating workers on Ray (loadgen/ray_workers.py) against a mock OpenAI-compatible server on
 127.0.0.1, with a local Ray runtime and two workers: nothing lost, nothing counted twice, resume exact."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mock_openai_server import MockOpenAIServer
 
-from wattbench.runner.run import cli_run, run_benchmark
+from wattbench.runs.run import cli_run, run_benchmark
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'wattbench[ray]' (or -r requirements-dev.txt)")
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """`uvicorn app:app` as a subprocess (conftest removed every key from the environment)."""
-    from wattbench.runner.service_process import ServiceProcess
+    from wattbench.client.service_process import ServiceProcess
 
     log_path = tmp_path_factory.mktemp("uvicorn") / "service.log"
     with ServiceProcess(env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"}, log_path=log_path,

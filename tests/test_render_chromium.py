@@ -305,8 +305,8 @@ def test_a_two_model_comparison_renders(browser, tmp_path, capsys):
     from mock_openai_server import MockOpenAIServer
 
     from wattbench.cli import main
-    from wattbench.runner.config import RunConfig
-    from wattbench.runner.run import execute
+    from wattbench.runs.config import RunConfig
+    from wattbench.runs.run import execute
 
     csvs = []
     with MockOpenAIServer(ttft_s=0.002, itl_s=0.001, tokens=12) as server:

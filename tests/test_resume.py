@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from stub_servers import ChatStub, slow
 
-from wattbench.runner.store import RunStore
+from wattbench.runs.store import RunStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS, REPEATS = 6, 2

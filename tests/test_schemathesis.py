@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from wattbench.runner.service_process import ServiceProcess
+from wattbench.client.service_process import ServiceProcess
 
 TOKEN = "schemathesis-token-5f0c2a"
 EXAMPLES = int(os.environ.get("WATTBENCH_SCHEMATHESIS_EXAMPLES", "25"))

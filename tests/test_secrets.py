@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wattbench.runner.service_process import free_port
+from wattbench.client.service_process import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRETS = {

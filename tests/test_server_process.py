@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from wattbench.runner.service_process import ServiceProcess, ServiceStartError
+from wattbench.client.service_process import ServiceProcess, ServiceStartError
 
 # A tiny ASGI app (no framework): /health answers 200, and at import it may start a grandchild that ignores
 # SIGTERM (an orphan candidate) and writes its pid to a file.

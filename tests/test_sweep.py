@@ -15,7 +15,7 @@ from wattbench.analysis.reading import read_metrics_csv
 from wattbench.cli import main
 from wattbench.energy.hardware import load_profiles
 from wattbench.energy.lenses.simulated import calculate_enhanced_metrics
-from wattbench.runner.sweep import Sweep, auto_rates, parse_sweep
+from wattbench.runs.sweep import Sweep, auto_rates, parse_sweep
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mock_openai_server import MockOpenAIServer  # noqa: E402

@@ -136,7 +136,7 @@ def test_service_traces_each_chat_with_its_route_request_id_tokens_and_cost() ->
     # shutdown) with LiteLLM's mock_response in place of Gemini; Langfuse is the loopback receiver.
     import httpx
 
-    from wattbench.runner.service_process import ServiceProcess
+    from wattbench.client.service_process import ServiceProcess
 
     with OtlpReceiver() as receiver:
         env = {

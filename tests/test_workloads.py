@@ -1,4 +1,4 @@
-"""Workloads (runner/workloads.py): synthetic lengths against a server that honours max_tokens, the dataset
+"""Workloads (workloads/sources.py): synthetic lengths against a server that honours max_tokens, the dataset
 loaders on small files in tests/data/, traces, and the options' one-line errors."""
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from wattbench.cli import main
-from wattbench.runner.config import RunConfig
-from wattbench.runner.plan import WorkItem, trace_offsets_s
-from wattbench.runner.prompts import PromptsFileError, PromptSpec, load_prompts
-from wattbench.runner.run import execute
-from wattbench.runner.tokens import token_counter
-from wattbench.runner.workloads import (
+from wattbench.runs.config import RunConfig
+from wattbench.loadgen.plan import WorkItem, trace_offsets_s
+from wattbench.workloads.prompts import PromptsFileError, PromptSpec, load_prompts
+from wattbench.runs.run import execute
+from wattbench.workloads.tokens import token_counter
+from wattbench.workloads.sources import (
     Lengths,
     WorkloadError,
     output_length_fields,

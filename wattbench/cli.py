@@ -10,8 +10,8 @@ import sys
 
 COMMANDS = {
     "serve": ("wattbench.service.serve", "cli_serve", "start the FastAPI service under uvicorn"),
-    "run": ("wattbench.runner.run", "cli_run", "benchmark a model and write the CSV, dashboards and report"),
-    "sweep": ("wattbench.runner.sweep", "cli_sweep", "one workload at several loads (and models): the frontier"),
+    "run": ("wattbench.runs.run", "cli_run", "benchmark a model and write the CSV, dashboards and report"),
+    "sweep": ("wattbench.runs.sweep", "cli_sweep", "one workload at several loads (and models): the frontier"),
     "report": ("wattbench.analysis.cli", "cli_report", "rebuild the dashboards and the report from a CSV"),
     "simulate": ("wattbench.energy.cli", "cli_simulate", "predict latency, energy and carbon on GPU profiles"),
 }

@@ -145,6 +145,12 @@ def scrub_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: scrub_value(v, patterns=k in MESSAGE_FIELDS) for k, v in record.items()}
 
 
+def short(text: str, limit: int = 300) -> str:
+    """A message on one line, cut to `limit` characters (an error quoted from a provider or a server)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def shown_url(url: str) -> str:
     """`url` as it may be printed or written: a user:password part becomes ***, key parameters too."""
     return scrub(re.sub(r"//[^/@]*@", "//" + MASK + "@", url, count=1))

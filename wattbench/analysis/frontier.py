@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from wattbench.analysis.plotting import MODEL_COLORS, base_layout, no_data, short_model
-from wattbench.analysis.load import first_value, measured_phase
+from wattbench.analysis.achieved import first_value, measured_phase
 from wattbench.analysis.report import fmt_num
 from wattbench.analysis.tables import DEFAULT_SLO_TPOT_S, DEFAULT_SLO_TTFT_S, per_1k, run_span_s, simulated
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wattbench.analysis.frontier import frontier_table, frontier_text
-from wattbench.analysis.load import load_table, load_text, measured_phase
+from wattbench.analysis.achieved import load_table, load_text, measured_phase
 from wattbench.analysis.reading import ReportInputError, lean, load_input
 from wattbench.analysis.report import REPORT_MD, REPORT_TXT, SUMMARY_CSV, format_report, report_tables
 from wattbench.analysis.site import write_dashboards

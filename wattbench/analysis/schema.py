@@ -97,7 +97,7 @@ LOAD_SCHEMA: dict[str, Column] = {
 }
 
 
-#: What a workload asked for (runner/workloads.py), beside what came back (prompt_tokens, completion_tokens).
+#: What a workload asked for (workloads/sources.py), beside what came back (prompt_tokens, completion_tokens).
 WORKLOAD_SCHEMA: dict[str, Column] = {
     "target_input_tokens": Column("tokens", _R, "the prompt's length as the workload counted it (synthetic, "
                                   "dataset, trace; the counter is named in the run's manifest); empty otherwise"),

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wattbench.protocol.metrics import timing_from_clock
 from wattbench import redact
 from wattbench.config import ConfigError, Settings, get_settings
 from wattbench.service.cost import calculate_cost, deprecation_notice
@@ -52,17 +53,6 @@ redact.install_log_scrubbing()  # every log line and traceback of the service pr
 
 
 
-
-
-def timing_metrics(
-    t_sent: float, t_first: float | None, t_end: float, completion_tokens: int
-) -> dict[str, float | None]:
-    """ttft_s, latency_s, tpot_s and tokens_per_s from clock readings (see README: metric definitions)."""
-    latency = max(0.0, t_end - t_sent)
-    ttft = max(0.0, (t_first if t_first is not None else t_end) - t_sent)
-    tpot = (latency - ttft) / (completion_tokens - 1) if completion_tokens >= 2 else None
-    tokens_per_s = completion_tokens / latency if latency > 0 else None
-    return {"ttft_s": ttft, "latency_s": latency, "tpot_s": tpot, "tokens_per_s": tokens_per_s}
 
 
 def get_backend(request: Request) -> Any:
@@ -148,7 +138,7 @@ async def run_chat(
         )
     prompt_tokens = int(prompt_tokens or 0)
     completion_tokens = int(completion_tokens)
-    timing = timing_metrics(t_sent, t_first, t_end, completion_tokens)
+    timing = timing_from_clock(t_sent, t_first, t_end, completion_tokens)
     return ChatResponse(
         request_id=request_id,
         model=model,

@@ -9,12 +9,8 @@ service answers with and a message that says what to fix. Secrets never appear i
 """
 from __future__ import annotations
 
-import email.utils
 import logging
-import math
 import os
-import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,6 +19,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: use th
 
 from wattbench import redact  # noqa: E402
 from wattbench.config import LOCAL_MODEL, Settings  # noqa: E402
+from wattbench.protocol.ratelimit import retry_after_headers  # noqa: E402
+from wattbench.protocol.ratelimit import retry_after_s as retry_after_s_of  # noqa: E402
+from wattbench.redact import short  # noqa: E402
 
 log = logging.getLogger("wattbench.backend")
 
@@ -57,18 +56,13 @@ class BackendError(Exception):
         super().__init__(message)
         self.message = message
         if retry_after_s is None and retry_after:
-            retry_after_s = retry_after_seconds({"retry-after": retry_after})
+            retry_after_s = retry_after_s_of({"retry-after": retry_after})
         self.retry_after_s = retry_after_s
-        self.retry_after = retry_after if retry_after else (
-            str(max(0, math.ceil(retry_after_s))) if retry_after_s is not None else None)
+        self.retry_after = retry_after if retry_after else retry_after_headers(retry_after_s).get("Retry-After")
 
     def retry_headers(self) -> dict[str, str]:
-        """What the service sends with this error: Retry-After in whole seconds (rounded up, as HTTP wants)
-        and retry-after-ms with the provider's millisecond precision."""
-        if self.retry_after_s is None:
-            return {}
-        return {"Retry-After": str(max(0, math.ceil(self.retry_after_s))),
-                "retry-after-ms": str(max(0, round(self.retry_after_s * 1000)))}
+        """What the service sends with this error (protocol.ratelimit.retry_after_headers)."""
+        return retry_after_headers(self.retry_after_s)
 
 
 class RateLimited(BackendError):
@@ -252,69 +246,13 @@ class LiteLLMBackend:
             raise translate_error(exc, request.model, self._settings) from exc
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_DURATION_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _duration_s(value: str) -> float | None:
-    """OpenAI's reset durations ('20ms', '1.5s', '6m0s') or plain seconds; None when unreadable."""
-    value = value.strip()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    parts = _DURATION.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        return None
-    return sum(float(n) * _DURATION_S[u] for n, u in parts)
-
-
-def retry_after_seconds(headers: Any, now_epoch_s: float | None = None) -> float | None:
-    """How long a provider asks to wait, as precisely as it says it: `retry-after-ms`, then `Retry-After`
-    (seconds or an HTTP date), then the rate-limit reset headers (x-ratelimit-reset-requests / -tokens,
-    anthropic-ratelimit-*-reset: the longest of them). None when none is readable."""
-    lower = {str(k).lower(): str(v) for k, v in dict(headers).items()}
-    try:
-        if lower.get("retry-after-ms"):
-            return max(0.0, float(lower["retry-after-ms"]) / 1000.0)
-    except ValueError:
-        pass
-    value = lower.get("retry-after", "").strip()
-    if value:
-        seconds = _duration_s(value)
-        if seconds is not None:
-            return max(0.0, seconds)
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - (time.time() if now_epoch_s is None else now_epoch_s))
-        except (TypeError, ValueError):
-            pass
-    resets = []
-    for name, raw in lower.items():
-        if name.startswith("x-ratelimit-reset"):
-            seconds = _duration_s(raw)
-        elif name.startswith("anthropic-ratelimit-") and name.endswith("-reset"):
-            try:
-                from datetime import datetime
-
-                when_s = datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-                seconds = when_s - (time.time() if now_epoch_s is None else now_epoch_s)
-            except ValueError:
-                seconds = None
-        else:
-            continue
-        if seconds is not None:
-            resets.append(max(0.0, seconds))
-    return max(resets) if resets else None
-
-
 def _retry_after_s(exc: Exception) -> float | None:
     for holder in (getattr(exc, "response", None), exc):
         for attr in ("headers", "litellm_response_headers"):
             headers = getattr(holder, attr, None)
             if headers:
                 try:
-                    seconds = retry_after_seconds(headers)
+                    seconds = retry_after_s_of(headers)
                 except (TypeError, ValueError, AttributeError):
                     seconds = None
                 if seconds is not None:
@@ -327,7 +265,7 @@ def translate_error(exc: Exception, model: str, settings: Settings) -> BackendEr
     import litellm
 
     name = type(exc).__name__
-    detail = _short(scrub(getattr(exc, "message", None) or str(exc), settings))
+    detail = short(scrub(getattr(exc, "message", None) or str(exc), settings))
     if isinstance(exc, litellm.RateLimitError):
         return RateLimited(f"the provider rate-limited model {model}: {detail}", retry_after_s=_retry_after_s(exc))
     if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
@@ -364,8 +302,3 @@ def scrub(text: str, settings: Settings | None = None) -> str:
         extra = [getattr(settings, name) for name in type(settings).model_fields]
         extra = [v for v in extra if hasattr(v, "get_secret_value")]
     return redact.scrub(text, extra=extra)
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -26,7 +26,10 @@ from typing import Any
 import aiohttp
 
 from wattbench.config import LOCAL_MODEL, Settings
-from wattbench.redact import shown_url
+from wattbench.protocol.openai_stream import StreamError, StreamReader, UpstreamError
+from wattbench.protocol.ratelimit import retry_after_s
+from wattbench.protocol.sse import EventTooLarge, SseSplitter, event_fields
+from wattbench.redact import short, shown_url
 from wattbench.service.backend import (
     BackendError,
     BadModelRequest,
@@ -122,7 +125,12 @@ class PassthroughBackend:
             async with self._client().post(self._url, data=self.body(request), headers=self._headers) as resp:
                 if resp.status != 200:
                     raw = await resp.content.read(_ERROR_BODY_LIMIT)
-                    raise translate_status(resp.status, raw, resp.headers.get("Retry-After"), model, self._settings)
+                    raise translate_status(resp.status, raw, resp.headers, model, self._settings)
+                ctype = resp.headers.get("Content-Type", "")
+                if not ctype.startswith("text/event-stream"):
+                    raise UpstreamUnavailable(
+                        f"model {model} failed (APIError): the server answered 200 with {ctype or 'no content type'}"
+                        ", not an event stream")
                 parser = SseParser()
                 async for data in resp.content.iter_any():
                     event = parser.feed(data)
@@ -130,79 +138,61 @@ class PassthroughBackend:
                         yield event
                     if parser.done:
                         break
+                if not parser.finished:
+                    raise UpstreamUnavailable(
+                        f"model {model} failed (APIError): the stream ended before it finished "
+                        "(no finish reason, no [DONE])")
         except BackendError:
             raise
-        except (asyncio.TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
             raise translate_exception(exc, model, self._settings) from exc
+        except (StreamError, EventTooLarge) as exc:
+            raise UpstreamUnavailable(
+                f"model {model} failed (APIError): the server sent {scrub(short(str(exc)), self._settings)}") from exc
         except UpstreamEventError as exc:
             raise UpstreamUnavailable(
-                f"model {model} failed (APIError): {scrub(_short(str(exc)), self._settings)}") from exc
+                f"model {model} failed (APIError): {scrub(short(str(exc)), self._settings)}") from exc
 
 
-class UpstreamEventError(Exception):
-    """The upstream sent an `error` object inside the stream."""
+#: The error an upstream sends inside its stream (protocol.openai_stream.UpstreamError).
+UpstreamEventError = UpstreamError
 
 
 class SseParser:
-    """Server-sent events of an OpenAI-compatible stream, fed as bytes arrive.
+    """An OpenAI-compatible stream, fed as bytes arrive (protocol.sse + protocol.openai_stream).
 
     `feed(bytes)` returns one StreamEvent for every complete event in the bytes so far (their texts joined,
     the finish reason and the usage when one of them carries it), or None when none is complete or none says
-    anything. `done` turns True at `data: [DONE]`."""
+    anything. `done` turns True at `data: [DONE]`; `finished` when the stream ended as the protocol ends one."""
 
     def __init__(self) -> None:
-        self._buffer = b""
-        self.done = False
+        self._splitter = SseSplitter()
+        self._reader = StreamReader()
+        self._usage_sent = False
+        self._finish_sent = False
+
+    @property
+    def done(self) -> bool:
+        return self._reader.done
+
+    @property
+    def finished(self) -> bool:
+        return self._reader.finished
 
     def feed(self, data: bytes) -> StreamEvent | None:
-        buffer = self._buffer + data
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n")
-        end = buffer.rfind(b"\n\n")
-        if end < 0:
-            self._buffer = buffer
+        blocks = self._splitter.feed(data)
+        if not blocks:
             return None
-        self._buffer = buffer[end + 2:]
-        texts: list[str] = []
-        event = StreamEvent()
+        reader = self._reader
+        text = "".join(reader.read(event_fields(block)[1]) for block in blocks)
+        event = StreamEvent(text=text)
         said = False
-        for block in buffer[:end].split(b"\n\n"):
-            for line in block.split(b"\n"):
-                if not line.startswith(b"data:"):
-                    continue  # comments (": keep-alive"), event names, ids
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    self.done = True
-                    continue
-                if not payload:
-                    continue
-                said |= _read_chunk(json.loads(payload), texts, event)
-        event.text = "".join(texts)
-        return event if said or event.text else None
-
-
-def _read_chunk(chunk: dict[str, Any], texts: list[str], event: StreamEvent) -> bool:
-    """Put one chunk's text, finish reason and usage into `texts` / `event`; True when it carried any."""
-    if "error" in chunk and not chunk.get("choices"):
-        error = chunk["error"]
-        raise UpstreamEventError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
-    said = False
-    choices = chunk.get("choices")
-    if choices:
-        choice = choices[0]
-        delta = choice.get("delta")
-        content = delta.get("content") if delta else None
-        if content:
-            texts.append(content)
-        if choice.get("finish_reason"):
-            event.finish_reason = choice["finish_reason"]
-            said = True
-    usage = chunk.get("usage")
-    if usage and usage.get("completion_tokens") is not None:
-        event.prompt_tokens = usage.get("prompt_tokens")
-        event.completion_tokens = usage["completion_tokens"]
-        said = True
-    return said
+        if reader.finish_reason is not None and not self._finish_sent:
+            event.finish_reason, self._finish_sent, said = reader.finish_reason, True, True
+        if reader.completion_tokens is not None and not self._usage_sent:
+            event.prompt_tokens, event.completion_tokens = reader.prompt_tokens, reader.completion_tokens
+            self._usage_sent, said = True, True
+        return event if said or text else None
 
 
 def _detail(raw: bytes) -> str:
@@ -219,12 +209,13 @@ def _detail(raw: bytes) -> str:
 
 
 def translate_status(
-    status: int, raw: bytes, retry_after: str | None, model: str, settings: Settings
+    status: int, raw: bytes, headers: Any, model: str, settings: Settings
 ) -> BackendError:
-    """An upstream's non-200 answer -> the service's error, worded as backend.translate_error words LiteLLM's."""
-    detail = scrub(_short(_detail(raw)), settings)
+    """An upstream's non-200 answer -> the service's error, worded as backend.translate_error words LiteLLM's;
+    a 429's wait read from every header that says it (retry-after-ms first: the provider's precision)."""
+    detail = scrub(short(_detail(raw)), settings)
     if status == 429:
-        return RateLimited(f"the provider rate-limited model {model}: {detail}", retry_after=retry_after)
+        return RateLimited(f"the provider rate-limited model {model}: {detail}", retry_after_s=retry_after_s(headers))
     if status in (401, 403):
         return UpstreamUnavailable(
             f"the provider rejected the API key for {model}: check {key_variable(model, settings)}")
@@ -247,7 +238,7 @@ def translate_exception(exc: BaseException, model: str, settings: Settings) -> B
     if isinstance(exc, json.JSONDecodeError):
         return UpstreamUnavailable(f"model {model} failed (APIError): the server sent an event that is not JSON")
     where = shown_url(settings.api_base or "the provider")
-    detail = scrub(_short(str(exc) or type(exc).__name__), settings)
+    detail = scrub(short(str(exc) or type(exc).__name__), settings)
     return UpstreamUnavailable(f"cannot reach {where} for model {model}: {detail}")
 
 
@@ -256,11 +247,6 @@ def _timeout(model: str, settings: Settings) -> UpstreamTimeout:
         f"model {model} did not answer within {settings.request_timeout_s:g} s "
         "(raise WATTBENCH_REQUEST_TIMEOUT_S or lower max_tokens)"
     )
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class PerModel:

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from wattbench.energy.lenses import request_lenses
 from wattbench.energy.open_models import shape_for_model
-from wattbench.runner.graders import check_accuracy
-from wattbench.runner.load import PHASE_MEASURE, in_flight, phases
-from wattbench.runner.plan import RequestRecord
-from wattbench.runner.store import latest_by_key
+from wattbench.workloads.graders import check_accuracy
+from wattbench.analysis.phases import PHASE_MEASURE, phases
+from wattbench.loadgen.plan import RequestRecord, latest_by_key
+from wattbench.protocol.metrics import in_flight, timing_fields
+
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import pandas as pd
@@ -91,10 +92,7 @@ def client_view(record: Mapping[str, Any]) -> dict[str, Any]:
         ttft, source = min(float(service_ttft or 0.0) + max(0.0, latency - float(service_latency or latency)),
                            latency), "estimated"
     tokens = int(response.get("completion_tokens") or 0)
-    response.update(
-        latency_s=latency, ttft_s=ttft, tokens_per_s=tokens / latency if latency > 0 else None,
-        tpot_s=(latency - ttft) / (tokens - 1) if tokens >= 2 else None, timing_source=source,
-    )
+    response.update(**timing_fields(ttft, latency, tokens), timing_source=source)
     if path == "service":
         response.update(service_latency_s=service_latency, service_ttft_s=service_ttft,
                         service_overhead_s=latency - service_latency if service_latency is not None else None)

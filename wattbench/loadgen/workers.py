@@ -9,7 +9,7 @@ the store keeps the last record of each key, so nothing counts twice). The error
 parent over all workers and reach them through one shared event.
 
 Where the workers run is a pool (start / get / alive / stop / close): ProcessPool here (processes on this
-machine), RayPool in runner/ray_workers.py (Ray tasks, `--ray`, for loads one machine cannot drive); the
+machine), RayPool in loadgen/ray_workers.py (Ray tasks, `--ray`, for loads one machine cannot drive); the
 writer loop, `run_in_workers`, is the same for both.
 """
 
@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from wattbench.runner.limiter import RetryPolicy
-from wattbench.runner.plan import RequestRecord, WorkItem
-from wattbench.runner.sender import BatchProcessor, RunStopped, StopRules
-from wattbench.runner.transport import OpenAITransport
+from wattbench.loadgen.limiter import RetryPolicy
+from wattbench.loadgen.plan import RequestRecord, WorkItem
+from wattbench.loadgen.sender import BatchProcessor, RunStopped, StopRules
+from wattbench.client.transport import OpenAITransport
 
 
 class WorkerError(RuntimeError):
@@ -133,7 +133,7 @@ def worker_spec(processor: BatchProcessor, n: int) -> WorkerSpec:
 def run_in_workers(processor: BatchProcessor, todo: list[WorkItem], workers: int, store: Any,
                    pool: Any = None) -> float:
     """Send `todo` from `workers` workers configured like `processor` (direct path): processes on this machine,
-    or the workers of `pool` (ProcessPool's methods; runner/ray_workers.py RayPool); the parent appends each
+    or the workers of `pool` (ProcessPool's methods; loadgen/ray_workers.py RayPool); the parent appends each
     record to `store`. Returns the client's CPU seconds per request (all workers). Raises RunStopped when a
     stop rule was hit, WorkerError when a worker failed."""
     shares = [s for s in split(todo, workers) if s]

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wattbench.cli_support import CliError
-from wattbench.runner.prompts import PromptSpec
-from wattbench.runner.tokens import CHARS_PER_TOKEN, TokenCounter, token_counter
+from wattbench.workloads.prompts import PromptSpec
+from wattbench.workloads.tokens import CHARS_PER_TOKEN, TokenCounter, token_counter
 
 ENFORCE_MODES = ("auto", "vllm", "max-tokens", "off")
 #: /models `owned_by` values of servers that take ignore_eos and min_tokens (vLLM's and SGLang's samplers)

@@ -3,7 +3,7 @@ load point a complete, resumable `wattbench run` inside one output directory; th
 dashboards (with the frontier) over every point.
 
     <out>/sweep.json                 the plan and each point's state (pending, stopped, done), rewritten atomically
-    <out>/workloads/                 the workload, built once (runner/workloads.py)
+    <out>/workloads/                 the workload, built once (workloads/sources.py)
     <out>/points/<model>__<load>/    each point's run: runs/<run_id>/ (the run file), its CSV
     <out>/ai_metrics_<UTC>.csv       every point together; report.txt, report.md, the seven dashboards
 
@@ -29,11 +29,11 @@ from typing import Any
 
 from wattbench.analysis.tables import DEFAULT_SLO_TPOT_S, DEFAULT_SLO_TTFT_S
 from wattbench.cli_support import CliError, Parser, one_line, positive_float, positive_int
-from wattbench.runner.config import RunConfig
-from wattbench.runner.gpu_energy import GpuEnergyUnavailable
-from wattbench.runner.prompts import DEFAULT_PROMPTS_PATH, PromptsFileError, load_prompts
-from wattbench.runner.store import RunStoreError
-from wattbench.runner.workloads import build_workload, has_workload, write_workload
+from wattbench.runs.config import RunConfig
+from wattbench.runs.gpu_energy import GpuEnergyUnavailable
+from wattbench.workloads.prompts import DEFAULT_PROMPTS_PATH, PromptsFileError, load_prompts
+from wattbench.runs.store import RecordSinkError
+from wattbench.workloads.sources import build_workload, has_workload, write_workload
 
 SWEEP_JSON = "sweep.json"
 
@@ -119,7 +119,7 @@ def parse_sweep(argv: Sequence[str]) -> tuple[SweepOptions, RunConfig]:
     """The sweep's own options and the run options every point shares (CliError for bad input)."""
     args, rest = sweep_parser().parse_known_args(list(argv))
     if args.help:
-        from wattbench.runner.config import parser as run_parser
+        from wattbench.runs.config import parser as run_parser
 
         print(sweep_parser().format_help().replace("usage: wattbench sweep", "usage: wattbench sweep", 1))
         print("\nand the options of `wattbench run`:\n")
@@ -247,8 +247,8 @@ class Sweep:
         )
 
     def run_point(self, index: int, point: Point, server_url: str | None) -> None:
-        from wattbench.runner.run import execute
-        from wattbench.runner.sweep_progress import PointProgress
+        from wattbench.runs.run import execute
+        from wattbench.runs.sweep_progress import PointProgress
 
         config = self.point_config(point, server_url)
         total = len(load_prompts(config.prompts)) * (config.repeats or 1)  # type: ignore[arg-type]
@@ -382,7 +382,7 @@ class _CtrlC:
 def execute_sweep(options: SweepOptions, base: RunConfig) -> int:
     """Run (or resume) the sweep, then write the combined CSV, report and dashboards. 0: every point done and
     every request served; 1: some failed or a point stopped early; 130: interrupted (resume goes on)."""
-    from wattbench.runner.sweep_outputs import write_sweep_outputs
+    from wattbench.runs.sweep_outputs import write_sweep_outputs
 
     sweep = Sweep(options, base)
     sweep.load_or_plan()
@@ -390,7 +390,7 @@ def execute_sweep(options: SweepOptions, base: RunConfig) -> int:
         if base.base_url or base.server_url:
             notes = sweep.run(None)
         else:  # the service path without --server-url: one service for every point
-            from wattbench.runner.service_process import ServiceProcess, ServiceStartError
+            from wattbench.client.service_process import ServiceProcess, ServiceStartError
 
             try:
                 with ServiceProcess(log_path=sweep.out / "service.log") as service:
@@ -411,7 +411,7 @@ def cli_sweep(argv: Sequence[str]) -> int:
     try:
         options, base = parse_sweep(argv)
         return execute_sweep(options, base)
-    except (CliError, RunStoreError, GpuEnergyUnavailable) as exc:
+    except (CliError, RecordSinkError, GpuEnergyUnavailable) as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except SystemExit as exc:

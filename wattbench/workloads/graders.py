@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from wattbench.runner.prompts import GRADERS
+from wattbench.workloads.prompts import GRADERS
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     pass

@@ -1,17 +1,14 @@
-"""Retries and adaptive concurrency: Retry-After parsing, backoff with jitter, the AIMD concurrency limiter."""
+"""Retries and adaptive concurrency: the retry policy, backoff with jitter, the AIMD concurrency limiter
+(Retry-After is read by protocol.ratelimit)."""
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
-    pass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -32,30 +29,6 @@ def backoff_delay_s(retry: int, policy: RetryPolicy, rng: random.Random) -> floa
     half of min(max, base * 2**(retry-1)) plus a uniform draw of up to the other half."""
     cap = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (retry - 1))
     return cap / 2 + rng.uniform(0.0, cap / 2)
-
-
-def parse_retry_after(headers: Mapping[str, str], now_epoch_s: float | None = None) -> float | None:
-    """Seconds to wait from `retry-after-ms` (milliseconds) or `Retry-After` (seconds, possibly fractional, or
-    an HTTP date); None when neither is present or readable."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    try:
-        if lower.get("retry-after-ms"):
-            return max(0.0, float(lower["retry-after-ms"]) / 1000.0)
-    except ValueError:
-        pass  # unreadable: fall back to Retry-After
-    value = (lower.get("retry-after") or "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass  # not a number of seconds: an HTTP date?
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    now = time.time() if now_epoch_s is None else now_epoch_s
-    return max(0.0, when.timestamp() - now)
 
 
 class AdaptiveLimiter:

@@ -14,14 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from wattbench.redact import shown_url
-from wattbench.runner.limiter import parse_retry_after
-from wattbench.runner.workloads import output_length_fields
+from wattbench.redact import short, shown_url
+from wattbench.protocol.metrics import content_timing, timing_fields
+from wattbench.protocol.ratelimit import retry_after_s
+from wattbench.protocol.openai_stream import StreamError, StreamReader, UpstreamError
+from wattbench.protocol.sse import EventTooLarge, event_fields, sse_events
+from wattbench.workloads.sources import output_length_fields
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import httpx
 
-    from wattbench.runner.plan import WorkItem
+    from wattbench.loadgen.plan import WorkItem
 
 
 PATH_SERVICE = "service"
@@ -53,7 +56,7 @@ def classify_response(status_code: int, headers: Mapping[str, str], content: byt
         if not isinstance(payload, dict) or "text" not in payload:
             return Attempt("fatal", 200, 'the service answered 200 without a "text" field (not a /chat answer)')
         return Attempt("ok", 200, response=payload)
-    return classify_error(status_code, error_detail(content), parse_retry_after(headers))
+    return classify_error(status_code, error_detail(content), retry_after_s(headers))
 
 
 SERVICE_AUTH_HINT = "the service refused the token: set WATTBENCH_API_TOKEN or pass --token"
@@ -86,48 +89,6 @@ def error_detail(content: bytes) -> str:
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):  # OpenAI's error shape
         return str(payload["error"].get("message") or payload["error"])[:300]
     return json.dumps(payload)[:300]
-
-
-def sse_events(chunks: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
-    """Server-sent events as (arrival time of the chunk that completed the event, event bytes)."""
-    events: list[tuple[float, bytes]] = []
-    buf = b""
-    for t, data in chunks:
-        buf = buf + data.replace(b"\r\n", b"\n") if buf else data.replace(b"\r\n", b"\n")
-        while True:
-            end = buf.find(b"\n\n")
-            if end < 0:
-                break
-            events.append((t, buf[:end]))
-            buf = buf[end + 2 :]
-    if buf.strip():
-        events.append((chunks[-1][0], buf))
-    return events
-
-
-def event_fields(event: bytes) -> tuple[str, bytes]:
-    """(event name, data) of one server-sent event ('message' when it names none)."""
-    name, data = "message", []
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            data.append(line[5:].strip())
-        elif line.startswith(b"event:"):
-            name = line[6:].strip().decode("utf-8", "replace")
-    return name, b"\n".join(data)
-
-
-def content_timing(t0: float, times: list[float], t_end: float) -> tuple[float, float, float | None]:
-    """(ttft_s, latency_s, mean inter-chunk gap) from the arrival times of the non-empty content chunks."""
-    ttft = (times[0] if times else t_end) - t0
-    itl = (times[-1] - times[0]) / (len(times) - 1) if len(times) >= 2 else None
-    return ttft, t_end - t0, itl
-
-
-def timing_fields(ttft_s: float, latency_s: float, completion_tokens: int) -> dict[str, float | None]:
-    """ttft_s, latency_s, tpot_s, tokens_per_s (the metric definitions of docs/architecture.md)."""
-    tpot = (latency_s - ttft_s) / (completion_tokens - 1) if completion_tokens >= 2 else None
-    return {"ttft_s": ttft_s, "latency_s": latency_s, "tpot_s": tpot,
-            "tokens_per_s": completion_tokens / latency_s if latency_s > 0 else None}
 
 
 async def _timed_stream(
@@ -214,7 +175,7 @@ class ServiceTransport:
                 retry = {"retry-after": str(err.get("retry_after") or ""),
                          "retry-after-ms": str(err.get("retry_after_ms") or "")}  # ms: the provider's precision
                 attempt = classify_error(int(err.get("status_code") or 502), str(err.get("detail")),
-                                         parse_retry_after(retry))
+                                         retry_after_s(retry))
                 attempt.elapsed_s = t_end - t0
                 return attempt
             elif data and data != b'{"text":""}':
@@ -288,6 +249,7 @@ class OpenAITransport:
                 async for piece in resp.content.iter_any():
                     chunks.append((perf(), piece))
                 status, resp_headers = resp.status, resp.headers
+                ctype = resp.headers.get("Content-Type", "")
         except TimeoutError:
             return Attempt("transient", error=f"timed out after {timeout_s:g} s", started_epoch_s=started_epoch_s,
                            elapsed_s=perf() - t0)
@@ -302,8 +264,11 @@ class OpenAITransport:
         t_end = chunks[-1][0]
         if status != 200:
             attempt = classify_error(status, error_detail(b"".join(d for _, d in chunks)),
-                                     parse_retry_after(resp_headers), DIRECT_AUTH_HINT)
+                                     retry_after_s(resp_headers), DIRECT_AUTH_HINT)
             attempt.elapsed_s = t_end - t0
+        elif not ctype.startswith("text/event-stream"):
+            attempt = Attempt("fatal", 200, f"the server answered 200 with {ctype or 'no content type'}, not an "
+                              "event stream (does it stream chat completions? check --base-url)", elapsed_s=t_end - t0)
         else:
             attempt = self._from_events(t0, t_end, chunks)
         attempt.started_epoch_s = started_epoch_s
@@ -312,40 +277,33 @@ class OpenAITransport:
     def _from_events(self, t0: float, t_end: float, chunks: list[tuple[float, bytes]]) -> Attempt:
         times: list[float] = []
         parts: list[str] = []
-        usage: dict[str, Any] | None = None
-        model, finish = self.model, None
-        for t, event in sse_events(chunks):
-            _, data = event_fields(event)
-            if not data or data == b"[DONE]":
-                continue
-            try:
-                payload = json.loads(data)
-            except ValueError:
-                return Attempt("fatal", 200, f"the server sent an event that is not JSON: {data[:100]!r}",
-                               elapsed_s=t_end - t0)
-            if isinstance(payload.get("error"), dict):
-                return classify_error(int(payload["error"].get("code") or 502) if str(
-                    payload["error"].get("code") or "").isdigit() else 502,
-                    str(payload["error"].get("message")))
-            model = payload.get("model") or model
-            if payload.get("usage"):
-                usage = payload["usage"]
-            for choice in payload.get("choices") or []:
-                text = (choice.get("delta") or {}).get("content") or ""
+        reader = StreamReader()
+        try:
+            for t, event in sse_events(chunks):
+                text = reader.read(event_fields(event)[1])
                 if text:
                     times.append(t)
                     parts.append(text)
-                finish = choice.get("finish_reason") or finish
+        except UpstreamError as exc:
+            attempt = classify_error(exc.code or 502, short(str(exc)), auth_hint=DIRECT_AUTH_HINT)
+            attempt.elapsed_s = t_end - t0
+            return attempt
+        except (StreamError, EventTooLarge) as exc:
+            return Attempt("fatal", 200, f"the server broke the streaming protocol: {short(str(exc))}",
+                           elapsed_s=t_end - t0)
+        if not reader.finished:
+            return Attempt("transient", 200, "the stream ended before it finished (no finish reason, no [DONE])",
+                           elapsed_s=t_end - t0)
         ttft, latency, itl = content_timing(t0, times, t_end)
-        if usage and usage.get("completion_tokens") is not None:
-            prompt_tokens, completion_tokens = int(usage.get("prompt_tokens") or 0), int(usage["completion_tokens"])
+        if reader.completion_tokens is not None:
+            prompt_tokens, completion_tokens = reader.prompt_tokens or 0, reader.completion_tokens
             source = "provider"
         else:  # no usage from the server: one token per content chunk, the usual streaming granularity
             prompt_tokens, completion_tokens, source = 0, len(times), "estimated"
         response = {
-            "model": model, "text": "".join(parts), "prompt_tokens": prompt_tokens,
+            "model": reader.model or self.model, "text": "".join(parts), "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens,
-            "token_source": source, "cost_usd": None, "finish_reason": finish,
+            "token_source": source, "cost_usd": None, "finish_reason": reader.finish_reason,
             **timing_fields(ttft, latency, completion_tokens),
         }
         return Attempt("ok", 200, response=response, elapsed_s=latency, ttft_s=ttft, itl_s=itl)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from wattbench.runner.prompts import PromptSpec
+from wattbench.workloads.prompts import PromptSpec
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     pass
@@ -67,7 +67,7 @@ class RequestRecord:
     client_ttft_s: float | None = None  # send to the first streamed content chunk, seen by the client
     client_itl_s: float | None = None  # mean gap between streamed content chunks, seen by the client
     path: str = "service"  # which path measured it: "service" (/chat) or "direct" (the server itself)
-    target_input_tokens: int | None = None  # the workload's prompt length (runner/workloads.py)
+    target_input_tokens: int | None = None  # the workload's prompt length (workloads/sources.py)
     target_output_tokens: int | None = None  # the output length asked for (max_tokens)
 
 
@@ -101,3 +101,16 @@ def trace_offsets_s(items: Sequence[WorkItem]) -> list[float]:
 def iso_utc(epoch_s: float) -> str:
     """An epoch time as ISO-8601 UTC with milliseconds."""
     return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds")
+
+
+class RecordSinkError(ValueError):
+    """A finished record could not be kept (the run file cannot be written); the message says what to do."""
+
+
+def latest_by_key(records: Iterable[Mapping[str, Any] | RequestRecord]) -> dict[str, dict[str, Any]]:
+    """The last record of each request key (a resumed run may have retried a failed request)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        row = asdict(record) if isinstance(record, RequestRecord) else dict(record)
+        latest[row["key"]] = row
+    return latest

@@ -40,7 +40,7 @@ class PromptSpec:
     grader: str = "none"
     tolerance: float = 0.0
     input_tokens: int | None = None  # the prompt's length in tokens, as the workload counted it
-    max_tokens: int | None = None  # the requested output length (runner/workloads.py: how it is enforced)
+    max_tokens: int | None = None  # the requested output length (workloads/sources.py: how it is enforced)
     arrival_s: float | None = None  # a trace's send time, seconds after its first request
 
 

@@ -9,6 +9,7 @@ import math
 import pandas as pd
 
 from wattbench.analysis.tables import requests_of
+from wattbench.protocol.metrics import in_flight
 
 SHORTFALL_TOLERANCE = 0.9  # achieved mean in flight below 90% of what could be in flight: flagged
 
@@ -18,20 +19,6 @@ def measured_phase(df: pd.DataFrame) -> pd.DataFrame:
     if "phase" not in df.columns:
         return df
     return df[df["phase"].isna() | (df["phase"] == "measure")]
-
-
-def _in_flight(starts: pd.Series, ends: pd.Series) -> tuple[float, int, float]:
-    """(time-averaged in flight, most in flight, span) of intervals (same maths as runner/load.in_flight)."""
-    if starts.empty:
-        return math.nan, 0, 0.0
-    span = float(ends.max() - starts.min())
-    events = sorted([(float(s), 1) for s in starts] + [(float(e), -1) for e in ends])
-    current = most = 0
-    for _, step in events:
-        current += step
-        most = max(most, current)
-    mean = float((ends - starts).sum()) / span if span > 0 else float(most)
-    return mean, most, span
 
 
 def load_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -44,7 +31,8 @@ def load_table(df: pd.DataFrame) -> pd.DataFrame:
         ok = run[run["success"]]
         starts = run["t_start_s"]
         ends = (run["t_start_s"] + run["latency_s"]).fillna(run["t_start_s"])
-        mean, most, span = _in_flight(ok["t_start_s"], ok["t_start_s"] + ok["latency_s"])
+        served = ok["t_start_s"].astype(float)
+        mean, most, span = in_flight(list(zip(served, served + ok["latency_s"].astype(float), strict=True)))
         full_span = float(ends.max() - starts.min()) if len(run) else 0.0
         requested = first_value(run, "requested_concurrency")
         rate = first_value(run, "requested_rate_rps")

@@ -42,18 +42,3 @@ def phases(
         else:
             out[r["key"]] = PHASE_MEASURE
     return out
-
-
-def in_flight(intervals: Sequence[tuple[float, float]]) -> tuple[float, int, float]:
-    """(time-averaged requests in flight, most in flight at once, wall span in s) of (start, end) intervals:
-    the span is first start to last end; the average is the summed durations over that span."""
-    if not intervals:
-        return 0.0, 0, 0.0
-    span = max(e for _, e in intervals) - min(s for s, _ in intervals)
-    busy = sum(e - s for s, e in intervals)
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])  # ends sort first on ties
-    current = most = 0
-    for _, step in events:
-        current += step
-        most = max(most, current)
-    return (busy / span if span > 0 else float(most)), most, span

@@ -12,10 +12,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wattbench.redact import shown_url
-from wattbench.runner.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s
-from wattbench.runner.plan import Arrival, RequestRecord, WorkItem, arrival_offsets_s, iso_utc, trace_offsets_s
-from wattbench.runner.store import RunStoreError
-from wattbench.runner.transport import (  # noqa: F401 - classify_response / error_detail: re-exported
+from wattbench.loadgen.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s
+from wattbench.loadgen.plan import (
+    Arrival,
+    RecordSinkError,
+    RequestRecord,
+    WorkItem,
+    arrival_offsets_s,
+    iso_utc,
+    trace_offsets_s,
+)
+from wattbench.client.transport import (  # noqa: F401 - classify_response / error_detail: re-exported
     Attempt,
     ServiceTransport,
     classify_response,
@@ -165,7 +172,7 @@ class BatchProcessor:
     ) -> list[RequestRecord]:
         """Send the warm-up requests, then every item; return the records in the order they finished.
 
-        Raises ServiceGoneError / AuthRejectedError when going on is pointless (RunStoreError when on_record
+        Raises ServiceGoneError / AuthRejectedError when going on is pointless (RecordSinkError when on_record
         cannot write), RunStopped when a stop rule was hit; every record finished before that has already been
         passed to on_record."""
         import httpx
@@ -226,7 +233,7 @@ class BatchProcessor:
                 try:
                     self.on_record(record)  # persisted before it counts as done
                 except OSError as exc:
-                    raise RunStoreError(
+                    raise RecordSinkError(
                         f"cannot write the run file ({exc}); free the disk and rerun with "
                         "--resume: what was written so far is kept"
                     ) from None
@@ -248,7 +255,7 @@ class BatchProcessor:
                     queue = list(reversed(items))
                     for _ in range(min(self.concurrency, len(items))):
                         group.create_task(user(queue))
-        except* (ServiceGoneError, AuthRejectedError, RunStoreError) as eg:
+        except* (ServiceGoneError, AuthRejectedError, RecordSinkError) as eg:
             raise eg.exceptions[0] from None
         return records
 

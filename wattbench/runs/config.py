@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wattbench.cli_support import CliError, Parser
-from wattbench.runner.limiter import RetryPolicy
-from wattbench.runner.workloads import add_workload_arguments, check_workload_options, has_workload
+from wattbench.loadgen.limiter import RetryPolicy
+from wattbench.workloads.sources import add_workload_arguments, check_workload_options, has_workload
 
 # option names of `wattbench run` whose field carries its unit (`run_benchmark(rate=2)` and
 # `run_benchmark(rate_rps=2)` both work)
@@ -66,7 +66,7 @@ class RunConfig:
     gpu_energy: Literal["auto", "on", "off"] = "auto"  # NVML on the runner's machine (the measured-GPU lens)
     no_report: bool = False
     no_progress: bool = False
-    # workloads (runner/workloads.py); default: the 12 graded prompts
+    # workloads (workloads/sources.py); default: the 12 graded prompts
     synthetic: bool = False
     input_tokens: str | None = None  # N, uniform:LOW:HIGH or normal:MEAN:STDEV
     output_tokens: str | None = None

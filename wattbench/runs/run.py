@@ -13,20 +13,20 @@ from wattbench.analysis.outputs import build_run_outputs, summary_line, write_cs
 from wattbench.cli_support import CliError, one_line
 from wattbench.config import ConfigError
 from wattbench.redact import shown_url
-from wattbench.runner.config import RunConfig
-from wattbench.runner.direct import check_server, direct_transport
-from wattbench.runner.enrich import build_dataframe
-from wattbench.runner.gpu_energy import GpuEnergyRun, GpuEnergyUnavailable, with_gpu_energy
-from wattbench.runner.limiter import RetryPolicy
-from wattbench.runner.plan import WorkItem, plan_requests
-from wattbench.runner.prompts import (
+from wattbench.runs.config import RunConfig
+from wattbench.client.direct import check_server, direct_transport
+from wattbench.analysis.enrich import build_dataframe
+from wattbench.runs.gpu_energy import GpuEnergyRun, GpuEnergyUnavailable, with_gpu_energy
+from wattbench.loadgen.limiter import RetryPolicy
+from wattbench.loadgen.plan import WorkItem, plan_requests
+from wattbench.workloads.prompts import (
     DEFAULT_PROMPTS_PATH,
     PromptsFileError,
     PromptSpec,
     load_prompts,
     prompts_sha256,
 )
-from wattbench.runner.sender import (
+from wattbench.loadgen.sender import (
     AuthRejectedError,
     BatchProcessor,
     RunStopped,
@@ -34,9 +34,9 @@ from wattbench.runner.sender import (
     StopRules,
     error_detail,
 )
-from wattbench.runner.store import RunStore, RunStoreError, pending_items
-from wattbench.runner.workers import WorkerError, run_in_workers
-from wattbench.runner.workloads import build_workload, has_workload, resolve_enforce, write_workload
+from wattbench.runs.store import RecordSinkError, RunStore, pending_items
+from wattbench.loadgen.workers import WorkerError, run_in_workers
+from wattbench.workloads.sources import build_workload, has_workload, resolve_enforce, write_workload
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import pandas as pd
@@ -95,7 +95,7 @@ def cli_run(argv: Sequence[str]) -> int:
     try:
         config = RunConfig.from_argv(argv)
         result = execute(config)
-    except (CliError, RunStoreError, GpuEnergyUnavailable, ConfigError) as exc:
+    except (CliError, RecordSinkError, GpuEnergyUnavailable, ConfigError) as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # --out unwritable or full at a step not named above: one line, the run file is kept
@@ -162,7 +162,7 @@ def _prepare(config: RunConfig) -> RunOptions:
     if store is not None:
         try:
             store.check_matches(manifest)
-        except RunStoreError as exc:
+        except RecordSinkError as exc:
             raise CliError(str(exc)) from None
     return RunOptions(config, prompts, profiles, manifest, store)
 
@@ -173,7 +173,7 @@ def _open_store(config: RunConfig) -> tuple[RunStore | None, dict[str, Any]]:
     try:
         store = RunStore.open(config.out, None if config.resume == "latest" else config.resume)
         return store, store.manifest()
-    except RunStoreError as exc:
+    except RecordSinkError as exc:
         raise CliError(str(exc)) from None
 
 
@@ -306,7 +306,7 @@ def _load_notes(sent: _Sent | None, store: RunStore, planned: int) -> list[str]:
 def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _Sent:
     """Reach (or start) the service, or the server itself with --base-url; send `todo` and append each record
     to the run file (created now for a new run)."""
-    from wattbench.runner.service_process import ServiceProcess, ServiceStartError
+    from wattbench.client.service_process import ServiceProcess, ServiceStartError
 
     config = options.config
     if config.base_url:
@@ -374,7 +374,7 @@ def _send_to(
     sent = _Sent(store)
     try:
         if config.ray is not None:
-            from wattbench.runner.ray_workers import RayPool  # deferred: Ray is an optional extra
+            from wattbench.loadgen.ray_workers import RayPool  # deferred: Ray is an optional extra
 
             sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store,
                                                            RayPool(config.ray))
@@ -388,7 +388,7 @@ def _send_to(
     except RunStopped as exc:
         sent.stopped, sent.clean_stop = str(exc), True
         sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, processor.finished)
-    except RunStoreError as exc:  # the run file cannot be written (disk full): stop, exit 2; it keeps what it has
+    except RecordSinkError as exc:  # the run file cannot be written (disk full): stop, exit 2; it keeps what it has
         raise CliError(str(exc)) from None
     except (ServiceGoneError, AuthRejectedError, WorkerError) as exc:
         sent.stopped = str(exc)

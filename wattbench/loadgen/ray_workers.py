@@ -1,7 +1,7 @@
 """The load-generating workers on Ray (`--ray [ADDRESS]`, `pip install 'wattbench[ray]'`), for loads one client
 machine cannot drive.
 
-Same design as the worker processes (runner/workers.py, whose writer loop `run_in_workers` drives this pool):
+Same design as the worker processes (loadgen/workers.py, whose writer loop `run_in_workers` drives this pool):
 each worker is a Ray task running `workers._worker_main` over its share of the items, with its own event loop
 and monotonic clock. Its records go, in batches every FLUSH_S seconds from a thread beside its event loop, to
 one small Ray actor (the mailbox) that the parent drains; the parent is the one writer of the run file, so the
@@ -24,7 +24,7 @@ from collections import deque
 from typing import Any
 
 from wattbench.cli_support import one_line
-from wattbench.runner.workers import WorkerError, WorkerSpec, _worker_main
+from wattbench.loadgen.workers import WorkerError, WorkerSpec, _worker_main
 
 #: Seconds between a worker's batches to the mailbox (and its look at the stop flag).
 FLUSH_S = 0.05
@@ -108,7 +108,7 @@ def _ray_worker(index: int, spec: WorkerSpec, items: list[Any], mailbox: Any) ->
 
 
 class RayPool:
-    """The workers as Ray tasks (runner/workers.py's pool interface)."""
+    """The workers as Ray tasks (loadgen/workers.py's pool interface)."""
 
     def __init__(self, address: str | None = None) -> None:
         self.address = None if address in (None, "", "local") else address

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wattbench.redact import scrub_record
-from wattbench.runner.plan import RequestRecord, WorkItem, iso_utc
+from wattbench.loadgen.plan import RecordSinkError, RequestRecord, WorkItem, iso_utc, latest_by_key  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     pass
 
 
-class RunStoreError(ValueError):
+class RunStoreError(RecordSinkError):
     """A run that cannot be resumed as asked; the message says why and what to do."""
 
 
@@ -147,15 +147,6 @@ def _write_atomic(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def latest_by_key(records: Iterable[Mapping[str, Any] | RequestRecord]) -> dict[str, dict[str, Any]]:
-    """The last record of each request key (a resumed run may have retried a failed request)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in records:
-        row = asdict(record) if isinstance(record, RequestRecord) else dict(record)
-        latest[row["key"]] = row
-    return latest
 
 
 def pending_items(items: Sequence[WorkItem], records: Iterable[Mapping[str, Any]]) -> list[WorkItem]:

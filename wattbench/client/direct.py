@@ -8,8 +8,8 @@ from typing import Any
 
 from wattbench.cli_support import CliError
 from wattbench.redact import shown_url
-from wattbench.runner.config import RunConfig
-from wattbench.runner.transport import OpenAITransport, error_detail
+from wattbench.runs.config import RunConfig
+from wattbench.client.transport import OpenAITransport, error_detail
 
 
 def direct_transport(config: RunConfig, api_key: str | None, output_enforce: str = "max-tokens") -> OpenAITransport:

@@ -1,0 +1,1 @@
+"""How one request is sent and timed: transports (the service's /chat, an OpenAI-compatible server), the service child."""

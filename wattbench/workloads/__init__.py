@@ -1,0 +1,1 @@
+"""What is sent: prompts files, graders, synthetic / ShareGPT / dataset / trace workloads, token counting."""

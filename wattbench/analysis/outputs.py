@@ -101,7 +101,7 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
                   slo_ttft_s: float = DEFAULT_SLO_TTFT_S, slo_tpot_s: float = DEFAULT_SLO_TPOT_S,
                   sources: Mapping[str, Mapping[str, str]] | None = None,
                   notes: Sequence[str] = ()) -> dict[str, object]:
-    """Write the six dashboards, index.html, plotly.min.js, the summary CSV, report.txt and report.md.
+    """Write the seven dashboards, index.html, plotly.min.js, the summary CSV, report.txt and report.md.
 
     Returns {"dashboards": {name: Path}, "index": Path, "plotly_js": Path, "summary_csv": Path,
     "report_txt": Path, "report_md": Path, "report_text": str}. Raises ReportInputError for unusable input.

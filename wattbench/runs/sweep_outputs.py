@@ -7,14 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wattbench.analysis.frontier import frontier_table, recommendation_lines
+from wattbench.analysis.outputs import build_outputs, write_csv
+from wattbench.analysis.reading import ReportInputError, read_metrics_csv
 from wattbench.cli_support import CliError
 
 
 def combined_frame(csv_paths: Sequence[str | Path]) -> Any:
     """The points' CSVs read back (analysis.reading) and concatenated."""
     import pandas as pd
-
-    from wattbench.analysis.reading import ReportInputError, read_metrics_csv
 
     frames = []
     for path in csv_paths:
@@ -28,9 +29,6 @@ def combined_frame(csv_paths: Sequence[str | Path]) -> Any:
 def write_sweep_outputs(sweep: Any, done: Sequence[Any], notes: Sequence[str]) -> int:
     """Write the combined CSV, report and dashboards; print the recommendation. Returns 0 when every point ran
     and every request was served, 1 otherwise."""
-    from wattbench.analysis.frontier import frontier_table, recommendation_lines
-    from wattbench.analysis.outputs import build_outputs, write_csv
-
     if not done:
         print("no sweep point finished: nothing to report", flush=True)
         return 1

@@ -44,9 +44,9 @@ class Outer:
     def __init__(self, inner: Any) -> None:
         self.inner, self.path, self.waited = inner, inner.path, {}
 
-    async def send(self, client: Any, item: WorkItem, request_id: str, timeout_s: float) -> Any:
+    async def send(self, item: WorkItem, request_id: str, timeout_s: float) -> Any:
         t0 = time.perf_counter()
-        attempt = await self.inner.send(client, item, request_id, timeout_s)
+        attempt = await self.inner.send(item, request_id, timeout_s)
         self.waited[item.key] = time.perf_counter() - t0
         return attempt
 

@@ -1,6 +1,7 @@
 """Where requests are timed: one attempt of one request, sent to the service (/chat) or directly to an
 OpenAI-compatible server (/chat/completions), with perf_counter timestamps taken as each chunk's bytes
-arrive and the events parsed only after the stream has ended (so parsing never delays a timestamp).
+arrive and the events parsed only after the stream has ended (so parsing never delays a timestamp). Both
+paths send with the same aiohttp code (_StreamingPost) and read events with protocol/.
 
 Both transports return an `Attempt`: what the answer means for the request (served, rate-limited, retry, give
 up), the answer as a /chat-shaped dict, and what the client itself saw (ttft_s, latency_s, inter-chunk gap).
@@ -12,7 +13,9 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import aiohttp
 
 from wattbench.redact import short, shown_url
 from wattbench.protocol.metrics import content_timing, timing_fields
@@ -22,8 +25,6 @@ from wattbench.protocol.sse import EventTooLarge, event_fields, sse_events
 from wattbench.workloads.sources import output_length_fields
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
-    import httpx
-
     from wattbench.loadgen.plan import WorkItem
 
 
@@ -91,48 +92,109 @@ def error_detail(content: bytes) -> str:
     return json.dumps(payload)[:300]
 
 
-async def _timed_stream(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str], timeout_s: float
-) -> tuple[float, float, int, Mapping[str, str], str, list[tuple[float, bytes]]]:
-    """POST and read the answer's bytes as they arrive: (epoch at send, perf_counter at send, status, headers,
-    content type, [(perf_counter at arrival, bytes)])."""
-    started_epoch_s, t0 = time.time(), time.perf_counter()
-    chunks: list[tuple[float, bytes]] = []
-    perf = time.perf_counter
-    async with client.stream("POST", url, json=body, headers=headers, timeout=timeout_s) as resp:
-        async for data in resp.aiter_raw():
-            chunks.append((perf(), data))
+#: Seconds an idle connection is kept for reuse: below the keep-alive timeout of common servers (uvicorn's
+#: default 5 s, node's 5 s), so the client drops an idle connection before the server closes it; reusing one the
+#: server is closing at that moment is a dropped connection (issue 10), retried all the same (transient).
+KEEPALIVE_EXPIRY_S = 2.0
+
+
+class Transport(Protocol):
+    """How one attempt of one request is sent and timed (BatchProcessor's seam). A transport owns its
+    connection pool: made in the running event loop on the first send, closed by `aclose`."""
+
+    path: str
+
+    async def send(self, item: WorkItem, request_id: str, timeout_s: float) -> Attempt: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class _Answer:
+    """An HTTP answer read to its end: perf_counter at send, status, headers, content type and the body as
+    [(perf_counter at arrival, bytes)] (never empty: a body-less answer is one empty piece at its end)."""
+
+    t0: float
+    status: int
+    headers: Mapping[str, str]
+    ctype: str
+    chunks: list[tuple[float, bytes]]
+
+    @property
+    def t_end(self) -> float:
+        return self.chunks[-1][0]
+
+    def body(self) -> bytes:
+        return b"".join(d for _, d in self.chunks)
+
+
+class _StreamingPost:
+    """What both transports share: an aiohttp session (one pool per event loop, `connections` at most, 0: as
+    many as requests in flight; idle connections dropped after KEEPALIVE_EXPIRY_S), and one POST whose
+    answer is read as its bytes arrive, each piece stamped with perf_counter before anything parses it.
+    aiohttp reads a streamed chunk with several times less CPU than httpx (benchmarks/bench_load.py)."""
+
+    def __init__(self, base_url: str, connections: int = 0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=KEEPALIVE_EXPIRY_S),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def _post(self, url: str, data: bytes, headers: dict[str, str], timeout_s: float) -> _Answer | Attempt:
+        """The answer, or a failed Attempt when none came (timed out, refused, dropped); `started_epoch_s`
+        is set on either by the caller."""
+        session = self._client()
+        perf = time.perf_counter
+        chunks: list[tuple[float, bytes]] = []
+        t0 = perf()
+        try:
+            async with session.post(url, data=data, headers=headers,
+                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                async for piece in resp.content.iter_any():
+                    chunks.append((perf(), piece))
+                status, resp_headers = resp.status, resp.headers
+        except TimeoutError:
+            return Attempt("transient", error=f"timed out after {timeout_s:g} s", elapsed_s=perf() - t0)
+        except aiohttp.ClientConnectorError as exc:
+            return Attempt("connect", error=f"cannot connect to {shown_url(self.base_url)} ({exc})",
+                           elapsed_s=perf() - t0)
+        except aiohttp.ClientError as exc:
+            return Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {exc})",
+                           elapsed_s=perf() - t0)
         if not chunks:
             chunks.append((perf(), b""))
-        return started_epoch_s, t0, resp.status_code, resp.headers, resp.headers.get("content-type", ""), chunks
+        return _Answer(t0, status, resp_headers, resp_headers.get("Content-Type", ""), chunks)
 
 
-def transport_failure(exc: Exception, base_url: str, timeout_s: float) -> Attempt:
-    """An attempt that got no HTTP answer: timed out, refused, or dropped."""
-    import httpx
-
-    if isinstance(exc, httpx.TimeoutException):
-        return Attempt("transient", error=f"timed out after {timeout_s:g} s ({type(exc).__name__})")
-    if isinstance(exc, httpx.ConnectError):
-        return Attempt("connect", error=f"cannot connect to {shown_url(base_url)} ({exc})")
-    return Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {exc})")
-
-
-class ServiceTransport:
+class ServiceTransport(_StreamingPost):
     """POST <service>/chat. With stream=True it asks for server-sent events (`"stream": true`): the client
-    then times the first token and the last byte itself; a JSON answer (an older service) is still read."""
+    then times the first token and the last byte itself; a JSON answer (an older service) is still read.
+
+    The events are the service's own (`data: {"text": ...}`, the LiteLLM path) or an OpenAI-compatible
+    upstream's chunks forwarded as they came (the pass-through), then `event: result` or `event: error`."""
 
     path = PATH_SERVICE
 
-    def __init__(self, base_url: str, *, token: str | None, model: str | None, stream: bool = True) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str, *, token: str | None, model: str | None, stream: bool = True,
+                 connections: int = 0) -> None:
+        super().__init__(base_url, connections)
         self._token = token
         self.model = model
         self.stream = stream
 
-    async def send(self, client: httpx.AsyncClient, item: WorkItem, request_id: str, timeout_s: float) -> Attempt:
-        import httpx
-
+    async def send(self, item: WorkItem, request_id: str, timeout_s: float) -> Attempt:
         body: dict[str, Any] = {"prompt": item.spec.prompt}
         if item.spec.max_tokens:  # /chat takes it as a cap (the service path cannot ask for more)
             body["max_tokens"] = item.spec.max_tokens
@@ -140,93 +202,71 @@ class ServiceTransport:
             body["model"] = self.model
         if self.stream:
             body["stream"] = True
-        headers = {"X-Request-ID": request_id}
+        headers = {"X-Request-ID": request_id, "Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        t0 = time.perf_counter()
         started_epoch_s = time.time()
-        try:
-            started_epoch_s, t0, status, resp_headers, ctype, chunks = await _timed_stream(
-                client, f"{self.base_url}/chat", body, headers, timeout_s
-            )
-        except httpx.TransportError as exc:
-            attempt = transport_failure(exc, self.base_url, timeout_s)
-            attempt.started_epoch_s, attempt.elapsed_s = started_epoch_s, time.perf_counter() - t0
-            return attempt
-        t_end = chunks[-1][0]
-        if status == 200 and ctype.startswith("text/event-stream"):
-            attempt = self._from_events(t0, t_end, chunks)
+        answer = await self._post(f"{self.base_url}/chat", json.dumps(body).encode(), headers, timeout_s)
+        if isinstance(answer, Attempt):
+            attempt = answer
+        elif answer.status == 200 and answer.ctype.startswith("text/event-stream"):
+            attempt = service_events_attempt(answer.t0, answer.t_end, answer.chunks)
         else:
-            attempt = classify_response(status, resp_headers, b"".join(d for _, d in chunks))
-            attempt.elapsed_s = t_end - t0
+            attempt = classify_response(answer.status, answer.headers, answer.body())
+            attempt.elapsed_s = answer.t_end - answer.t0
         attempt.started_epoch_s = started_epoch_s
         return attempt
 
-    @staticmethod
-    def _from_events(t0: float, t_end: float, chunks: list[tuple[float, bytes]]) -> Attempt:
-        times: list[float] = []
-        result: dict[str, Any] | None = None
-        for t, event in sse_events(chunks):
-            name, data = event_fields(event)
-            if name == "result":
-                result = json.loads(data)
-            elif name == "error":
-                err = json.loads(data)
-                retry = {"retry-after": str(err.get("retry_after") or ""),
-                         "retry-after-ms": str(err.get("retry_after_ms") or "")}  # ms: the provider's precision
-                attempt = classify_error(int(err.get("status_code") or 502), str(err.get("detail")),
-                                         retry_after_s(retry))
-                attempt.elapsed_s = t_end - t0
-                return attempt
-            elif data and data != b'{"text":""}':
+
+def service_events_attempt(t0: float, t_end: float, chunks: list[tuple[float, bytes]]) -> Attempt:
+    """The Attempt of a streamed /chat answer: content times from the text events (or the forwarded upstream
+    chunks that carry content), the answer from `event: result`, or the error of `event: error`."""
+    times: list[float] = []
+    result: dict[str, Any] | None = None
+    reader = StreamReader()
+    for t, event in sse_events(chunks):
+        name, data = event_fields(event)
+        if name == "result":
+            result = json.loads(data)
+        elif name == "error":
+            err = json.loads(data)
+            retry = {"retry-after": str(err.get("retry_after") or ""),
+                     "retry-after-ms": str(err.get("retry_after_ms") or "")}  # ms: the provider's precision
+            attempt = classify_error(int(err.get("status_code") or 502), str(err.get("detail")),
+                                     retry_after_s(retry))
+            attempt.elapsed_s = t_end - t0
+            return attempt
+        elif data.startswith(b'{"text"'):  # the service's own text event
+            if data != b'{"text":""}':
                 times.append(t)
-        if not isinstance(result, dict) or "text" not in result:
-            return Attempt("transient", 200, "the service's event stream ended without a result event",
-                           elapsed_s=t_end - t0)
-        ttft, latency, itl = content_timing(t0, times, t_end)
-        return Attempt("ok", 200, response=result, elapsed_s=latency, ttft_s=ttft, itl_s=itl)
+        elif data:  # an upstream's chunk, forwarded: content or not (role, usage, [DONE])
+            try:
+                if reader.read(data):
+                    times.append(t)
+            except (StreamError, UpstreamError):
+                pass  # the service judged the stream: its result or error event says what it was
+    if not isinstance(result, dict) or "text" not in result:
+        return Attempt("transient", 200, "the service's event stream ended without a result event",
+                       elapsed_s=t_end - t0)
+    ttft, latency, itl = content_timing(t0, times, t_end)
+    return Attempt("ok", 200, response=result, elapsed_s=latency, ttft_s=ttft, itl_s=itl)
 
 
-class OpenAITransport:
+class OpenAITransport(_StreamingPost):
     """The direct path: POST <base_url>/chat/completions (OpenAI-compatible streaming) to the server under
-    test, with `stream_options.include_usage` so token counts are the server's.
-
-    It keeps its own aiohttp session (a pool of `connections`, made on the first send in the running event
-    loop; `aclose` closes it): aiohttp reads a streamed chunk with several times less CPU than httpx, which
-    is what keeps the client off the measured path at high concurrency (benchmarks/bench_load.py). The
-    httpx client BatchProcessor passes in is not used."""
+    test, with `stream_options.include_usage` so token counts are the server's."""
 
     path = PATH_DIRECT
 
     def __init__(self, base_url: str, *, model: str, api_key: str | None = None, max_tokens: int | None = None,
                  connections: int = 0, output_enforce: str = "max-tokens"):
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url, connections)
         self.model = model
         self._api_key = api_key
         self.max_tokens = max_tokens
-        self.connections = connections  # 0: as many as requests in flight
         self.output_enforce = output_enforce  # how a prompt's max_tokens is asked for (workloads.py)
-        self._session: Any = None
-        import aiohttp  # ~0.2 s: paid here, before any request is timed, and only by the direct path
 
-        self._aiohttp = aiohttp
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _get_session(self, timeout_s: float) -> Any:
-        aiohttp = self._aiohttp
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.connections, force_close=False),
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            )
-        return self._session
-
-    async def send(self, client: Any, item: WorkItem, request_id: str, timeout_s: float) -> Attempt:
-        aiohttp = self._aiohttp
+    async def send(self, item: WorkItem, request_id: str, timeout_s: float) -> Attempt:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "user", "content": item.spec.prompt}],
@@ -239,38 +279,21 @@ class OpenAITransport:
         headers = {"X-Request-ID": request_id, "Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        data = json.dumps(body).encode()
-        session = self._get_session(timeout_s)
-        perf = time.perf_counter
-        chunks: list[tuple[float, bytes]] = []
-        started_epoch_s, t0 = time.time(), perf()
-        try:
-            async with session.post(f"{self.base_url}/chat/completions", data=data, headers=headers) as resp:
-                async for piece in resp.content.iter_any():
-                    chunks.append((perf(), piece))
-                status, resp_headers = resp.status, resp.headers
-                ctype = resp.headers.get("Content-Type", "")
-        except TimeoutError:
-            return Attempt("transient", error=f"timed out after {timeout_s:g} s", started_epoch_s=started_epoch_s,
-                           elapsed_s=perf() - t0)
-        except aiohttp.ClientConnectorError as exc:
-            return Attempt("connect", error=f"cannot connect to {shown_url(self.base_url)} ({exc})",
-                           started_epoch_s=started_epoch_s, elapsed_s=perf() - t0)
-        except aiohttp.ClientError as exc:
-            return Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {exc})",
-                           started_epoch_s=started_epoch_s, elapsed_s=perf() - t0)
-        if not chunks:
-            chunks.append((perf(), b""))
-        t_end = chunks[-1][0]
-        if status != 200:
-            attempt = classify_error(status, error_detail(b"".join(d for _, d in chunks)),
-                                     retry_after_s(resp_headers), DIRECT_AUTH_HINT)
-            attempt.elapsed_s = t_end - t0
-        elif not ctype.startswith("text/event-stream"):
-            attempt = Attempt("fatal", 200, f"the server answered 200 with {ctype or 'no content type'}, not an "
-                              "event stream (does it stream chat completions? check --base-url)", elapsed_s=t_end - t0)
+        started_epoch_s = time.time()
+        answer = await self._post(f"{self.base_url}/chat/completions", json.dumps(body).encode(), headers,
+                                  timeout_s)
+        if isinstance(answer, Attempt):
+            attempt = answer
+        elif answer.status != 200:
+            attempt = classify_error(answer.status, error_detail(answer.body()), retry_after_s(answer.headers),
+                                     DIRECT_AUTH_HINT)
+            attempt.elapsed_s = answer.t_end - answer.t0
+        elif not answer.ctype.startswith("text/event-stream"):
+            attempt = Attempt("fatal", 200, f"the server answered 200 with {answer.ctype or 'no content type'}, "
+                              "not an event stream (does it stream chat completions? check --base-url)",
+                              elapsed_s=answer.t_end - answer.t0)
         else:
-            attempt = self._from_events(t0, t_end, chunks)
+            attempt = self._from_events(answer.t0, answer.t_end, answer.chunks)
         attempt.started_epoch_s = started_epoch_s
         return attempt
 

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wattbench.redact import shown_url
 from wattbench.loadgen.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s
@@ -22,21 +22,14 @@ from wattbench.loadgen.plan import (
     iso_utc,
     trace_offsets_s,
 )
-from wattbench.client.transport import (  # noqa: F401 - classify_response / error_detail: re-exported
+from wattbench.client.transport import (  # noqa: F401 - classify_response / error_detail / KEEPALIVE: re-exported
+    KEEPALIVE_EXPIRY_S,
     Attempt,
     ServiceTransport,
+    Transport,
     classify_response,
     error_detail,
 )
-
-if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
-    import httpx
-
-
-#: Seconds an idle connection is kept for reuse: below the keep-alive timeout of common servers (uvicorn's
-#: default 5 s, node's 5 s), so the client drops an idle connection before the server closes it; reusing one the
-#: server is closing at that moment is a ReadError (issue 10). Such a drop is retried all the same (transient).
-KEEPALIVE_EXPIRY_S = 2.0
 
 
 class ServiceGoneError(RuntimeError):
@@ -98,15 +91,15 @@ class BatchProcessor:
     """Sends WorkItems to `<base_url>/chat` (or through `transport`) and returns a RequestRecord for each.
 
     base_url: the service (e.g. ServiceProcess.url), or the server a `transport` talks to; token: sent as `Authorization: Bearer`, never printed;
-    client: an httpx.AsyncClient (created and closed here when None); concurrency: the most requests in flight
+    concurrency: the most requests in flight
     (1 = sequential); rate_rps: send at this many requests per second instead (arrival constant or poisson;
     concurrency then caps what may be in flight); warmup: requests sent first and not recorded;
     model: sent as "model" (None: the service's default); service_model: the service's default model (its
     /health "model"), recorded with requests the service never answered when `model` is None; on_record:
     called with each record as soon as it is final (the CLI appends it to the run file there), before it
-    counts as done. transport: how one attempt is sent and timed (default ServiceTransport: /chat, streamed
-    when `stream`); stop: StopRules (a rule hit raises RunStopped after the requests in flight finished).
-    The HTTP client's connection pool holds as many connections as requests may be in flight.
+    counts as done. transport: how one attempt is sent and timed (client/transport.Transport; default
+    ServiceTransport: /chat, streamed when `stream`); it owns its connection pool and is closed at the end of
+    `run`; stop: StopRules (a rule hit raises RunStopped after the requests in flight finished).
     """
 
     def __init__(
@@ -114,7 +107,6 @@ class BatchProcessor:
         base_url: str,
         *,
         token: str | None = None,
-        client: httpx.AsyncClient | None = None,
         concurrency: int = 1,
         rate_rps: float | None = None,
         arrival: Arrival = "constant",
@@ -127,7 +119,7 @@ class BatchProcessor:
         on_record: Callable[[RequestRecord], None] | None = None,
         progress: bool = True,
         run_id: str = "",
-        transport: Any = None,
+        transport: Transport | None = None,
         stream: bool = True,
         stop: StopRules = StopRules(),
         should_stop: Callable[[], object] | None = None,
@@ -140,7 +132,6 @@ class BatchProcessor:
             raise ValueError(f"warmup must be >= 0, not {warmup}")
         self.base_url = base_url.rstrip("/")
         self._token = token
-        self._client = client
         self.concurrency = concurrency
         self.rate_rps = rate_rps
         self.arrival = arrival
@@ -154,7 +145,7 @@ class BatchProcessor:
         self.progress = progress
         self.run_id = run_id
         self.session = uuid.uuid4().hex[:8]
-        self.transport = transport or ServiceTransport(self.base_url, token=token, model=model, stream=stream)
+        self.transport: Transport = transport or ServiceTransport(self.base_url, token=token, model=model, stream=stream)
         self.path: str = self.transport.path
         self.stop = stop
         self.should_stop = should_stop  # another judge of the stop rules (the parent of worker processes)
@@ -175,20 +166,14 @@ class BatchProcessor:
         Raises ServiceGoneError / AuthRejectedError when going on is pointless (RecordSinkError when on_record
         cannot write), RunStopped when a stop rule was hit; every record finished before that has already been
         passed to on_record."""
-        import httpx
-
-        own_client = self._client is None
-        pool = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency,
-                            keepalive_expiry=KEEPALIVE_EXPIRY_S)
-        client = self._client or httpx.AsyncClient(timeout=self.timeout_s, limits=pool)
         try:
             self.limiter = AdaptiveLimiter(self.concurrency)
-            await self._warm_up(client, items)
+            await self._warm_up(items)
             self._totals = Progress()  # tokens/s counts from here, after the warm-up
             self._t_start, cpu0 = time.monotonic(), time.process_time()
             bar = self._make_bar(total if total is not None else len(items) + done_before, done_before)
             try:
-                records = await self._send_all(client, items, bar)
+                records = await self._send_all(items, bar)
             finally:
                 self.client_cpu_s = time.process_time() - cpu0
                 if bar is not None:
@@ -197,10 +182,7 @@ class BatchProcessor:
                 raise RunStopped(self.stop_reason)
             return records
         finally:
-            if own_client:
-                await client.aclose()
-            if hasattr(self.transport, "aclose"):  # a transport with a connection pool of its own
-                await self.transport.aclose()
+            await self.transport.aclose()
 
     def run_sync(self, items: Sequence[WorkItem], **kwargs: Any) -> list[RequestRecord]:
         """`run` for callers without an event loop; inside Jupyter (a loop is running) it runs in a thread."""
@@ -214,13 +196,11 @@ class BatchProcessor:
             return pool.submit(asyncio.run, self.run(items, **kwargs)).result()
 
     # -- sending ---------------------------------------------------------------------------------------
-    async def _warm_up(self, client: httpx.AsyncClient, items: Sequence[WorkItem]) -> None:
+    async def _warm_up(self, items: Sequence[WorkItem]) -> None:
         for i in range(self.warmup if items else 0):
-            await self._send_item(client, items[i % len(items)], request_id=f"warmup-{i}")
+            await self._send_item(items[i % len(items)], request_id=f"warmup-{i}")
 
-    async def _send_all(
-        self, client: httpx.AsyncClient, items: Sequence[WorkItem], bar: Any
-    ) -> list[RequestRecord]:
+    async def _send_all(self, items: Sequence[WorkItem], bar: Any) -> list[RequestRecord]:
         records: list[RequestRecord] = []
 
         async def one(item: WorkItem, delay_s: float = 0.0) -> None:
@@ -228,7 +208,7 @@ class BatchProcessor:
                 await asyncio.sleep(delay_s)
             if self._stopping():
                 return
-            record = await self._send_item(client, item)
+            record = await self._send_item(item)
             if self.on_record is not None:
                 try:
                     self.on_record(record)  # persisted before it counts as done
@@ -275,16 +255,14 @@ class BatchProcessor:
                     "stopped by the parent process (a stop rule over all workers)")
         return self.stop_reason is not None
 
-    async def _send_item(
-        self, client: httpx.AsyncClient, item: WorkItem, request_id: str | None = None
-    ) -> RequestRecord:
+    async def _send_item(self, item: WorkItem, request_id: str | None = None) -> RequestRecord:
         """Send one item until it is served or given up on (request_id: the X-Request-ID, default its key)."""
         assert self.limiter is not None
         attempts = rate_limited = transient = 0
         wait_s = 0.0
         while True:
             wait_s += await self.limiter.acquire()
-            attempt = await self._attempt(client, item, request_id or item.key)
+            attempt = await self._attempt(item, request_id or item.key)
             attempts += 1
             if attempt.kind == "rate_limited":
                 rate_limited += 1
@@ -324,9 +302,9 @@ class BatchProcessor:
                 "start the service again and rerun with --resume"
             )
 
-    async def _attempt(self, client: httpx.AsyncClient, item: WorkItem, request_id: str) -> Attempt:
+    async def _attempt(self, item: WorkItem, request_id: str) -> Attempt:
         rid = f"{self.run_id}/{request_id}" if self.run_id else request_id
-        return await self.transport.send(client, item, rid, self.timeout_s)
+        return await self.transport.send(item, rid, self.timeout_s)
 
     def _record(
         self, item: WorkItem, attempt: Attempt, attempts: int, rate_limited: int, wait_s: float

@@ -9,6 +9,8 @@ import pytest
 from openai_stub import OpenAIStub
 
 from wattbench.config import LOCAL_MODEL, Settings
+from wattbench.protocol.openai_stream import StreamReader
+from wattbench.protocol.sse import event_fields
 from wattbench.service.backend import LiteLLMBackend, StreamEvent
 from wattbench.service.passthrough import PerModel, SseParser, UpstreamEventError, select_backend, upstream_model
 
@@ -137,8 +139,15 @@ def test_a_streamed_chat_through_the_passthrough(client_for, stub):
         raw = b"".join(response.iter_bytes())
     assert response.status_code == 200
     blocks = [b for b in raw.split(b"\n\n") if b]
-    texts = [json.loads(b[len(b"data: "):])["text"] for b in blocks if b.startswith(b"data: ")]
-    assert "".join(texts) == "Hello from the stub"
+    # the upstream's events come through byte for byte (none decoded and encoded again), then the service's result
+    base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 0, "model": "ok"}
+    chunks = [dict(base, choices=[{"index": 0, "delta": {"content": p}, "finish_reason": None}])
+              for p in ["Hello", " from", " the", " stub"]]
+    chunks += [dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+               dict(base, choices=[], usage={"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15})]
+    assert blocks[:-1] == [b"data: " + json.dumps(c).encode() for c in chunks] + [b"data: [DONE]"]  # openai_stub.py
+    reader = StreamReader()
+    assert "".join(reader.read(event_fields(b)[1]) for b in blocks[:-1]) == "Hello from the stub"
     assert blocks[-1].startswith(b"event: result\ndata: ")
     result = json.loads(blocks[-1].split(b"data: ", 1)[1])
     assert (result["text"], result["completion_tokens"], result["token_source"]) == ("Hello from the stub", 4,

@@ -45,6 +45,7 @@ class StreamEvent:
     completion_tokens: int | None = None
     energy_kwh: float | None = None
     energy_method: str | None = None
+    raw: bytes = b""  # the upstream's bytes this event was read from, for a stream that forwards them as they came
 
 
 class BackendError(Exception):

@@ -5,7 +5,9 @@ bench_passthrough.py measures what that costs per request and per chunk). When t
 OpenAI-compatible server at WATTBENCH_API_BASE (`openai/...`, `hosted_vllm/...` and the other prefixes LiteLLM
 sends to an OpenAI-compatible base URL, see OPENAI_COMPATIBLE), `PassthroughBackend` posts the request itself
 and reads the events as they arrive: the text of each (pieces read together are yielded together), the
-finish reason, and the usage of the final chunk. Nothing else is built per chunk.
+finish reason, and the usage of the final chunk. Nothing else is built per chunk. Every piece of bytes is
+yielded with its event (StreamEvent.raw, an empty event when the piece completed none), so a streamed /chat
+forwards the upstream's events as they came instead of re-encoding each (streaming.py).
 
 It keeps the seam's contract (backend.ModelBackend): the same request body LiteLLM sends (model without its
 prefix, messages, temperature, max_tokens, stream with usage), the same BackendError subclasses and messages
@@ -133,9 +135,9 @@ class PassthroughBackend:
                         ", not an event stream")
                 parser = SseParser()
                 async for data in resp.content.iter_any():
-                    event = parser.feed(data)
-                    if event is not None:
-                        yield event
+                    event = parser.feed(data) or StreamEvent()
+                    event.raw = data  # every piece, as it came: a streamed /chat forwards it (streaming.py)
+                    yield event
                     if parser.done:
                         break
                 if not parser.finished:

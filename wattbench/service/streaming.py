@@ -1,7 +1,9 @@
 """Opt-in streaming of /chat as server-sent events (`"stream": true` in the body).
 
 The JSON answer stays /chat's default. A streamed answer is one `data: {"text": ...}` event per piece of text
-as the model produces it (pieces that arrived together are sent together), then `event: result` carrying the
+as the model produces it (pieces that arrived together are sent together) or, from an OpenAI-compatible
+upstream through the pass-through, the upstream's own events forwarded byte for byte as they arrive (no event
+decoded and encoded again here: the pass-through reads what accounting needs), then `event: result` carrying the
 same ChatResponse JSON as the default answer (the service's own timings inside), or `event: error` carrying
 {"status_code", "detail", "retry_after", "retry_after_ms"} when the model call fails. The client times the first text event and
 the last byte itself: that is the latency a user of the service sees, queueing in the service included.
@@ -25,9 +27,10 @@ EVENT_STREAM = "text/event-stream"
 
 
 class _Tee:
-    """The model backend, with each piece of text also put on a queue as it is produced."""
+    """The model backend, with what each event brings also put on a queue as it is produced: the upstream's
+    bytes when the backend forwards them (the pass-through: StreamEvent.raw), else the piece of text."""
 
-    def __init__(self, backend: Any, queue: asyncio.Queue[str | None]) -> None:
+    def __init__(self, backend: Any, queue: asyncio.Queue[str | bytes | None]) -> None:
         self._backend, self._queue = backend, queue
 
     def __getattr__(self, name: str) -> Any:
@@ -35,9 +38,23 @@ class _Tee:
 
     async def stream(self, request: Any) -> AsyncIterator[Any]:
         async for event in self._backend.stream(request):
-            if event.text:
+            if event.raw:
+                self._queue.put_nowait(event.raw)
+            elif event.text:
                 self._queue.put_nowait(event.text)
             yield event
+
+
+#: How a forwarded stream may end an event; anything else gets a blank line before the service's own event.
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+def _masked(data: bytes, secrets: list[bytes]) -> bytes:
+    """Forwarded bytes with every secret value the process holds masked (a provider may echo its key)."""
+    for value in secrets:
+        if value in data:
+            data = data.replace(value, redact.MASK.encode())
+    return data
 
 
 def sse_response(
@@ -54,9 +71,11 @@ def sse_response(
 async def _events(
     work: Callable[[Any], Awaitable[BaseModel]], backend: Any, errors: tuple[type[Exception], ...]
 ) -> AsyncIterator[bytes]:
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
     task = asyncio.ensure_future(work(_Tee(backend, queue)))
     task.add_done_callback(lambda _: queue.put_nowait(None))
+    secrets = [v.encode() for v in redact.secret_values()]
+    last = b"\n\n"  # the end of what was sent last
     try:
         done = False
         while not done:
@@ -64,9 +83,16 @@ async def _events(
             while not queue.empty():
                 pieces.append(queue.get_nowait())
             done = pieces[-1] is None
-            text = "".join(p for p in pieces if p is not None)
+            raw = b"".join(p for p in pieces if isinstance(p, bytes))
+            if raw:  # an upstream's events, forwarded as they came
+                last = (last + raw)[-4:]
+                yield _masked(raw, secrets) if secrets else raw
+            text = "".join(p for p in pieces if isinstance(p, str))
             if text:  # secret values masked, as in the JSON answer (a provider may echo its key)
                 yield b"data: " + json.dumps({"text": redact.mask_secrets(text)}).encode() + b"\n\n"
+                last = b"\n\n"
+        if not last.endswith(_EVENT_ENDS):  # the upstream's last event was not terminated
+            yield b"\n\n"
         try:
             result = task.result()
         except errors as exc:

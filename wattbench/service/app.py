@@ -58,7 +58,11 @@ redact.install_log_scrubbing()  # every log line and traceback of the service pr
 
 
 
-def get_backend(request: Request) -> Any:
+# The dependencies are `async def`: FastAPI runs a plain `def` dependency in its thread pool, and three such trips
+# per request (settings, backend, clock) were the service's warm-up under load: 64 requests arriving together
+# queued for the pool's 40 threads, which were started as they were first needed, and each trip waited for the
+# GIL and the loop (benchmarks/bench_load.py: the first waves' service_overhead_s).
+async def get_backend(request: Request) -> Any:
     """The model backend (real LiteLLM one, built once per app); tests override this dependency."""
     backend = getattr(request.app.state, "backend", None)
     if backend is None:
@@ -66,7 +70,7 @@ def get_backend(request: Request) -> Any:
     return backend
 
 
-def get_clock() -> Callable[[], float]:
+async def get_clock() -> Callable[[], float]:
     """The monotonic clock used for every timing; tests override it with a scripted one."""
     return time.perf_counter
 
@@ -269,7 +273,12 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return _error_json(500, f"internal error ({type(exc).__name__}); see the service log")
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def route_settings(request: Request) -> Settings:
+    """get_settings (or a test's override of it), on the loop rather than in the thread pool."""
+    return app_settings(request.app)
+
+
+SettingsDep = Annotated[Settings, Depends(route_settings)]
 
 
 BackendDep = Annotated[Any, Depends(get_backend)]

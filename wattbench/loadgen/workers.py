@@ -1,4 +1,5 @@
-"""Load generation spread over worker processes, for when one event loop saturates (`--workers N`, direct path).
+"""Load generation spread over worker processes, for when one event loop saturates (`--workers N`, direct path;
+`--workers auto`, the default, picks N with auto_workers).
 
 Each worker process runs its own event loop and BatchProcessor (a monotonic clock per worker: every record's
 timings are differences of that worker's perf_counter) over its share of the items, at its share of the
@@ -15,7 +16,9 @@ writer loop, `run_in_workers`, is the same for both.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
+import os
 import queue as queue_module
 import time
 from dataclasses import dataclass
@@ -25,6 +28,41 @@ from wattbench.loadgen.limiter import RetryPolicy
 from wattbench.loadgen.plan import RequestRecord, WorkItem
 from wattbench.loadgen.sender import BatchProcessor, RunStopped, StopRules
 from wattbench.client.transport import OpenAITransport
+
+
+#: Streams one load-generating process keeps in flight before its own event loop shows in what it measures: on a
+#: 2-core machine at 64 streams (TTFT 100 ms, 10 ms between tokens) one process read TTFT 7.6-8.7 ms long and two
+#: processes 4.2 ms; at 256, one 71-92 ms and two 19-20 ms (issue 21's table; benchmarks/bench_load.py).
+STREAMS_PER_WORKER = 32
+
+#: Requests per second one process sends with its loop half idle: the direct path spends ~3.5 ms of CPU per
+#: streamed request of 64 chunks (benchmarks/bench_load.py), ~280 requests/s to saturate a core.
+RPS_PER_WORKER = 140.0
+
+#: Requests below which one more process does not pay for its start-up (~0.5 s: a Python, wattbench and aiohttp
+#: imported, its connections opened) on a benchmark's scale.
+MIN_REQUESTS_PER_WORKER = 100
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, e.g. a container's cpuset), else the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_workers(in_flight: int, rate_rps: float | None, requests: int, cpus: int) -> tuple[int, str]:
+    """How many load-generating processes `--workers auto` starts, and why in words: one per STREAMS_PER_WORKER
+    streams in flight (with --rate: one per RPS_PER_WORKER requests per second), no more than the CPUs, and
+    none that would send fewer than MIN_REQUESTS_PER_WORKER requests."""
+    if rate_rps is not None:
+        wanted, why = math.ceil(rate_rps / RPS_PER_WORKER), f"{rate_rps:g} req/s / {RPS_PER_WORKER:g} per process"
+    else:
+        wanted, why = math.ceil(in_flight / STREAMS_PER_WORKER), (f"{in_flight} in flight / {STREAMS_PER_WORKER} "
+                                                                  "per process")
+    n = max(1, min(wanted, cpus, requests // MIN_REQUESTS_PER_WORKER))
+    return n, f"{why}, {cpus} CPU{'s' if cpus != 1 else ''}, {requests} requests"
 
 
 class WorkerError(RuntimeError):

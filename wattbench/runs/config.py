@@ -53,7 +53,7 @@ class RunConfig:
     max_duration_s: float | None = None  # stop sending after this many seconds (a clean stop)
     max_errors: int | None = None  # stop after this many failed requests
     max_error_rate: float | None = None  # stop when failed / finished exceeds this (after 10 finished)
-    workers: int = 1  # load-generating processes (direct path)
+    workers: int | Literal["auto"] = "auto"  # load-generating processes (direct path); auto: loadgen.workers.auto_workers
     ray: str | None = None  # run the workers on Ray: "local" (ray.init() here) or a cluster address
     stream: bool = True  # service path: ask /chat for server-sent events (client-side TTFT)
     profiles: str | None = None
@@ -134,7 +134,7 @@ def _check(c: RunConfig) -> None:
         raise CliError(f"--gpu-energy must be auto, on or off, not {c.gpu_energy!r}")
     if c.arrival not in ("constant", "poisson"):
         raise CliError(f"--arrival must be constant or poisson, not {c.arrival!r}")
-    for name in ("concurrency", "repeats", "max_concurrency", "max_attempts", "max_errors", "workers"):
+    for name in ("concurrency", "repeats", "max_concurrency", "max_attempts", "max_errors"):
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise CliError(f"--{name.replace('_', '-')} must be >= 1, not {value}")
@@ -160,7 +160,9 @@ def _check(c: RunConfig) -> None:
         raise CliError("--base-url must start with http:// or https://, e.g. http://127.0.0.1:8000/v1")
     if c.base_url and not c.model:
         raise CliError("--base-url needs --model NAME (the model name the server serves)")
-    if c.workers > 1 and not c.base_url:
+    if c.workers != "auto" and (not isinstance(c.workers, int) or isinstance(c.workers, bool) or c.workers < 1):
+        raise CliError(f"--workers must be auto or a number >= 1, not {c.workers!r}")
+    if c.workers != "auto" and c.workers > 1 and not c.base_url:
         raise CliError("--workers needs --base-url (worker processes drive the direct path)")
     if c.ray is not None and not c.base_url:
         raise CliError("--ray needs --base-url (Ray workers drive the direct path)")
@@ -171,6 +173,16 @@ def _check(c: RunConfig) -> None:
     if c.energy_batch not in ("profile", "achieved"):
         raise CliError(f"--energy-batch must be profile or achieved, not {c.energy_batch!r}")
     check_workload_options(c)
+
+
+def _workers(text: str) -> int | str:
+    """--workers: auto or a whole number (checked by _check)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto or a number >= 1, not {text!r}") from None
 
 
 def _positive(value: Any) -> bool:
@@ -215,8 +227,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-errors", type=int, help="stop cleanly after N failed requests")
     p.add_argument("--max-error-rate", type=float,
                    help="stop cleanly when failed / finished requests exceeds this fraction (after 10 finished)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="with --base-url: load-generating processes (default 1); one writer keeps the run file")
+    p.add_argument("--workers", type=_workers, default="auto",
+                   help="with --base-url: load-generating processes, or auto (default): one per 32 streams in "
+                   "flight or 140 req/s, at most one per CPU and per 100 requests; one writer keeps the run file")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="with --base-url: run the --workers workers as Ray tasks (pip install 'wattbench[ray]'): "
                    "on a new local Ray runtime, or on the cluster at ADDRESS (auto, ray://head:10001)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,7 +40,7 @@ from wattbench.loadgen.sender import (
     error_detail,
 )
 from wattbench.runs.store import RecordSinkError, RunStore, pending_items
-from wattbench.loadgen.workers import WorkerError, run_in_workers
+from wattbench.loadgen.workers import WorkerError, auto_workers, run_in_workers, usable_cpus
 from wattbench.workloads.sources import build_workload, has_workload, resolve_enforce, write_workload
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
@@ -57,6 +58,8 @@ class RunOptions:
     manifest: dict[str, Any]
     store: RunStore | None = None
     should_stop: Callable[[], object] | None = None  # a caller's stop (e.g. Ctrl-C in a sweep): a reason or False
+    workers: int = 1  # load-generating processes this session (choose_workers)
+    workers_reason: str = ""  # how they were chosen, in words
     observe: Callable[[Any], None] | None = None  # called with each record after it is stored (sweep progress)
 
     @property
@@ -91,6 +94,9 @@ class _Sent:
     client_cpu_s_per_request: float | None = None
     workers: int = 1
     ray: bool = False
+    workers_reason: str = ""
+    send_wall_s: float | None = None  # how long sending took (the client's busy share is its CPU over this)
+    client_cpu_s: float | None = None  # the client's CPU seconds over all its processes
 
 
 def cli_run(argv: Sequence[str]) -> int:
@@ -254,6 +260,9 @@ def _execute(options: RunOptions) -> RunResult:
     todo = pending_items(items, store.records()) if store is not None else items
     sent = None
     if todo:
+        options.workers, options.workers_reason = choose_workers(config, len(todo))
+        options.manifest["workers"] = options.workers
+        print(f"workers: {processes(options.workers)} ({options.workers_reason})", flush=True)
         with GpuEnergyRun(config.gpu_energy) as gpu:  # NVML, when the runner's machine has NVIDIA GPUs
             sent = _send(options, items, todo)
         gpu.save(sent.store)
@@ -297,10 +306,46 @@ def _load_notes(sent: _Sent | None, store: RunStore, planned: int) -> list[str]:
         notes.append(f"{sent.stopped}; {left} of {planned} requests not served yet: rerun with "
                      f"--resume {store.run_id} to send them")
     if sent.client_cpu_s_per_request is not None:
-        where = (f"{sent.workers} Ray worker{'s' if sent.workers > 1 else ''}" if sent.ray else
-                 f"{sent.workers} load-generating process{'es' if sent.workers > 1 else ''}")
-        notes.append(f"client CPU: {sent.client_cpu_s_per_request * 1000:.2f} ms per request ({where})")
+        where = f"{sent.workers} Ray worker{'s' if sent.workers > 1 else ''}" if sent.ray else processes(sent.workers)
+        busy = client_busy(sent)
+        notes.append(f"client CPU: {sent.client_cpu_s_per_request * 1000:.2f} ms per request ({where}"
+                     + (f"; {sent.workers_reason}" if sent.workers_reason else "")
+                     + (f"; busy {busy:.0%} of the {sent.send_wall_s:.1f} s of sending" if busy is not None else "")
+                     + ")")
+        if busy is not None and busy >= CLIENT_SATURATED:
+            more = "" if sent.ray else f": rerun with --workers {sent.workers + 1} or more, or on a bigger machine"
+            notes.append(f"THE CLIENT WAS THE LIMIT: its CPU was busy {busy:.0%} of the sending time, so its "
+                         f"timings include its own queueing{more}")
     return notes
+
+
+#: The client's CPU over its sending time (all its processes) from which the client itself is the limit: its
+#: event loops were rarely idle, so a chunk's timestamp waited for the loop.
+CLIENT_SATURATED = 0.85
+
+
+def processes(n: int) -> str:
+    return f"{n} load-generating process{'es' if n != 1 else ''}"
+
+
+def client_busy(sent: _Sent) -> float | None:
+    """The client's CPU seconds over (sending time x its processes); None when not measured."""
+    if sent.client_cpu_s is None or not sent.send_wall_s or sent.ray:
+        return None
+    return sent.client_cpu_s / (sent.send_wall_s * max(1, sent.workers))
+
+
+def choose_workers(config: RunConfig, requests: int, cpus: int | None = None) -> tuple[int, str]:
+    """The load-generating processes of this session and why: --workers N as given; auto on the direct path by
+    loadgen.workers.auto_workers over `cpus` (default: the CPUs this process may use); one on the service path
+    (worker processes drive the direct path)."""
+    if config.workers != "auto":
+        return config.workers, f"--workers {config.workers}"
+    if not config.base_url:
+        return 1, "the service path"
+    rate = config.rate_rps if not config.trace else None
+    n, why = auto_workers(config.in_flight, rate, requests, cpus or usable_cpus())
+    return n, f"auto: {why}"
 
 
 def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _Sent:
@@ -369,15 +414,16 @@ def _send_to(
         + (" (resumed)" if len(todo) < len(items) else ""),
         flush=True,
     )
-    sent = _Sent(store)
+    sent = _Sent(store, workers_reason=options.workers_reason)
+    t0 = time.monotonic()
     try:
         if config.ray is not None:
-            sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store,
+            sent.client_cpu_s_per_request = run_in_workers(processor, todo, options.workers, store,
                                                            RayPool(config.ray))
-            sent.workers, sent.ray = config.workers, True
-        elif config.workers > 1:
-            sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store)
-            sent.workers = config.workers
+            sent.workers, sent.ray = options.workers, True
+        elif options.workers > 1:
+            sent.client_cpu_s_per_request = run_in_workers(processor, todo, options.workers, store)
+            sent.workers = options.workers
         else:
             records = processor.run_sync(todo, done_before=len(items) - len(todo), total=len(items))
             sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, len(records))
@@ -390,6 +436,7 @@ def _send_to(
         sent.stopped = str(exc)
     finally:
         store.close()
+    sent.send_wall_s, sent.client_cpu_s = time.monotonic() - t0, processor.client_cpu_s
     return sent
 
 

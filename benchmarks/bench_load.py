@@ -5,10 +5,12 @@
 A mock OpenAI-compatible server (tests/mock_openai_server.py, its own process, uvloop) streams 64 tokens with an
 injected TTFT of 100 ms and 10 ms between tokens. First its own ceiling is measured (an instant server driven by
 a bare raw-socket client), then, alternating tools in rounds at each concurrency:
-  direct   wattbench's direct path (BatchProcessor + OpenAITransport -> mock)
+  direct   wattbench's direct path (BatchProcessor + OpenAITransport -> mock), one process
+  direct-w the direct path with the default worker choice (`--workers auto`: loadgen/workers.auto_workers; the
+           row is left out where auto picks one process, the same as `direct`)
   service  wattbench's service path (BatchProcessor -> /chat streamed -> the pass-through -> mock), uvicorn
            child (service/passthrough.py: the mock is an OpenAI-compatible upstream, openai/mock)
-  service-litellm  the same with WATTBENCH_PASSTHROUGH=0 (-> LiteLLM -> mock), with --litellm-service
+  service-litellm  the same with WATTBENCH_PASSTHROUGH=0 (-> LiteLLM -> mock); --no-litellm-service skips it
   guidellm / aiperf   when installed (else skipped with a message)
 and once more against an instant server (0 / 0 ms) at the highest concurrency. Prints req/s, output tokens/s,
 mean TTFT and ITL against the injected values, client CPU per request, and direct / service and direct / peer
@@ -36,6 +38,7 @@ from wattbench.workloads.prompts import PromptSpec  # noqa: E402
 from wattbench.loadgen.sender import BatchProcessor  # noqa: E402
 from wattbench.client.service_process import ServiceProcess, free_port  # noqa: E402
 from wattbench.client.transport import OpenAITransport  # noqa: E402
+from wattbench.loadgen.workers import auto_workers, run_in_workers, usable_cpus  # noqa: E402
 
 TOKENS = 64
 
@@ -83,11 +86,20 @@ def items(n: int) -> list[WorkItem]:
     return [WorkItem(PromptSpec(f"p{i}", f"Say something about the number {i}."), 0) for i in range(n)]
 
 
-def wattbench_round(url: str, concurrency: int, n: int, transport: object | None) -> dict[str, float]:
+class _Records(list):
+    """The one writer of run_in_workers (store.append), in memory."""
+
+
+def wattbench_round(url: str, concurrency: int, n: int, transport: object | None,
+                    workers: int = 1) -> dict[str, float]:
     processor = BatchProcessor(url, concurrency=concurrency, progress=False, transport=transport, warmup=0,
                                timeout_s=120)
     t0 = time.perf_counter()
-    records = processor.run_sync(items(n))
+    if workers > 1:
+        records = _Records()
+        run_in_workers(processor, items(n), workers, records)
+    else:
+        records = processor.run_sync(items(n))
     wall = time.perf_counter() - t0
     ok = [r for r in records if r.success]
     if not ok:
@@ -99,7 +111,7 @@ def wattbench_round(url: str, concurrency: int, n: int, transport: object | None
         "ttft_ms": 1000 * statistics.fmean(r.client_ttft_s for r in ok if r.client_ttft_s is not None),
         "itl_ms": 1000 * statistics.fmean(itls) if itls else float("nan"),
         "cpu_ms": 1000 * processor.client_cpu_s / max(1, len(records)), "failed": len(records) - len(ok),
-        "wall_s": wall,
+        "wall_s": wall, "ttft_p50_ms": 1000 * statistics.median(r.client_ttft_s for r in ok),
     }
 
 
@@ -114,6 +126,13 @@ def instant_row(levels: list[int], requests_per_user: int) -> None:
                                          OpenAITransport(instant_url, model="mock"))
         print(f"direct path, instant server, concurrency {max(levels)}: {direct_instant['rps']:.0f} req/s, "
               f"client CPU {direct_instant['cpu_ms']:.2f} ms/request")
+        n = max(levels) * requests_per_user
+        workers, _ = auto_workers(max(levels), None, n, usable_cpus())
+        if workers > 1:
+            with_workers = wattbench_round(instant_url, max(levels), n, OpenAITransport(instant_url, model="mock"),
+                                           workers)
+            print(f"direct path, {workers} processes (auto), instant server, concurrency {max(levels)}: "
+                  f"{with_workers['rps']:.0f} req/s, client CPU {with_workers['cpu_ms']:.2f} ms/request")
     finally:
         instant.terminate()
         instant.wait()
@@ -126,8 +145,8 @@ def main() -> int:
     p.add_argument("--requests-per-user", type=int, default=4)
     p.add_argument("--no-service", action="store_true", help="skip the service path")
     p.add_argument("--no-direct", action="store_true", help="skip the direct path (and the instant-server row)")
-    p.add_argument("--litellm-service", action="store_true",
-                   help="also the service path through LiteLLM (WATTBENCH_PASSTHROUGH=0; slow at high concurrency)")
+    p.add_argument("--no-litellm-service", dest="litellm_service", action="store_false",
+                   help="skip the service path through LiteLLM (WATTBENCH_PASSTHROUGH=0; slow at high concurrency)")
     args = p.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     for tool in ("guidellm", "aiperf"):
@@ -152,10 +171,15 @@ def main() -> int:
         for rnd in range(args.rounds):
             for c in levels:
                 n = max(8, c * args.requests_per_user)
-                tools = [] if args.no_direct else [("direct", url, OpenAITransport(url, model="mock"))]
-                tools += [(name, service.url, None) for name, service in services.items()]
-                for name, target, transport in (tools if rnd % 2 == 0 else tools[::-1]):
-                    results.setdefault((name, c), []).append(wattbench_round(target, c, n, transport))
+                workers, _ = auto_workers(c, None, n, usable_cpus())
+                tools = [] if args.no_direct else [("direct", url, OpenAITransport(url, model="mock"), 1)]
+                if workers > 1 and not args.no_direct:
+                    tools.append(("direct-w", url, OpenAITransport(url, model="mock"), workers))
+                tools += [(name, service.url, None, 1) for name, service in services.items()]
+                for name, target, transport, w in (tools if rnd % 2 == 0 else tools[::-1]):
+                    result = wattbench_round(target, c, n, transport, w)
+                    result["workers"] = w
+                    results.setdefault((name, c), []).append(result)
     finally:
         for service in services.values():
             service.__exit__(None, None, None)
@@ -163,14 +187,16 @@ def main() -> int:
         mock.wait()
 
     print("\ninjected: TTFT 100 ms, ITL 10 ms, 64 tokens; ranges are min-max over rounds")
-    print(f"{'path':8} {'conc':>5} {'req/s':>14} {'tok/s':>16} {'TTFT ms':>14} {'ITL ms':>12} {'CPU ms/req':>11}"
-          f" {'failed':>6}")
+    print(f"{'path':15} {'conc':>5} {'req/s':>14} {'tok/s':>16} {'TTFT ms':>14} {'TTFT p50':>14} {'ITL ms':>12} "
+          f"{'CPU ms/req':>11} {'failed':>6}")
     for (name, c), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         def rng(key: str, spec: str = ".1f") -> str:
             lo, hi = min(r[key] for r in runs), max(r[key] for r in runs)
             return f"{lo:{spec}}-{hi:{spec}}"
-        print(f"{name:8} {c:>5} {rng('rps'):>14} {rng('tok_s', '.0f'):>16} {rng('ttft_ms'):>14} "
-              f"{rng('itl_ms', '.2f'):>12} {rng('cpu_ms', '.2f'):>11} {sum(r['failed'] for r in runs):>6.0f}")
+        label = f"{name} ({runs[0]['workers']:.0f})" if name == "direct-w" else name
+        print(f"{label:15} {c:>5} {rng('rps'):>14} {rng('tok_s', '.0f'):>16} {rng('ttft_ms'):>14} "
+              f"{rng('ttft_p50_ms'):>14} {rng('itl_ms', '.2f'):>12} {rng('cpu_ms', '.2f'):>11} "
+              f"{sum(r['failed'] for r in runs):>6.0f}")
     for name in services if not args.no_direct else ():
         print(f"\nratio {name} / direct req/s, and {name}'s TTFT and ITL over direct's (same concurrency, "
               "same rounds):")
@@ -179,6 +205,14 @@ def main() -> int:
             mean = lambda runs, key: statistics.fmean(r[key] for r in runs)  # noqa: E731
             print(f"  concurrency {c}: req/s {mean(s, 'rps') / mean(d, 'rps'):.2f}; TTFT "
                   f"{mean(s, 'ttft_ms') - mean(d, 'ttft_ms'):+.1f} ms; ITL {mean(s, 'itl_ms') - mean(d, 'itl_ms'):+.2f} ms")
+    if not args.no_direct:
+        print("\nthe direct path as `wattbench run` sends by default (--workers auto) against the injected 100 ms / 10 ms "
+              "(targets: TTFT +5 ms at 64, +25 ms at 256; ITL +0.5 ms):")
+        mean = lambda runs, key: statistics.fmean(r[key] for r in runs)  # noqa: E731
+        for c in levels:
+            runs = results.get(("direct-w", c)) or results[("direct", c)]
+            print(f"  concurrency {c} ({runs[0]['workers']:.0f} process{'es' if runs[0]['workers'] > 1 else ''}): "
+                  f"TTFT {mean(runs, 'ttft_ms') - 100:+.1f} ms; ITL {mean(runs, 'itl_ms') - 10:+.2f} ms")
     return 0
 
 

@@ -343,8 +343,9 @@ def choose_workers(config: RunConfig, requests: int, cpus: int | None = None) ->
         return config.workers, f"--workers {config.workers}"
     if not config.base_url:
         return 1, "the service path"
-    rate = config.rate_rps if not config.trace else None
-    n, why = auto_workers(config.in_flight, rate, requests, cpus or usable_cpus())
+    if config.trace:
+        return 1, "a trace is replayed by one process"
+    n, why = auto_workers(config.in_flight, config.rate_rps, requests, cpus or usable_cpus())
     return n, f"auto: {why}"
 
 

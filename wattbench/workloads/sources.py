@@ -137,7 +137,7 @@ def check_workload_options(c: Any) -> None:
     if c.trace and (c.concurrency is not None or c.rate_rps is not None):
         raise WorkloadError("--trace sets its own arrival times: drop --concurrency / --rate "
                             "(--max-concurrency caps what is in flight; --trace-speed scales it)")
-    if c.trace and c.workers > 1:
+    if c.trace and c.workers != "auto" and c.workers > 1:
         raise WorkloadError("--trace is replayed by one process: drop --workers")
 
 

@@ -126,16 +126,22 @@ class RunStore:
 
     def append(self, record: RequestRecord | Mapping[str, Any]) -> None:
         """Write one finished request and make it durable (flush + fsync) before returning."""
+        self.append_many([record])
+
+    def append_many(self, records: Sequence[RequestRecord | Mapping[str, Any]]) -> None:
+        """Write finished requests and make them durable with one flush + fsync before returning (the writer of
+        worker processes commits what arrived together at once: an fsync costs ~0.1-1 ms, a record a few us)."""
+        if not records:
+            return
         if self._handle is None:
             self._handle = open(self.records_path, "a", encoding="utf-8")
-        row = asdict(record) if isinstance(record, RequestRecord) else dict(record)
         # every secret masked before it is written: the CSV and the report are built from this file
-        row = scrub_record(row)
-        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        rows = [scrub_record(asdict(r) if isinstance(r, RequestRecord) else dict(r)) for r in records]
+        self._handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         self._handle.flush()
         os.fsync(self._handle.fileno())
         if self._records is not None:
-            self._records.append(row)
+            self._records.extend(rows)
 
     def close(self) -> None:
         """Close the run file. Every record was flushed and fsynced by append(), so a failure here (a full disk

@@ -10,8 +10,9 @@ wait in a FIFO queue. It serves what a vLLM deployment with dcgm-exporter beside
                                 exact integral of its power since start) and DCGM_FI_DEV_POWER_USAGE (W), where each
                                 GPU draws idle_w + running_w x (running requests) / gpus
 
-metrics_mode makes /metrics hostile: "missing" (404), "hang" (answers after 30 s), "lie" (NaN running, negative
-waiting, a counter going down every scrape), "vanish" (404 after `vanish_after` scrapes), "html" (a web page).
+metrics_mode makes /metrics hostile: "missing" (404), "hang" (answers after 30 s once `vanish_after` scrapes were
+answered), "lie" (NaN running, negative waiting, a counter going down every scrape), "vanish" (404 after
+`vanish_after` scrapes), "html" (a web page).
 
     with BatchingServer(cap=16) as server:   # a thread on 127.0.0.1
         server.url, server.metrics_url, server.dcgm_url, server.energy_j(), server.busy_s
@@ -110,7 +111,7 @@ class BatchingServer:
         mode = self.metrics_mode
         if mode == "missing" or (mode == "vanish" and self.scrapes > self.vanish_after):
             return web.Response(status=404, text="Not Found")
-        if mode == "hang":
+        if mode == "hang" and self.scrapes > self.vanish_after:
             await asyncio.sleep(30)
         if mode == "html":
             return web.Response(text="<html><body>metrics</body></html>", content_type="text/html")

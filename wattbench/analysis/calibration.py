@@ -12,22 +12,22 @@ the simulated compute_energy_kwh (idle and PUE excluded) of the matching profile
 from __future__ import annotations
 
 import math
-import re
 from typing import TYPE_CHECKING, Any
 
 from wattbench.energy.accounting import carbon_gco2e
+from wattbench.energy.hardware import gpu_key_for_device_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 
 def gpu_matches(profile_gpu: Any, devices: Any) -> bool:
-    """A profile's GPU key (H200, A100_80GB_SXM) names the measured devices ('1 x NVIDIA H200 (dcgm)'): its
-    first part is a word of their text."""
+    """The measured devices ('1 x NVIDIA H200', '2 x NVIDIA H200 (dcgm)') are the profile's GPU model (H200), as
+    hardware.gpu_key_for_device_name reads NVML's names."""
     if not isinstance(profile_gpu, str) or not isinstance(devices, str):
         return False
-    family = profile_gpu.split("_")[0]
-    return re.search(rf"\b{re.escape(family)}\b", devices, flags=re.IGNORECASE) is not None
+    name = devices.split(" x ", 1)[-1].removesuffix(" (dcgm)")
+    return gpu_key_for_device_name(name, [profile_gpu]) is not None
 
 
 def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -78,13 +78,17 @@ def apply_calibration(df: pd.DataFrame, factor: float, source: str) -> pd.DataFr
     """Every profile row's simulated GPU compute energy x factor, and what follows from it (energy with PUE,
     its range, carbon, energy cost); calibration_factor / calibration_source say so."""
     out = df.copy()
+    out["calibration_factor"] = out["calibration_factor"].astype(float) if "calibration_factor" in out else math.nan
+    out["calibration_source"] = out["calibration_source"].astype(object) if "calibration_source" in out else None
     ok = out["compute_energy_kwh"].notna()
-    extra_kwh = out.loc[ok, "compute_energy_kwh"] * (factor - 1.0) * out.loc[ok, "pue"]
+    old_kwh = out.loc[ok, "energy_kwh"]
     out.loc[ok, "compute_energy_kwh"] = out.loc[ok, "compute_energy_kwh"] * factor
-    out.loc[ok, "pue_overhead_kwh"] = (out.loc[ok, "compute_energy_kwh"] + out.loc[ok, "idle_energy_kwh"]) * (
-        out.loc[ok, "pue"] - 1.0)
-    for column in ("energy_kwh", "energy_kwh_min", "energy_kwh_max"):
-        out.loc[ok, column] = out.loc[ok, column] + extra_kwh
+    it_kwh = out.loc[ok, "compute_energy_kwh"] + out.loc[ok, "idle_energy_kwh"]
+    out.loc[ok, "pue_overhead_kwh"] = it_kwh * (out.loc[ok, "pue"] - 1.0)
+    out.loc[ok, "energy_kwh"] = it_kwh * out.loc[ok, "pue"]
+    scale = (out.loc[ok, "energy_kwh"] / old_kwh).where(old_kwh > 0, 1.0)  # the range moves with its middle
+    for column in ("energy_kwh_min", "energy_kwh_max"):
+        out.loc[ok, column] = out.loc[ok, column] * scale
     for carbon, energy in (("carbon_gco2e", "energy_kwh"), ("carbon_gco2e_min", "energy_kwh_min"),
                            ("carbon_gco2e_max", "energy_kwh_max")):
         out.loc[ok, carbon] = carbon_gco2e(out.loc[ok, energy], out.loc[ok, "grid_gco2e_per_kwh"])

@@ -40,7 +40,7 @@ from wattbench.loadgen.sender import (
     error_detail,
 )
 from wattbench.runs.store import RecordSinkError, RunStore, pending_items
-from wattbench.telemetry.session import ServerTelemetry, TelemetryUnavailable, with_server_metrics
+from wattbench.telemetry.session import ServerTelemetry, TelemetryUnavailable, server_samples, with_server_metrics
 from wattbench.loadgen.workers import WorkerError, run_in_workers
 from wattbench.workloads.sources import build_workload, has_workload, resolve_enforce, write_workload
 
@@ -283,7 +283,8 @@ def _execute(options: RunOptions) -> RunResult:
     for note in notes:
         print(note)
     if not config.no_report:
-        build_run_outputs(df, Path(config.out), csv_path, notes=notes)
+        build_run_outputs(df, Path(config.out), csv_path, notes=notes,
+                          server_samples={store.run_id: server_samples(store.directory)})
     print(summary_line(df))
     stopped = sent.stopped if sent is not None else None
     if stopped and not sent.clean_stop:  # type: ignore[union-attr]

@@ -247,6 +247,7 @@ class Sweep:
             model=point.model, concurrency=concurrency, rate_rps=point.rate_rps, repeats=repeats,
             out=str(folder), resume=resume, no_report=True, no_progress=True,
             energy_batch=self.base.energy_batch, energy_batch_fallback="achieved",
+            calibrate_from_measured=False,  # the sweep calibrates every point from one (sweep_outputs.py)
             server_url=server_url or self.base.server_url,
             max_error_rate=self.base.max_error_rate if self.base.max_error_rate is not None
             else (self.options.stop_error_rate if self.options.stop_error_rate < 1 else None),

@@ -325,3 +325,33 @@ def test_explicit_endpoints_that_do_not_answer_are_one_error_line(tmp_path: Path
 def test_bad_options_are_one_error_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_run(["--base-url", "http://127.0.0.1:9/v1", "--model", "m", *argv]) == 2
     assert capsys.readouterr().err == message
+
+
+def test_sweep_runs_each_point_at_the_server_batch_and_calibrates_from_one_point(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wattbench.runs.sweep import cli_sweep
+
+    out = tmp_path / "sweep"
+    profiles_file = str(Path(__file__).parents[1] / "benchmarks" / "gpu" / "h200_profile.json")
+    with BatchingServer(cap=2, ttft_s=0.05, itl_s=0.05, tokens=6) as server:
+        code = cli_sweep(["--base-url", server.url, "--model", "batching", "--concurrency", "1,8",
+                          "--requests-per-point", "8", "--synthetic", "--input-tokens", "12", "--output-tokens", "6",
+                          "--out", str(out), "--no-progress", "--gpu-energy", "off", "--stop-slo-factor", "0",
+                          "--server-metrics-interval", "0.05", "--gpu-metrics", server.dcgm_url,
+                          "--profiles", "H200_E2E", "--profiles-file", profiles_file, "--calibrate-from-measured"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    df = _csv(out)
+    assert set(df["sim_batch_source"]) == {"server"}
+    by_point = df.groupby("requested_concurrency")["server_batch"].max()
+    # one at a time; then the cap (2: sampled, within one stale sample of it), the rest queued
+    assert by_point[1] == 1.0 and 1.75 <= by_point[8] <= 2.0
+    assert df[df["requested_concurrency"] == 8]["sim_batch_size"].mode().iloc[0] == 2
+    # one factor for every point, from the first point (c1): there the calibrated simulation is the measurement
+    assert df["calibration_factor"].nunique() == 1
+    c1 = df[df["requested_concurrency"] == 1]
+    assert c1["compute_energy_kwh"].sum() == pytest.approx(c1["gpu_energy_kwh"].sum(), rel=1e-9)
+    assert f"x {df['calibration_factor'].iloc[0]:.3f} (measured 2 x NVIDIA H200 (dcgm) / simulated H200_E2E " \
+           f"(H200), 8 requests of run(s) {c1['run_id'].iloc[0]})" in printed
+    report = (out / "report.txt").read_text()
+    assert "SERVER VIEW" in report and report.count("asked for 8 requests in flight") == 1

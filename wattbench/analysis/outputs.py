@@ -19,7 +19,7 @@ from wattbench.analysis.report import (
     report_tables,
     server_view_section,
 )
-from wattbench.analysis.server_view import write_timeseries
+from wattbench.analysis.server_dashboard import write_timeseries
 from wattbench.analysis.site import write_dashboards
 from wattbench.analysis.tables import DEFAULT_SLO_TPOT_S, DEFAULT_SLO_TTFT_S, profile_sources, summary_table
 from wattbench.cli_support import CliError

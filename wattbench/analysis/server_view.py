@@ -4,13 +4,13 @@ From the CSV (any run, also `wattbench report`): per run, the concurrency the cl
 beside the batch the server ran (server_batch: its running requests while each request was in flight) and its
 queue (server_queue), and a plain warning when the client asked for more than the server runs (the rest only
 queue). From the run directory's samples (telemetry/sampler.py; given by `run` and `sweep`): the running and
-waiting requests over the run, KV-cache usage, and server-side vs client-side output tokens per second.
+waiting requests over the run, KV-cache usage, and server-side vs client-side output tokens per second. The
+time-series panel is analysis/server_dashboard.py.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wattbench.protocol.metrics import in_flight
@@ -18,7 +18,6 @@ from wattbench.protocol.metrics import in_flight
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-SERVER_TIMESERIES_HTML = "server_timeseries.html"
 #: The client "asks for more than the server runs" when it asked for at least this many more in flight.
 OVERASK_MARGIN = 1.0
 
@@ -153,39 +152,3 @@ def samples_table(df: pd.DataFrame, samples_by_run: Mapping[str, Sequence[Mappin
                                               "kv_usage_mean", "kv_usage_max", "server_output_tokens_per_s")},
                      "client_output_tokens_per_s": client_output_tokens_per_s(run_df) if len(run_df) else math.nan})
     return pd.DataFrame(rows)
-
-
-def timeseries_figure(samples_by_run: Mapping[str, Sequence[Mapping[str, Any]]]) -> Any:
-    """Running and waiting requests (and KV usage, right axis) against seconds since each run's first sample."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for run_id, samples in samples_by_run.items():
-        if not samples:
-            continue
-        t0 = float(samples[0]["t_epoch_s"])
-        for role, dash in (("running", "solid"), ("waiting", "dot")):
-            points = [(float(s["t_epoch_s"]) - t0, s[role]) for s in samples if isinstance(s.get(role), int | float)]
-            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines",
-                                     line={"shape": "hv", "dash": dash}, name=f"{run_id}: {role}"))
-        kv = [(float(s["t_epoch_s"]) - t0, s["kv_usage"]) for s in samples if isinstance(s.get("kv_usage"), int | float)]
-        if kv:
-            fig.add_trace(go.Scatter(x=[p[0] for p in kv], y=[p[1] for p in kv], mode="lines", yaxis="y2",
-                                     line={"shape": "hv", "width": 1}, name=f"{run_id}: KV usage"))
-    fig.update_layout(title="Server view: running vs waiting requests over the run (the server's own metrics)",
-                      xaxis_title="seconds since the run's first sample", yaxis_title="requests",
-                      yaxis2={"title": "KV-cache usage", "overlaying": "y", "side": "right", "tickformat": ".0%",
-                              "range": [0, 1]})
-    return fig
-
-
-def write_timeseries(samples_by_run: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: str | Path
-                     ) -> Path | None:
-    """server_timeseries.html in out_dir (next to the dashboards, sharing plotly.min.js); None without samples."""
-    from wattbench.analysis.site import figure_html
-
-    if not any(samples_by_run.values()):
-        return None
-    path = Path(out_dir) / SERVER_TIMESERIES_HTML
-    path.write_text(figure_html(timeseries_figure(samples_by_run), "Server view"), encoding="utf-8")
-    return path

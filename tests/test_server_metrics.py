@@ -355,3 +355,10 @@ def test_sweep_runs_each_point_at_the_server_batch_and_calibrates_from_one_point
            f"(H200), 8 requests of run(s) {c1['run_id'].iloc[0]})" in printed
     report = (out / "report.txt").read_text()
     assert "SERVER VIEW" in report and report.count("asked for 8 requests in flight") == 1
+
+
+def test_the_server_columns_are_documented() -> None:
+    from wattbench.analysis.schema import server_schema_markdown
+
+    page = (Path(__file__).parents[1] / "docs" / "server-metrics.md").read_text(encoding="utf-8")
+    assert server_schema_markdown() in page

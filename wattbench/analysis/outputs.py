@@ -115,7 +115,8 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
     """Write the seven dashboards, index.html, plotly.min.js, the summary CSV, report.txt and report.md.
 
     Returns {"dashboards": {name: Path}, "index": Path, "plotly_js": Path, "summary_csv": Path,
-    "report_txt": Path, "report_md": Path, "report_text": str}. Raises ReportInputError for unusable input.
+    "report_txt": Path, "report_md": Path, "report_text": str, "server_timeseries": Path | None, "frontier_table":
+    DataFrame}. Raises ReportInputError for unusable input.
     `sources` defaults to profile_sources() (citations from gpu_profiles when importable). The statistics use the
     rows of the measure phase; the LOAD section (requested vs achieved load, and `notes`) follows, then the
     SERVER VIEW when the server's metrics were sampled (server_samples by run id: also server_timeseries.html).
@@ -153,4 +154,4 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
     md_path.write_text(markdown, encoding="utf-8")
     return {"dashboards": written["dashboards"], "index": written["index"], "plotly_js": written["plotly_js"],
             "summary_csv": summary_path, "report_txt": txt_path, "report_md": md_path, "report_text": text,
-            "server_timeseries": timeseries}
+            "server_timeseries": timeseries, "frontier_table": frontier}

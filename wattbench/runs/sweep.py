@@ -187,6 +187,7 @@ class Sweep:
         self.state_path = self.out / SWEEP_JSON
         self.points: list[Point] = []
         self.prompts_path: str | None = None
+        self.frames: dict[str, Any] = {}  # CSV path -> the frame of each point run in this process
         self.interrupted: str | None = None
         self.started = time.monotonic()
         self.done_requests = 0
@@ -266,6 +267,7 @@ class Sweep:
             progress.close()
             self.done_requests += progress.done
         point.run_id, point.csv = result.run_id, str(result.csv_path)
+        self.frames[point.csv] = result.frame  # the sweep's outputs use it as it is, without reading the CSV back
         point.result = point_result(result.frame)
         point.status = "stopped" if result.stopped and self.interrupted else "done"
         self.save()

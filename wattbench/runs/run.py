@@ -410,7 +410,8 @@ def _send_to(
         except RunStopped as exc:
             sent.stopped, sent.clean_stop = str(exc), True
             sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, processor.finished)
-        except RecordSinkError as exc:  # the run file cannot be written (disk full): stop, exit 2; it keeps what it has
+        except RecordSinkError as exc:  # the run file cannot be written (disk full): stop, exit 2; it keeps
+            # what it has
             raise CliError(str(exc)) from None
         except (ServiceGoneError, AuthRejectedError, WorkerError) as exc:
             sent.stopped = str(exc)

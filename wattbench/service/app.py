@@ -262,6 +262,8 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        if error.get("type") == "string_pattern_mismatch" and where.endswith("model"):
+            message = "not a model string: use [provider/]name, such as gemini/gemini-2.5-flash"
         problems.append(f"{where}: {message}")
     return _error_json(422, "invalid request: " + "; ".join(problems))
 

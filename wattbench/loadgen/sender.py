@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wattbench.redact import shown_url
-from wattbench.loadgen.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s
+from wattbench.loadgen.limiter import (
+    BUDGET_SPENT,
+    RATE_LIMIT_CAP,
+    AdaptiveLimiter,
+    RetryPolicy,
+    backoff_delay_s,
+    request_budget_s,
+)
 from wattbench.loadgen.plan import (
     Arrival,
     RecordSinkError,
@@ -278,13 +285,37 @@ class BatchProcessor:
     async def _send_item(
         self, client: httpx.AsyncClient, item: WorkItem, request_id: str | None = None
     ) -> RequestRecord:
-        """Send one item until it is served or given up on (request_id: the X-Request-ID, default its key)."""
+        """Send one item until it is served or given up on (request_id: the X-Request-ID, default its key):
+        after max_attempts transient failures, max_rate_limited 429s, or when its budget (attempts and waits
+        together, request_budget_s) is spent; a wait that would end past the budget is not waited."""
         assert self.limiter is not None
         attempts = rate_limited = transient = 0
         wait_s = 0.0
+        budget_s = request_budget_s(self.retry, self.timeout_s)
+        deadline = time.monotonic() + budget_s
+        attempt: Attempt | None = None
+
+        def spent(why: str) -> RequestRecord:
+            last = f"; the last attempt: {attempt.error}" if attempt is not None and attempt.error else ""
+            given_up = Attempt("fatal", attempt.status_code if attempt else None,
+                               f"{BUDGET_SPENT} ({budget_s:g} s per request): {why} after {attempts} attempts{last}",
+                               started_epoch_s=attempt.started_epoch_s if attempt else time.time(),
+                               elapsed_s=attempt.elapsed_s if attempt else 0.0)
+            return self._record(item, given_up, attempts, rate_limited, wait_s)
+
         while True:
-            wait_s += await self.limiter.acquire()
-            attempt = await self._attempt(client, item, request_id or item.key)
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    wait_s += await self.limiter.acquire()
+            except TimeoutError:
+                return spent("waiting for the rate-limit gate")
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    attempt = await self._attempt(client, item, request_id or item.key)
+            except TimeoutError:
+                attempts += 1
+                await self.limiter.release("error")
+                return spent("an attempt still running")
             attempts += 1
             if attempt.kind == "rate_limited":
                 rate_limited += 1
@@ -296,7 +327,13 @@ class BatchProcessor:
                 )
                 await self.limiter.release("rate_limited", delay_s)
                 if rate_limited >= self.retry.max_rate_limited:
-                    return self._record(item, attempt, attempts, rate_limited, wait_s)
+                    capped = Attempt("rate_limited", attempt.status_code,
+                                     f"{RATE_LIMIT_CAP}: rate-limited {rate_limited} times (at most "
+                                     f"{self.retry.max_rate_limited} per request); the last: {attempt.error}",
+                                     started_epoch_s=attempt.started_epoch_s, elapsed_s=attempt.elapsed_s)
+                    return self._record(item, capped, attempts, rate_limited, wait_s)
+                if time.monotonic() + delay_s > deadline:
+                    return spent(f"a 429 asked to wait {delay_s:g} s more")
                 continue  # the limiter's gate makes this request (and every other) wait delay_s
             await self.limiter.release("ok" if attempt.kind == "ok" else "error")
             self._note_connect(attempt)
@@ -308,6 +345,8 @@ class BatchProcessor:
             if transient >= self.retry.max_attempts:
                 return self._record(item, attempt, attempts, rate_limited, wait_s)
             delay_s = attempt.retry_after_s or backoff_delay_s(transient, self.retry, self.rng)
+            if time.monotonic() + delay_s >= deadline:
+                return spent(f"a retry would wait {delay_s:.3g} s more")
             await asyncio.sleep(delay_s)
             wait_s += delay_s
 

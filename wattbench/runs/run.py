@@ -13,11 +13,10 @@ from wattbench.analysis.outputs import build_run_outputs, summary_line, write_cs
 from wattbench.cli_support import CliError, one_line
 from wattbench.config import ConfigError
 from wattbench.redact import shown_url
-from wattbench.runs.config import RunConfig
+from wattbench.runs.config import RunConfig, retry_policy
 from wattbench.client.direct import check_server, direct_transport
 from wattbench.analysis.enrich import build_dataframe
 from wattbench.runs.gpu_energy import GpuEnergyRun, GpuEnergyUnavailable, with_gpu_energy
-from wattbench.loadgen.limiter import RetryPolicy
 from wattbench.loadgen.plan import WorkItem, plan_requests
 from wattbench.workloads.prompts import (
     DEFAULT_PROMPTS_PATH,
@@ -356,7 +355,7 @@ def _send_to(
         model=options.model,
         service_model=service_model,
         timeout_s=config.timeout_s,
-        retry=RetryPolicy(max_attempts=config.max_attempts),
+        retry=retry_policy(config),
         seed=config.seed,
         on_record=store.append if options.observe is None else _and_then(store.append, options.observe),
         progress=not config.no_progress,

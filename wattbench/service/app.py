@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -350,16 +350,45 @@ _CHAT_200 = {
 }
 
 
+#: What a JSON route answers when its client left before the answer (nginx's "client closed request"):
+#: nobody reads it; the model call was cancelled.
+CLIENT_GONE = 499
+
+
+async def _client_gone(request: Request) -> None:
+    """Return once the client has closed the connection (the body was read before: only a disconnect comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _while_connected(request: Request, work: Awaitable[BaseModel]) -> Response:
+    """`work` as JSON, cancelled as soon as its client has gone: a JSON /chat must not keep reading its upstream
+    for nobody (a streamed /chat is cancelled by the response itself; issue 20)."""
+    task, gone = asyncio.ensure_future(work), asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, gone):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(task, gone, return_exceptions=True)
+    if task.cancelled():
+        return Response(status_code=CLIENT_GONE)
+    return _json(task.result())
+
+
 @app.post("/chat", response_model=None, responses={200: _CHAT_200, **_CHAT_ERRORS})
-async def chat(body: ChatRequest, settings: SettingsDep, backend: BackendDep, clock: ClockDep) -> Response:
+async def chat(request: Request, body: ChatRequest, settings: SettingsDep, backend: BackendDep,
+               clock: ClockDep) -> Response:
     if body.stream:  # opt-in: server-sent events, so the client times the first token itself
         return sse_response(lambda b: run_chat(body.prompt, body, b, settings, clock), backend, (ServiceError,))
-    return _json(await run_chat(body.prompt, body, backend, settings, clock))
+    return await _while_connected(request, run_chat(body.prompt, body, backend, settings, clock))
 
 
 @app.post("/batch", response_model=None, responses={200: {"model": BatchResponse}, **_BATCH_ERRORS})
-async def batch(body: BatchRequest, settings: SettingsDep, backend: BackendDep, clock: ClockDep) -> Response:
-    return _json(await run_batch(body, backend, settings, clock))
+async def batch(request: Request, body: BatchRequest, settings: SettingsDep, backend: BackendDep,
+                clock: ClockDep) -> Response:
+    return await _while_connected(request, run_batch(body, backend, settings, clock))
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:

@@ -115,3 +115,12 @@ def test_the_report_counts_the_requests_their_budget_gave_up() -> None:
 def test_bad_budget_options_are_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", *argv]) == 2
     assert capsys.readouterr().err.strip() == message
+
+
+def test_an_answer_over_the_cap_is_cut_and_the_cap_recorded() -> None:
+    long = Attempt("ok", 200, response={"text": "abcdef" * 10, "completion_tokens": 60}, elapsed_s=0.01)
+    processor = BatchProcessor("http://127.0.0.1:9", transport=ScriptedTransport(long), progress=False,
+                               max_answer_chars=8)
+    record = asyncio.run(processor.run([WorkItem(PromptSpec(prompt_id="p", prompt="hi"), 0)]))[0]
+    assert record.response == {"text": "abcdefab", "completion_tokens": 60, "text_capped_at": 8, "text_chars": 60}
+    assert RunConfig.from_argv(["--max-answer-chars", "5"]).max_answer_chars == 5

@@ -46,6 +46,19 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
 KEEPALIVE_EXPIRY_S = 2.0
 
 
+#: The most characters of an answer's text recorded (the run file, the CSV): an endless answer is cut here.
+MAX_ANSWER_CHARS = 100_000
+
+
+def capped_answer(response: dict[str, Any] | None, limit: int) -> dict[str, Any] | None:
+    """The answer as recorded: its text cut to `limit` characters, and then the cap and the text's full length
+    recorded beside it (text_capped_at, text_chars)."""
+    text = (response or {}).get("text")
+    if not isinstance(text, str) or len(text) <= limit:
+        return response
+    return {**response, "text": text[:limit], "text_capped_at": limit, "text_chars": len(text)}  # type: ignore[dict-item]
+
+
 class ServiceGoneError(RuntimeError):
     """The service stopped answering (refused connections); what was measured is saved."""
 
@@ -138,6 +151,7 @@ class BatchProcessor:
         stream: bool = True,
         stop: StopRules = StopRules(),
         should_stop: Callable[[], object] | None = None,
+        max_answer_chars: int = MAX_ANSWER_CHARS,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
@@ -164,6 +178,7 @@ class BatchProcessor:
         self.transport = transport or ServiceTransport(self.base_url, token=token, model=model, stream=stream)
         self.path: str = self.transport.path
         self.stop = stop
+        self.max_answer_chars = max_answer_chars
         self.should_stop = should_stop  # another judge of the stop rules (the parent of worker processes)
         self.stop_reason: str | None = None
         self.limiter: AdaptiveLimiter | None = None
@@ -391,7 +406,7 @@ class BatchProcessor:
             t_start_epoch_s=attempt.started_epoch_s,
             t_end_epoch_s=attempt.started_epoch_s + attempt.elapsed_s,
             client_latency_s=attempt.elapsed_s if attempt.kind == "ok" else None,
-            response=attempt.response,
+            response=capped_answer(attempt.response, self.max_answer_chars),
             requested_model=self.model or self.service_model,
             client_ttft_s=attempt.ttft_s if attempt.kind == "ok" else None,
             client_itl_s=attempt.itl_s if attempt.kind == "ok" else None,

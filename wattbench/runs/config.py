@@ -64,6 +64,7 @@ class RunConfig:
     timeout_s: float = 300.0
     max_attempts: int = RetryPolicy.max_attempts
     request_budget_s: float | None = None  # seconds per request, all attempts and waits (default 3 x timeout_s)
+    max_answer_chars: int = 100_000  # characters of an answer's text recorded (loadgen.sender.MAX_ANSWER_CHARS)
     max_429: int = RetryPolicy.max_rate_limited  # 429 answers one request may get before it is given up
     seed: int | None = None
     gpu_energy: Literal["auto", "on", "off"] = "auto"  # NVML on the runner's machine (the measured-GPU lens)
@@ -137,7 +138,7 @@ def _check(c: RunConfig) -> None:
         raise CliError(f"--gpu-energy must be auto, on or off, not {c.gpu_energy!r}")
     if c.arrival not in ("constant", "poisson"):
         raise CliError(f"--arrival must be constant or poisson, not {c.arrival!r}")
-    for name in ("concurrency", "repeats", "max_concurrency", "max_attempts", "max_429", "max_errors", "workers"):
+    for name in ("concurrency", "repeats", "max_concurrency", "max_attempts", "max_429", "max_answer_chars", "max_errors", "workers"):
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise CliError(f"--{name.replace('_', '-')} must be >= 1, not {value}")
@@ -242,6 +243,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--request-budget", dest="request_budget_s", type=float,
                    help="seconds one request may take, all its attempts and waits together (default 3 x --timeout)"
                    "; a request over it is recorded as failed")
+    p.add_argument("--max-answer-chars", type=int, default=100_000,
+                   help="characters of each answer's text recorded (default 100000); a longer one is cut and its "
+                   "length recorded (text_chars)")
     p.add_argument("--max-429", dest="max_429", type=int, default=RetryPolicy.max_rate_limited,
                    help=f"429 answers one request may get before it is recorded as failed (default "
                    f"{RetryPolicy.max_rate_limited})")

@@ -364,6 +364,7 @@ def _send_to(
         stream=config.stream,
         stop=StopRules(config.max_duration_s, config.max_errors, config.max_error_rate),
         should_stop=options.should_stop,
+        max_answer_chars=config.max_answer_chars,
     )
     print(
         f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {shown_url(url)}"

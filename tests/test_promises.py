@@ -136,7 +136,7 @@ def test_a_failed_or_unfinished_answer_is_never_counted_as_served(path: str, tmp
             code, rows, stderr = _run(["--prompts", str(prompts), *PATHS[path]], tmp_path / "out", env)
     assert code == 1, stderr[-3000:]  # some failed: by design
     served = {row["request_id"] for row in rows if row["success"] == "True"}
-    assert served == {"ok-r0"}, rows
+    assert served == {"ok-r0"}, (rows, stderr[-3000:])
     assert {row["request_id"] for row in rows} == {f"{n}-r0" for n in ["ok", *UNFINISHED]}
     assert "Traceback" not in stderr
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wattbench.protocol.metrics import timing_from_clock
+from wattbench.protocol.openai_stream import StreamError, token_count
 from wattbench import redact
 from wattbench.config import ConfigError, Settings, get_settings
 from wattbench.service.cost import calculate_cost, deprecation_notice
@@ -120,15 +121,21 @@ async def run_chat(
                 parts.append(event.text)
             if event.finish_reason:
                 finish_reason = event.finish_reason
-            if event.completion_tokens is not None:
-                prompt_tokens, completion_tokens = event.prompt_tokens, event.completion_tokens
+            if event.completion_tokens is not None:  # checked whatever the backend: LiteLLM passes -5 on
+                prompt_tokens = token_count(event.prompt_tokens, "prompt_tokens")
+                completion_tokens = token_count(event.completion_tokens, "completion_tokens")
             if event.energy_method is not None:
                 energy_kwh, energy_method = event.energy_kwh, event.energy_method
     except BackendError as exc:
         raise ServiceError(exc.status_code, exc.message, exc.retry_headers()) from exc
+    except StreamError as exc:  # an impossible token count: the answer is not one (issue 20 item 5)
+        raise ServiceError(502, f"model {model} failed (APIError): the provider sent {exc}") from exc
     except asyncio.TimeoutError as exc:
         raise ServiceError(504, f"model {model} did not answer in time") from exc
     t_end = clock()
+    if not parts and completion_tokens is None:  # LiteLLM makes "stop" of an HTML page or a JSON where a stream
+        raise ServiceError(502, f"model {model} failed (APIError): the provider sent no text and no usage "
+                           "(not a chat completions stream)")
     text = redact.mask_secrets("".join(parts))  # a provider that echoes its key in the answer does not leak it
     token_source = "provider"
     if completion_tokens is None:

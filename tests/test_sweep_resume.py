@@ -57,3 +57,13 @@ def test_the_cli_says_it_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert capsys.readouterr().err == (f"error: --concurrency 2 is not the sweep's in {tmp_path} (it has the points "
                                        "c1, c8): drop --concurrency to resume it as it was, or choose another --out "
                                        "for a new sweep\n")
+
+
+def test_help_into_a_closed_pipe_is_no_traceback() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(f"'{sys.executable}' -m wattbench sweep --help | head -1", shell=True,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert (done.stdout.splitlines(), done.stderr) == (["usage: wattbench sweep [--concurrency CONCURRENCY] "
+                                                        "[--rate RATE] [--auto]"], "")

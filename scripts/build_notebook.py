@@ -43,7 +43,7 @@ INTRO = """\
 This notebook is the front door of **wattbench**. It starts the FastAPI service, optionally puts it behind
 a public ngrok URL and traces every model call to Langfuse, sends the 12 test prompts through it, measures
 latency, time to first token, tokens, API cost and accuracy per request, estimates energy (kWh) and carbon
-(gCO2e) on several GPU / datacenter deployment profiles, and ends with the CSV, six interactive Plotly
+(gCO2e) on several GPU / datacenter deployment profiles, and ends with the CSV, seven interactive Plotly
 dashboards and a report.
 
 **Run all** works as it is: with no key it benchmarks the embedded model (SmolLM2-135M-Instruct through
@@ -285,7 +285,7 @@ display(tables.energy_breakdown(frame))
 DASHBOARDS_MD = """\
 ## 8. Dashboards
 
-The six dashboards, inline; `build_outputs` also writes them as HTML under `outputs/` with `index.html`.
+The seven dashboards, inline; `build_outputs` also writes them as HTML under `outputs/` with `index.html`.
 """
 
 DASHBOARDS = '''\

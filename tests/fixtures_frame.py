@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from wattbench.energy.lenses.simulated import PROFILE_COLUMNS
-from wattbench.analysis.enrich import REQUEST_COLUMNS
+from wattbench.analysis.schema import REQUEST_COLUMNS
 
 GEMINI = "gemini/gemini-2.5-flash"
 LOCAL = "local/smollm2-135m"

@@ -41,3 +41,37 @@ def test_sweeps_page_documents_the_workload_columns_and_short_examples() -> None
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     assert len(blocks) >= 2 and all(len(b.strip().splitlines()) < 10 for b in blocks[:2])
     assert "wattbench sweep" in blocks[0] and "wattbench report" in blocks[1]
+
+
+def architecture_tree() -> set[str]:
+    """The module paths docs/architecture.md's tree names, from its indentation (`wattbench/` then packages)."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("```\n", 2)[1]
+    stack: list[tuple[int, str]] = []
+    named: set[str] = set()
+    for line in block.splitlines():
+        entry = line.strip().split(" ", 1)[0]
+        if not entry or not (entry.endswith("/") or entry.endswith(".py")):
+            continue
+        indent = len(line) - len(line.lstrip())
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = "".join(name for _, name in stack) + entry
+        if entry.endswith("/"):
+            stack.append((indent, entry))
+        elif path.startswith("wattbench/"):
+            named.add(path)
+    return named
+
+
+def test_the_architecture_page_has_a_line_for_every_module() -> None:
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "wattbench").rglob("*.py") if p.name != "__init__.py"}
+    named = architecture_tree()
+    assert sorted(modules - named) == [], "modules without a line in docs/architecture.md"
+    assert sorted(named - modules) == [], "lines in docs/architecture.md for modules that do not exist"
+
+
+def test_the_architecture_check_reads_nesting() -> None:  # the test above must be able to fail
+    named = architecture_tree()
+    assert {"wattbench/protocol/sse.py", "wattbench/energy/lenses/gpu.py", "wattbench/cli.py"} <= named
+    assert "wattbench/sse.py" not in named and "wattbench/lenses/gpu.py" not in named

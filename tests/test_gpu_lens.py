@@ -47,6 +47,7 @@ def shares_by_hand(spans: list[tuple[float, float]], t0: float, t1: float, power
     return shares
 
 
+@pytest.mark.slow  # real clock: the fake NVML's counters follow it; bounds on measured time belong to the slow lane
 def test_run_measures_the_gpu_and_gives_each_request_its_share(
     tmp_path: Path, prompts: Path, fake_gpu: FakeNvml, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -97,6 +97,7 @@ async def test_a_long_prompt_is_routed_off_the_event_loop(monkeypatch: pytest.Mo
     assert threads[1] is threading.main_thread()  # a short one is not worth a thread
 
 
+@pytest.mark.slow  # real clock: bounds on measured time belong to the slow lane (and a real service)
 def test_health_answers_while_a_batch_of_worst_case_prompts_runs(tmp_path: Path) -> None:
     env = {"WATTBENCH_MOCK_RESPONSE": "ok", "WATTBENCH_MODEL": "gpt-4o-mini"}
     prompts = [list(WORST_CASE.values())[i % len(WORST_CASE)] for i in range(100)]

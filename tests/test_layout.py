@@ -21,18 +21,63 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
-    """Module -> the package modules it imports at module level (imports inside functions are deferred)."""
+def _imported(node: ast.AST, modules: dict[str, Path]) -> list[str]:
+    """The package modules one import statement names."""
+    targets: list[str] = []
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("wattbench"):
+        targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    elif isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+    return [t for t in targets if t in modules]
+
+
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of the import statements under `if TYPE_CHECKING:` (never executed)."""
+    out: set[int] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            out.update(id(n) for n in ast.walk(node))
+    return out
+
+
+def _import_graph(modules: dict[str, Path], *, deferred: bool = True) -> dict[str, set[str]]:
+    """Module -> the package modules it imports: at module level, and inside functions too (`deferred`: a
+    cycle through an import inside a function is a cycle all the same, only later)."""
     graph: dict[str, set[str]] = collections.defaultdict(set)
     for name, path in modules.items():
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            targets: list[str] = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("wattbench"):
-                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            graph[name].update(t for t in targets if t in modules and t != name)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = _type_checking_only(tree)
+        nodes = ast.walk(tree) if deferred else iter(tree.body)
+        for node in nodes:
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in skip:
+                graph[name].update(t for t in _imported(node, modules) if t != name)
     return graph
+
+
+def deferred_imports() -> dict[str, set[str]]:
+    """Module -> the package modules it imports inside a function (not at module level)."""
+    modules = _modules()
+    out: dict[str, set[str]] = collections.defaultdict(set)
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(n) for n in tree.body} | _type_checking_only(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in top and (
+                    named := _imported(node, modules)):
+                out[name].add(max(named, key=len))  # `from wattbench.service import local_llm`: local_llm
+    return {k: v for k, v in out.items() if v}
+
+
+#: The only imports of wattbench's own modules inside functions, each with its reason: local_llm imports
+#: LiteLLM and llama-cpp-python at module level (seconds of CPU), paid only when the embedded model is used.
+ALLOWED_DEFERRED = {
+    "wattbench.service.app": {"wattbench.service.local_llm"},
+    "wattbench.service.backend": {"wattbench.service.local_llm"},
+}
+
+
+def test_imports_inside_functions_are_only_the_heavy_ones() -> None:
+    assert deferred_imports() == ALLOWED_DEFERRED
 
 
 def test_no_import_cycles() -> None:
@@ -59,6 +104,8 @@ def test_the_graph_sees_imports() -> None:  # the cycle test above must be able 
     graph = _import_graph(_modules())
     assert "wattbench.energy.roofline" in graph["wattbench.energy.lenses.simulated"]
     assert "wattbench.analysis.tables" in graph["wattbench.analysis.report"]
+    assert "wattbench.service.local_llm" in graph["wattbench.service.backend"]  # inside a function
+    assert "wattbench.service.local_llm" not in _import_graph(_modules(), deferred=False)["wattbench.service.backend"]
 
 
 def test_no_module_is_too_long() -> None:

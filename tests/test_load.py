@@ -55,6 +55,7 @@ class Outer:
             await self.inner.aclose()
 
 
+@pytest.mark.slow  # real clock: bounds on measured time belong to the slow lane
 def test_direct_path_times_ttft_and_latency_where_the_bytes_arrive() -> None:
     with MockOpenAIServer(ttft_s=0.1, itl_s=0.01, tokens=20) as server:
         outer = Outer(OpenAITransport(server.url, model="mock"))
@@ -117,6 +118,7 @@ def slow_service(monkeypatch: pytest.MonkeyPatch):
     overrides.clear()
 
 
+@pytest.mark.slow  # real clock: bounds on measured time belong to the slow lane
 def test_service_path_reports_what_the_client_waited_queueing_included(slow_service: str) -> None:
     outer = Outer(ServiceTransport(slow_service, token=None, model=None, stream=True))
     records = BatchProcessor(slow_service, transport=outer, concurrency=2, progress=False).run_sync(items(4))

@@ -121,6 +121,7 @@ def test_read_power_records_power_readings():
     assert meter.energy_j == pytest.approx(300.0)
 
 
+@pytest.mark.slow  # real clock: bounds on measured time belong to the slow lane
 def test_background_sampler_thread_with_real_clock():
     # The fake's counters follow the real monotonic clock: energy = 200 W x elapsed, read exactly at start/stop.
     nv = FakeNvml([FakeGpu(power_w=200.0)], time.monotonic)

@@ -195,11 +195,11 @@ def test_report_text_sections_and_numbers(df):
     assert "4e-05 (26.7%)" in text and "8e-05 (53.3%)" in text  # T4 compute and idle energy with shares
     assert re.search(r"gemini/gemini-2\.5-flash\s+5\s+4\s+3\s+60\.0%\s+8\.50\s+0\.4706\s+0\.3529", text)
     assert "    TDP: T4 datasheet (2019): 70 W" in text
-    assert "A100_SIMULATED: not known to gpu_profiles here" in text
+    assert "A100_SIMULATED: not known to this installation's profiles" in text
 
 
 def test_report_cites_gpu_profiles_sources_when_profiles_match(df):
-    real = pytest.importorskip("gpu_profiles")
+    import gpu_profiles as real
     names = list(real.load_profiles())
     sources = profile_sources(names[:1])
     prof = real.load_profiles()[names[0]]
@@ -428,17 +428,18 @@ def _record(key: str, model: str, start: float, *, text: str | None, params_b: f
 
 
 def test_csv_written_by_batch_with_real_profiles_is_reported(tmp_path):
-    """The real writers (batch.build_dataframe + gpu_profiles) -> CSV -> report: the contract holds."""
-    batch = pytest.importorskip("batch")
-    gpu_profiles = pytest.importorskip("gpu_profiles")
+    """The real writers (analysis.enrich.build_dataframe + gpu_profiles) -> CSV -> report: the contract holds."""
+    import gpu_profiles
+
+    from wattbench.analysis import enrich, outputs
     profiles = {k: v for k, v in gpu_profiles.load_profiles().items() if k in ("T4_COLAB", "A100_SIMULATED")}
     records = [
         _record("capital-r0", "gemini/gemini-2.5-flash", 100.0, text="Paris.", params_b=None),
         _record("capital2-r0", "local/smollm2", 102.0, text="It is Lyon.", params_b=0.135),
         _record("poem-r0", "gemini/gemini-2.5-flash", 104.0, text=None, params_b=None),
     ]
-    frame = batch.build_dataframe(records, profiles, run_id="run-x")
-    csv = batch.write_csv(frame, tmp_path)
+    frame = enrich.build_dataframe(records, profiles, run_id="run-x")
+    csv = outputs.write_csv(frame, tmp_path)
     df = read_metrics_csv(csv)
     assert len(df) == 6 and df["success"].tolist() == [True, True, True, True, False, False]
     assert df["correct"].tolist()[:4] == [True, True, False, False]

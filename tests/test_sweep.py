@@ -15,7 +15,9 @@ from wattbench.analysis.reading import read_metrics_csv
 from wattbench.cli import main
 from wattbench.energy.hardware import load_profiles
 from wattbench.energy.lenses.simulated import calculate_enhanced_metrics
+from wattbench.analysis.outputs import write_csv
 from wattbench.runs.sweep import Sweep, auto_rates, parse_sweep
+from wattbench.runs.sweep_outputs import combined_frame
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mock_openai_server import MockOpenAIServer  # noqa: E402
@@ -91,6 +93,9 @@ def test_sweep_two_models_interleaved_end_to_end(server, tmp_path: Path, capsys)
     assert "GREENEST meeting the SLOs: " in printed
     workloads = list((tmp_path / "workloads").glob("workload-*.jsonl"))
     assert len(workloads) == 1  # built once for every point
+    # the combined CSV is built from the frames the sweep held, not read back: the same bytes as from the CSVs
+    again = write_csv(combined_frame([p["csv"] for p in state["points"]]), tmp_path / "again")
+    assert again.read_bytes() == sorted(tmp_path.glob("ai_metrics_*.csv"))[-1].read_bytes()
 
 
 def test_a_point_failing_its_slos_badly_skips_higher_loads(server, tmp_path: Path, capsys) -> None:

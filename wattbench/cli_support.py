@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from wattbench.redact import scrub
+
 
 class CliError(Exception):
     """Bad input for a command: printed as one `error: ...` line, exit code 2."""
@@ -59,8 +61,6 @@ def non_negative_int(text: str) -> int:
 def one_line(text: str) -> str:
     """`text` with its line breaks (e.g. from a service's error detail) folded into spaces, every secret
     masked (redact.scrub): this is what error lines print."""
-    from wattbench.redact import scrub
-
     return " ".join(scrub(text).split())
 
 

@@ -1,5 +1,5 @@
-"""The six dashboards as Plotly figures (GPU comparison, model performance, carbon and energy, time series,
-hardware, efficiency), each with its energy lens named."""
+"""The six original dashboards as Plotly figures (GPU comparison, model performance, carbon and energy, time
+series, hardware, efficiency), each with its energy lens named; the seventh, the frontier, is in frontier.py."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ from wattbench.analysis.tables import (
     successful,
 )
 from wattbench.energy.lenses import gpu, lens_by_label
+from wattbench.energy import hardware
 
 
 def make_gpu_comparison(df: pd.DataFrame) -> go.Figure:
@@ -454,21 +455,14 @@ def make_advanced_hardware(df: pd.DataFrame, gpu_memory_gb: Mapping[str, float] 
 
 
 def gpu_memory_from_profiles() -> dict[str, float]:
-    """GPU name -> memory per GPU in GB from gpu_profiles.load_gpus(); {} when it is not importable."""
+    """GPU key and name -> memory per GPU in GB from the GPU table; {} when the table cannot be read."""
     try:
-        from wattbench.energy import hardware  # noqa: PLC0415 - optional; the dashboards work from the CSV alone
         gpus = hardware.load_gpus()
-    except (ImportError, OSError, ValueError, AttributeError):
+    except (OSError, ValueError):
         return {}
     out: dict[str, float] = {}
     for key, spec in gpus.items():
-        memory = next((getattr(spec, a) for a in ("memory_gb", "mem_gb", "memory_gib") if hasattr(spec, a)), None)
-        if memory is None:
-            continue
-        out[str(key)] = float(memory)
-        name = getattr(spec, "name", None)
-        if name:
-            out[str(name)] = float(memory)
+        out[str(key)] = out[spec.name] = float(spec.memory_gb)
     return out
 
 

@@ -11,8 +11,10 @@ from wattbench.energy.lenses import request_lenses
 from wattbench.energy.open_models import shape_for_model
 from wattbench.workloads.graders import check_accuracy
 from wattbench.analysis.phases import PHASE_MEASURE, phases
+from wattbench.analysis.schema import AUDIT_COLUMNS, LOAD_SCHEMA, REQUEST_COLUMNS
 from wattbench.loadgen.plan import RequestRecord, latest_by_key
 from wattbench.protocol.metrics import in_flight, timing_fields
+from wattbench.energy.lenses import provider, simulated
 
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
@@ -32,48 +34,9 @@ _RESPONSE_MEASURES = (  # the /chat response's measurements, each a CSV column o
 )
 
 
-REQUEST_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "request_id",
-    "prompt_id",
-    "repeat",
-    "prompt",
-    "category",
-    "route",
-    "route_reason",
-    "temperature",
-    "model",
-    "success",
-    "error",
-    "status_code",
-    "attempts",
-    "retry_wait_s",
-    "started_at",
-    "t_start_s",
-    *_RESPONSE_MEASURES,
-    "expected",
-    "grader",
-    "correct",
-    "response_text",
-    # then every request-level energy lens's columns (measured, GPU, provider-side), in the registry's order
-    *(name for lens in request_lenses() for name in lens.columns),
-)
-
-
-EXTRA_REQUEST_COLUMNS: tuple[str, ...] = ("client_latency_s", "service_request_id", "session")
-
-
-LOAD_REQUEST_COLUMNS: tuple[str, ...] = (  # analysis/schema.py LOAD_SCHEMA: what the client saw vs the service
-    "path",
-    "timing_source",
-    "phase",
-    "service_latency_s",
-    "service_ttft_s",
-    "service_overhead_s",
-    "itl_s",
-    "requested_concurrency",
-    "requested_rate_rps",
-)
+#: The CSV's column order (the schema is the only list of columns: analysis/schema.py): the request's columns,
+#: the audit columns, the load columns, then each profile's (the simulated lens's).
+CSV_COLUMNS: tuple[str, ...] = (*REQUEST_COLUMNS, *AUDIT_COLUMNS, *LOAD_SCHEMA, *simulated.PROFILE_COLUMNS)
 
 
 def client_view(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,9 +89,11 @@ def idle_gaps_s(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return gaps
 
 
-def request_row(record: Mapping[str, Any], run_id: str, t0_epoch_s: float) -> dict[str, Any]:
-    """The per-request CSV columns of one record (timings as the client saw them: client_view)."""
-    response = client_view(record)
+def request_row(record: Mapping[str, Any], run_id: str, t0_epoch_s: float,
+                response: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The per-request CSV columns of one record (timings as the client saw them: `response`, its client_view,
+    computed here when not given)."""
+    response = client_view(record) if response is None else response
     expected = record.get("expected")
     row: dict[str, Any] = {
         "run_id": run_id,
@@ -188,8 +153,6 @@ def build_dataframe(
     cooldown_s, cooldown), as the run's manifest keeps them."""
     import pandas as pd
 
-    from wattbench.energy.lenses import provider, simulated
-
     enhance = enhance or simulated.calculate_enhanced_metrics
     provider_estimate = provider_estimate or provider.provider_side_estimate
     latest = sorted(latest_by_key(records).values(), key=lambda r: r["t_start_epoch_s"])
@@ -203,7 +166,8 @@ def build_dataframe(
         enhance = partial(enhance, batch_size=batch)
     rows: list[dict[str, Any]] = []
     for record in latest:
-        base = request_row(record, run_id, t0)
+        view = client_view(record)  # once per record: the request's row and every profile's use it
+        base = request_row(record, run_id, t0, view)
         base.update(phase=phase_of.get(record["key"], PHASE_MEASURE),
                     requested_concurrency=load.get("requested_concurrency"),
                     requested_rate_rps=load.get("requested_rate_rps"),
@@ -214,12 +178,11 @@ def build_dataframe(
             for lens in request_lenses():
                 fill = partial(provider.fill, estimate=provider_estimate) if lens is provider.LENS else lens.fill
                 base.update(fill(record, base))
+        shape = _shape(view) if record["success"] else None
         for name, profile in profiles.items():
-            rows.append(
-                {**base, **_profile_columns(record, name, profile, gaps.get(record["key"], 0.0), enhance)}
-            )
-    columns = (list(REQUEST_COLUMNS) + list(EXTRA_REQUEST_COLUMNS) + list(LOAD_REQUEST_COLUMNS)
-               + list(simulated.PROFILE_COLUMNS))
+            rows.append({**base, **_profile_columns(record["success"], view, shape, name, profile,
+                                                    gaps.get(record["key"], 0.0), enhance)})
+    columns = list(CSV_COLUMNS)
     extra = [c for row in rows for c in row if c not in columns]
     return pd.DataFrame(rows, columns=columns + list(dict.fromkeys(extra)))
 
@@ -235,20 +198,31 @@ def achieved_batch(records: Sequence[Mapping[str, Any]], phase_of: Mapping[str, 
     return max(1, round(mean))
 
 
+def _shape(view: Mapping[str, Any]) -> Any:
+    """The model's shape for the roofline (None: unknown; a ValueError is kept to be reported per profile)."""
+    try:
+        known = shape_for_model(view.get("model"), params_b=view.get("model_params_b"))
+    except ValueError as exc:
+        return exc
+    return known[0] if known else None
+
+
 def _profile_columns(
-    record: Mapping[str, Any],
+    success: bool,
+    view: Mapping[str, Any],
+    shape: Any,
     name: str,
     profile: Any,
     idle_s: float,
     enhance: Callable[..., Mapping[str, Any]],
 ) -> dict[str, Any]:
-    if not record["success"]:
+    """One profile's columns for a request; the energy lenses use the latency the client saw (`view`)."""
+    if not success:
         return {"profile": name}
-    response = client_view(record)  # the energy lenses use the latency the client saw
-    params_b = response.get("model_params_b")
     try:
-        known = shape_for_model(response.get("model"), params_b=params_b)
-        metrics = dict(enhance(response, profile, idle_s=idle_s, shape=known[0] if known else None))
+        if isinstance(shape, ValueError):
+            raise shape
+        metrics = dict(enhance(view, profile, idle_s=idle_s, shape=shape))
     except ValueError as exc:  # e.g. gpu_profiles.ModelDoesNotFitError: the row stays, without energy
         return {"profile": name, "energy_method": f"not simulated: {exc}"}
     metrics["profile"] = metrics.get("profile") or name

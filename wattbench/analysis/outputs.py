@@ -101,10 +101,10 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
                   slo_ttft_s: float = DEFAULT_SLO_TTFT_S, slo_tpot_s: float = DEFAULT_SLO_TPOT_S,
                   sources: Mapping[str, Mapping[str, str]] | None = None,
                   notes: Sequence[str] = ()) -> dict[str, object]:
-    """Write the six dashboards, index.html, plotly.min.js, the summary CSV, report.txt and report.md.
+    """Write the seven dashboards, index.html, plotly.min.js, the summary CSV, report.txt and report.md.
 
     Returns {"dashboards": {name: Path}, "index": Path, "plotly_js": Path, "summary_csv": Path,
-    "report_txt": Path, "report_md": Path, "report_text": str}. Raises ReportInputError for unusable input.
+    "report_txt": Path, "report_md": Path, "report_text": str, "frontier_table": DataFrame}. Raises ReportInputError for unusable input.
     `sources` defaults to profile_sources() (citations from gpu_profiles when importable). The statistics use the
     rows of the measure phase; the LOAD section (requested vs achieved load, and `notes`) ends the report.
     """
@@ -133,4 +133,5 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
     txt_path.write_text(text, encoding="utf-8")
     md_path.write_text(markdown, encoding="utf-8")
     return {"dashboards": written["dashboards"], "index": written["index"], "plotly_js": written["plotly_js"],
-            "summary_csv": summary_path, "report_txt": txt_path, "report_md": md_path, "report_text": text}
+            "summary_csv": summary_path, "report_txt": txt_path, "report_md": md_path, "report_text": text,
+            "frontier_table": frontier}

@@ -343,14 +343,14 @@ def _profiles_text(profiles: pd.DataFrame, sources: Mapping[str, Mapping[str, st
         ("electricity_usd_per_kwh", "$/kWh", _f(".3g")), ("location", "location", None),
         ("energy_method", "method", None)])
     item, sub = ("- ", "  - ") if tf is md_table else ("  ", "    ")
-    lines = [text, "", "sources (from gpu_profiles as installed here; the numbers above are the CSV's):"]
+    lines = [text, "", "sources (from wattbench's data files as installed here; the numbers above are the CSV's):"]
     if "__error__" in sources:
-        lines.append(f"{item}gpu_profiles could not be read ({sources['__error__']['error']}); the numbers above "
+        lines.append(f"{item}the profile data could not be read ({sources['__error__']['error']}); the numbers above "
                      "come from the CSV")
     for name in profiles["profile"]:
         src = sources.get(str(name))
         if not src:
-            lines.append(f"{item}{name}: not known to gpu_profiles here; see the data files of the run that wrote "
+            lines.append(f"{item}{name}: not known to this installation's profiles; see the data files of the run that wrote "
                          "the CSV")
             continue
         lines.append(f"{item}{name}:")

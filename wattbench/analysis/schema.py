@@ -65,6 +65,15 @@ CSV_SCHEMA: dict[str, Column] = {
 }
 
 
+#: The columns of one request (every profile row repeats them): the client's, then the request-level lenses'.
+REQUEST_COLUMNS: tuple[str, ...] = tuple(
+    name for name in CSV_SCHEMA if name not in {c for lens in LENSES if lens.level == "profile" for c in lens.columns})
+
+#: Written after the request's columns for auditing, not part of the documented schema: the latency the client
+#: measured before the timing columns took it over, the service's own request id, the sending session's id.
+AUDIT_COLUMNS: tuple[str, ...] = ("client_latency_s", "service_request_id", "session")
+
+
 #: Columns a CSV written before they existed may lack (read back as empty): the GPU lens's, sim_batch_size.
 OPTIONAL_COLUMNS: tuple[str, ...] = (*gpu.LENS.columns, "sim_batch_size")
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in CSV_SCHEMA if c not in OPTIONAL_COLUMNS)

@@ -47,7 +47,7 @@ DASHBOARDS: dict[str, tuple[str, str]] = {
 def make_all(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
              slo_tpot_s: float = DEFAULT_SLO_TPOT_S, gpu_memory_gb: Mapping[str, float] | None = None,
              max_points: int = DEFAULT_MAX_POINTS) -> dict[str, go.Figure]:
-    """The six figures by name (keys of DASHBOARDS), from one prepared copy of df. gpu_memory_gb defaults to
+    """The seven figures by name (keys of DASHBOARDS), from one prepared copy of df. gpu_memory_gb defaults to
     gpu_memory_from_profiles()."""
     df = checked(df)
     if gpu_memory_gb is None:
@@ -109,7 +109,7 @@ def write_dashboards(df: pd.DataFrame, out_dir: str | Path, *, slo_ttft_s: float
                      slo_tpot_s: float = DEFAULT_SLO_TPOT_S,
                      gpu_memory_gb: Mapping[str, float] | None = None,
                      max_points: int = DEFAULT_MAX_POINTS) -> dict[str, object]:
-    """Write the six dashboards, index.html and plotly.min.js into out_dir.
+    """Write the seven dashboards, index.html and plotly.min.js into out_dir.
 
     Returns {"dashboards": {name: Path}, "index": Path, "plotly_js": Path}. gpu_memory_gb defaults to
     gpu_memory_from_profiles().

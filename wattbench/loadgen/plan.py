@@ -6,12 +6,9 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from wattbench.workloads.prompts import PromptSpec
-
-if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
-    pass
 
 
 Arrival = Literal["constant", "poisson", "trace"]

@@ -228,10 +228,10 @@ def parser() -> argparse.ArgumentParser:
                    "on a new local Ray runtime, or on the cluster at ADDRESS (auto, ray://head:10001)")
     p.add_argument("--no-stream", dest="stream", action="store_false",
                    help="service path: ask /chat for one JSON answer (no client-side TTFT) instead of events")
-    p.add_argument("--profiles", help="comma-separated deployment profiles (default: gpu_profiles.DEFAULT_PROFILES)")
+    p.add_argument("--profiles", help="comma-separated deployment profiles (default: T4_COLAB,A100_SIMULATED,L40S_SIMULATED,H100_LOW_CARBON; `wattbench simulate --list` shows all)")
     p.add_argument("--profiles-file", metavar="FILE",
                    help="your JSON file of gpus / datacenters / profiles, added to the built-in ones "
-                   "(gpu_profiles.load_profiles(FILE))")
+                   "(same fields as wattbench/data/profiles.json)")
     p.add_argument("--out", default="outputs", help="output directory (default outputs/)")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
                    help="finish an interrupted run (default: the latest under --out/runs/), sending only what "

@@ -88,7 +88,7 @@ class GpuEnergyRun:
 
     def save(self, store: Any) -> Path | None:
         """Append this session's shares (and its summary) to the run directory's gpu_energy.jsonl."""
-        lines = self.shares(store.load_records())
+        lines = self.shares(store.records())
         if not lines:
             return None
         path = Path(store.directory) / GPU_ENERGY_FILE

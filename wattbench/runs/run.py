@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from wattbench.analysis.outputs import build_run_outputs, summary_line, write_csv
 from wattbench.cli_support import CliError, one_line
-from wattbench.config import ConfigError
+from wattbench.client.service_process import ServiceProcess, ServiceStartError
+from wattbench.config import ConfigError, get_settings
+from wattbench.energy import hardware
+from wattbench.limits import MAX_PROMPT_CHARS
+from wattbench.loadgen.ray_workers import RayPool  # Ray itself is imported only when --ray is given
 from wattbench.redact import shown_url
 from wattbench.runs.config import RunConfig, retry_policy
 from wattbench.client.direct import check_server, direct_transport
@@ -179,8 +183,6 @@ def _open_store(config: RunConfig) -> tuple[RunStore | None, dict[str, Any]]:
 def _select_profiles(spec: str | None, profiles_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The chosen deployment profiles by name (default: gpu_profiles.DEFAULT_PROFILES), from the built-in ones
     plus the user's `profiles_file`."""
-    from wattbench.energy import hardware
-
     try:
         available = hardware.load_profiles(profiles_file)
     except hardware.DataFileError as exc:
@@ -196,8 +198,6 @@ def _select_profiles(spec: str | None, profiles_file: str | os.PathLike[str] | N
 
 
 def _default_token() -> str | None:
-    from wattbench.config import get_settings
-
     secret = get_settings().api_token
     return secret.get_secret_value() if secret is not None else None
 
@@ -250,7 +250,7 @@ def _execute(options: RunOptions) -> RunResult:
     config = options.config
     items = plan_requests(options.prompts, options.repeats)
     store = options.store
-    todo = pending_items(items, store.load_records()) if store is not None else items
+    todo = pending_items(items, store.records()) if store is not None else items
     sent = None
     if todo:
         with GpuEnergyRun(config.gpu_energy) as gpu:  # NVML, when the runner's machine has NVIDIA GPUs
@@ -259,7 +259,7 @@ def _execute(options: RunOptions) -> RunResult:
     store = sent.store if sent is not None else store
     assert store is not None
     load = {**options.manifest, **store.manifest()}  # a resumed run keeps the load it was started with
-    records = with_gpu_energy(store.directory, store.load_records())
+    records = with_gpu_energy(store.directory, store.records())
     df = build_dataframe(records, options.profiles, run_id=store.run_id, load=load)
     try:
         csv_path = write_csv(df, Path(config.out))
@@ -292,7 +292,7 @@ def _load_notes(sent: _Sent | None, store: RunStore, planned: int) -> list[str]:
         return []
     notes = []
     if sent.stopped:
-        left = planned - len({r["key"] for r in store.load_records() if r.get("success")})
+        left = planned - len({r["key"] for r in store.records() if r.get("success")})
         notes.append(f"{sent.stopped}; {left} of {planned} requests not served yet: rerun with "
                      f"--resume {store.run_id} to send them")
     if sent.client_cpu_s_per_request is not None:
@@ -305,8 +305,6 @@ def _load_notes(sent: _Sent | None, store: RunStore, planned: int) -> list[str]:
 def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _Sent:
     """Reach (or start) the service, or the server itself with --base-url; send `todo` and append each record
     to the run file (created now for a new run)."""
-    from wattbench.client.service_process import ServiceProcess, ServiceStartError
-
     config = options.config
     if config.base_url:
         api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or None
@@ -374,8 +372,6 @@ def _send_to(
     sent = _Sent(store)
     try:
         if config.ray is not None:
-            from wattbench.loadgen.ray_workers import RayPool  # deferred: Ray is an optional extra
-
             sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store,
                                                            RayPool(config.ray))
             sent.workers, sent.ray = config.workers, True
@@ -455,8 +451,6 @@ def out_error(out: str, exc: OSError) -> str:
 
 def check_prompt_sizes(prompts: Sequence[PromptSpec], source: Path) -> None:
     """PromptsFileError for a prompt the service would refuse (over MAX_PROMPT_CHARS), before anything is sent."""
-    from wattbench.limits import MAX_PROMPT_CHARS
-
     for spec in prompts:
         if len(spec.prompt) > MAX_PROMPT_CHARS:
             raise PromptsFileError(

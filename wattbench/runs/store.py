@@ -10,13 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wattbench.redact import scrub_record
 from wattbench.loadgen.plan import RecordSinkError, RequestRecord, WorkItem, iso_utc, latest_by_key  # noqa: F401
-
-if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
-    pass
 
 
 class RunStoreError(RecordSinkError):
@@ -36,6 +33,7 @@ class RunStore:
         self.manifest_path = self.directory / "manifest.json"
         self.records_path = self.directory / "requests.jsonl"
         self._handle: Any = None
+        self._records: list[dict[str, Any]] | None = None  # the run file, once read (records())
 
     @classmethod
     def create(
@@ -90,6 +88,13 @@ class RunStore:
                     "rerun with the run's options, or drop --resume to start a new run"
                 )
 
+    def records(self) -> list[dict[str, Any]]:
+        """Every record of the run: read from the run file once (load_records), then kept up to date by
+        append(). A run reads its file once however many of its steps need the records."""
+        if self._records is None:
+            self._records = self.load_records()
+        return self._records
+
     def load_records(self) -> list[dict[str, Any]]:
         """Every complete line of the run file. A last line cut short by a kill is dropped and cut off the
         file, so that appending goes on cleanly."""
@@ -125,9 +130,12 @@ class RunStore:
             self._handle = open(self.records_path, "a", encoding="utf-8")
         row = asdict(record) if isinstance(record, RequestRecord) else dict(record)
         # every secret masked before it is written: the CSV and the report are built from this file
-        self._handle.write(json.dumps(scrub_record(row), ensure_ascii=False) + "\n")
+        row = scrub_record(row)
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
+        if self._records is not None:
+            self._records.append(row)
 
     def close(self) -> None:
         """Close the run file. Every record was flushed and fsynced by append(), so a failure here (a full disk

@@ -27,9 +27,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from wattbench.analysis.frontier import point_table
 from wattbench.analysis.tables import DEFAULT_SLO_TPOT_S, DEFAULT_SLO_TTFT_S
 from wattbench.cli_support import CliError, Parser, one_line, positive_float, positive_int
+from wattbench.client.service_process import ServiceProcess, ServiceStartError
 from wattbench.runs.config import RunConfig
+from wattbench.runs.config import parser as run_parser
+from wattbench.runs.run import execute
+from wattbench.runs.sweep_outputs import write_sweep_outputs
+from wattbench.runs.sweep_progress import PointProgress
 from wattbench.runs.gpu_energy import GpuEnergyUnavailable
 from wattbench.workloads.prompts import DEFAULT_PROMPTS_PATH, PromptsFileError, load_prompts
 from wattbench.runs.store import RecordSinkError
@@ -120,9 +126,7 @@ def parse_sweep(argv: Sequence[str]) -> tuple[SweepOptions, RunConfig]:
     """The sweep's own options and the run options every point shares (CliError for bad input)."""
     args, rest = sweep_parser().parse_known_args(list(argv))
     if args.help:
-        from wattbench.runs.config import parser as run_parser
-
-        print(sweep_parser().format_help().replace("usage: wattbench sweep", "usage: wattbench sweep", 1))
+        print(sweep_parser().format_help())
         print("\nand the options of `wattbench run`:\n")
         print(run_parser().format_help().split("options:", 1)[-1])
         raise SystemExit(0)
@@ -218,6 +222,7 @@ class Sweep:
         self.state_path = self.out / SWEEP_JSON
         self.points: list[Point] = []
         self.prompts_path: str | None = None
+        self.frames: dict[str, Any] = {}  # CSV path -> the frame of each point run in this process
         self.interrupted: str | None = None
         self.started = time.monotonic()
         self.done_requests = 0
@@ -284,9 +289,6 @@ class Sweep:
         )
 
     def run_point(self, index: int, point: Point, server_url: str | None) -> None:
-        from wattbench.runs.run import execute
-        from wattbench.runs.sweep_progress import PointProgress
-
         config = self.point_config(point, server_url)
         total = len(load_prompts(config.prompts)) * (config.repeats or 1)  # type: ignore[arg-type]
         progress = PointProgress(f"[{index + 1}/{len(self.points)}] {point.model or 'default'} {point.label}",
@@ -299,6 +301,7 @@ class Sweep:
             progress.close()
             self.done_requests += progress.done
         point.run_id, point.csv = result.run_id, str(result.csv_path)
+        self.frames[point.csv] = result.frame  # the sweep's outputs use it as it is, without reading the CSV back
         point.result = point_result(result.frame)
         point.status = "stopped" if result.stopped and self.interrupted else "done"
         self.save()
@@ -384,8 +387,6 @@ def describe_load(config: RunConfig) -> str:
 
 def point_result(frame: Any) -> dict[str, Any]:
     """A point's figures for the early-stop rules and the progress lines (the client's view)."""
-    from wattbench.analysis.frontier import point_table
-
     table = point_table(frame)
     if table.empty:
         return {"requests": 0, "served": 0}
@@ -419,16 +420,12 @@ class _CtrlC:
 def execute_sweep(options: SweepOptions, base: RunConfig) -> int:
     """Run (or resume) the sweep, then write the combined CSV, report and dashboards. 0: every point done and
     every request served; 1: some failed or a point stopped early; 130: interrupted (resume goes on)."""
-    from wattbench.runs.sweep_outputs import write_sweep_outputs
-
     sweep = Sweep(options, base)
     sweep.load_or_plan()
     with _CtrlC(sweep):
         if base.base_url or base.server_url:
             notes = sweep.run(None)
         else:  # the service path without --server-url: one service for every point
-            from wattbench.client.service_process import ServiceProcess, ServiceStartError
-
             try:
                 with ServiceProcess(log_path=sweep.out / "service.log") as service:
                     notes = sweep.run(service.url)

@@ -3,21 +3,27 @@ FRONTIER section and recommendation) and the seven dashboards, in the sweep's --
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from wattbench.analysis.frontier import recommendation_lines
+from wattbench.analysis.outputs import build_outputs, write_csv
+from wattbench.analysis.reading import ReportInputError, prepare, read_metrics_csv
 from wattbench.cli_support import CliError
 
 
-def combined_frame(csv_paths: Sequence[str | Path]) -> Any:
-    """The points' CSVs read back (analysis.reading) and concatenated."""
+def combined_frame(csv_paths: Sequence[str | Path], held: Mapping[str, Any] | None = None) -> Any:
+    """The points' frames concatenated: those this process holds (`held`, by CSV path) as they are, the others
+    (points of an earlier session of a resumed sweep) read back from their CSVs (analysis.reading)."""
     import pandas as pd
 
-    from wattbench.analysis.reading import ReportInputError, read_metrics_csv
-
+    held = held or {}
     frames = []
     for path in csv_paths:
+        if str(path) in held:
+            frames.append(prepare(held[str(path)]))  # the dtypes and fills of a CSV read back, without reading
+            continue
         try:
             frames.append(read_metrics_csv(Path(path)))
         except ReportInputError as exc:
@@ -28,18 +34,15 @@ def combined_frame(csv_paths: Sequence[str | Path]) -> Any:
 def write_sweep_outputs(sweep: Any, done: Sequence[Any], notes: Sequence[str]) -> int:
     """Write the combined CSV, report and dashboards; print the recommendation. Returns 0 when every point ran
     and every request was served, 1 otherwise."""
-    from wattbench.analysis.frontier import frontier_table, recommendation_lines
-    from wattbench.analysis.outputs import build_outputs, write_csv
-
     if not done:
         print("no sweep point finished: nothing to report", flush=True)
         return 1
     options = sweep.options
-    df = combined_frame([p.csv for p in done])
+    df = combined_frame([p.csv for p in done], sweep.frames)
     csv_path = write_csv(df, sweep.out)
     outputs = build_outputs(df, sweep.out, slo_ttft_s=options.slo_ttft_s, slo_tpot_s=options.slo_tpot_s,
                             notes=list(notes))
-    table = frontier_table(df, options.slo_ttft_s, options.slo_tpot_s)
+    table = outputs["frontier_table"]
     requests = len(df.drop_duplicates(["run_id", "request_id"]))
     print(f"wrote {csv_path} ({len(done)} points, {requests} requests x {df['profile'].nunique()} profiles = "
           f"{len(df)} rows)")

@@ -24,11 +24,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wattbench import __version__, redact
+from wattbench.config import ConfigError, Settings, get_settings
 from wattbench.protocol.metrics import timing_from_clock
 from wattbench.protocol.openai_stream import StreamError, token_count
-from wattbench import redact
-from wattbench.config import ConfigError, Settings, get_settings
+from wattbench.service import tracing
+from wattbench.service.backend import BackendError, GenerationRequest
 from wattbench.service.cost import calculate_cost, deprecation_notice
+from wattbench.service.passthrough import select_backend
 from wattbench.service.guard import OPEN_PATHS, GuardMiddleware, app_settings, token_ok
 from wattbench.service.router import ROUTE_INLINE_CHARS, RouteDecision, smart_router
 from wattbench.service.schemas import (
@@ -60,8 +63,6 @@ def get_backend(request: Request) -> Any:
     """The model backend (real LiteLLM one, built once per app); tests override this dependency."""
     backend = getattr(request.app.state, "backend", None)
     if backend is None:
-        from wattbench.service.passthrough import select_backend
-
         backend = request.app.state.backend = select_backend(get_settings())
     return backend
 
@@ -81,8 +82,6 @@ async def run_chat(
     prompt: str, options: ChatOptions, backend: Any, settings: Settings, clock: Callable[[], float]
 ) -> ChatResponse:
     """Route, call the model once (streaming), and measure it."""
-    from wattbench.service.backend import BackendError, GenerationRequest
-
     request_id = uuid.uuid4().hex
     created_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     decision = await route(prompt)
@@ -221,9 +220,7 @@ async def lifespan(app: FastAPI):
         os._exit(2)
     traced = False
     if get_backend not in app.dependency_overrides and getattr(app.state, "backend", None) is None:
-        from wattbench.service import tracing
-        from wattbench.service.local_llm import LocalModelError
-        from wattbench.service.passthrough import select_backend
+        from wattbench.service.local_llm import LocalModelError  # deferred: imports LiteLLM (seconds)
 
         app.state.backend = select_backend(settings)
         try:
@@ -242,7 +239,7 @@ async def lifespan(app: FastAPI):
             tracing.shutdown_tracing()
 
 
-app = FastAPI(title="wattbench", version="0.1.0", lifespan=lifespan,
+app = FastAPI(title="wattbench", version=__version__, lifespan=lifespan,
               description="LLM serving benchmark: latency, cost, accuracy, energy and carbon.")
 
 

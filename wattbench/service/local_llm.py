@@ -22,6 +22,7 @@ from litellm.llms.custom_llm import CustomLLM, CustomLLMError
 from litellm.types.utils import GenericStreamingChunk
 
 from wattbench.config import LOCAL_MODEL
+from wattbench.energy.meters import EnergyMeter  # the measured lens: RAPL / NVML, else a CPU-time estimate
 
 PROVIDER = LOCAL_MODEL.split("/", 1)[0]  # "wattbench-local"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -129,10 +130,6 @@ class LocalLlama(CustomLLM):
     ) -> Iterator[str]:
         """Yield the text token by token and fill in `stats` at the end. Blocking: run it in a worker thread."""
         import llama_cpp
-
-        from wattbench.energy.meters import (
-            EnergyMeter,  # the measured lens: RAPL / NVML counters, else a CPU-time estimate
-        )
 
         with self._gen_lock:
             llm = self.load()

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from wattbench.workloads.prompts import GRADERS
-
-if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
-    pass
 
 
 _NUMBER_RE = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")

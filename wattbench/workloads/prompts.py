@@ -11,12 +11,9 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wattbench.paths import DATA_DIR
-
-if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
-    pass
 
 
 DEFAULT_PROMPTS_PATH = DATA_DIR / "test_prompts.jsonl"

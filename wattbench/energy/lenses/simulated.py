@@ -62,12 +62,7 @@ COLUMNS: dict[str, Column] = {
     "total_cost_usd": Column("USD", LABEL, "cost_usd (0 when unknown) + energy_cost_usd"),
 }
 #: The per-profile CSV columns that `calculate_enhanced_metrics` returns (docs/outputs.md), in order.
-PROFILE_COLUMNS: tuple[str, ...] = (
-    "profile", "gpu", "gpu_count", "datacenter", "location", "tdp_w", "idle_w", "pue", "grid_gco2e_per_kwh",
-    "electricity_usd_per_kwh", "energy_method", "sim_latency_s", "sim_batch_size", "idle_s", "compute_energy_kwh",
-    "idle_energy_kwh", "pue_overhead_kwh", "energy_kwh", "energy_kwh_min", "energy_kwh_max", "carbon_gco2e",
-    "carbon_gco2e_min", "carbon_gco2e_max", "energy_cost_usd", "total_cost_usd",
-)
+PROFILE_COLUMNS: tuple[str, ...] = tuple(COLUMNS)
 
 
 #: Lower end of the original accounting's range: a GPU decoding one sequence draws about half of (TDP - idle)

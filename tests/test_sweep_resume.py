@@ -3,6 +3,8 @@ with one line naming the option and what the sweep has (not the old points run s
 an option never given); options left out are the saved ones."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,9 +62,6 @@ def test_the_cli_says_it_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_help_into_a_closed_pipe_is_no_traceback() -> None:
-    import subprocess
-    import sys
-
     done = subprocess.run(f"'{sys.executable}' -m wattbench sweep --help | head -1", shell=True,
                           capture_output=True, text=True, timeout=120, check=False)
     assert (done.stdout.splitlines(), done.stderr) == (["usage: wattbench sweep [--concurrency CONCURRENCY] "

@@ -163,8 +163,9 @@ def frontier_text(table: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
             f"{fmt_num(row.energy_kwh_per_1k_tokens)} kWh, {fmt_num(row.carbon_gco2e_per_1k_tokens)} gCO2e "
             f"/ 1K tokens; {'meets' if row.meets_slo else 'misses'} the SLOs"
             + (f"; Pareto front ({', '.join(marks)} vs p90 TTFT)" if marks else ""))
-    lines.append("Energy at each load point is the roofline's at the batch the run achieved (sim_batch_size) "
-                 "when the run was a sweep point (--energy-batch achieved); cost = API price + energy cost.")
+    lines.append("Energy at each load point is the roofline's at sim_batch_size: the batch the server ran (its "
+                 "metrics, --energy-batch server) or else, for a sweep point, the batch the run achieved; cost = API "
+                 "price + energy cost.")
     bullet = "- " if markdown else ""
     return "\n".join(bullet + line for line in lines)
 

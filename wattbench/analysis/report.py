@@ -9,6 +9,7 @@ import pandas as pd
 
 from wattbench.loadgen.limiter import BUDGET_SPENT, RATE_LIMIT_CAP
 from wattbench.analysis.reading import ANALYSIS_COLUMNS, check_frame, lean, prepare
+from wattbench.analysis.server_view import overask_warnings, samples_table, server_view_table
 from wattbench.analysis.tables import (
     DEFAULT_SLO_TPOT_S,
     DEFAULT_SLO_TTFT_S,
@@ -136,7 +137,7 @@ def format_report(tables: Mapping[str, pd.DataFrame], *, slo_ttft_s: float = DEF
                 "--slo-ttft-s / --slo-tpot-s)", _goodput_text(tables["goodput"], t)),
         section("ENERGY BY LENS (kWh per 1K tokens)", _lens_text(tables["lenses"], t)),
         *([section("SIMULATED VS MEASURED GPU ENERGY (GPU boards only: simulated compute energy of the profiles "
-                   "on the measured GPU model / the NVML-measured share; wattbench checking its own model)",
+                   "on the measured GPU model / the measured share, NVML or dcgm; wattbench checking its own model)",
                    _gpu_check_text(tables["gpu_check"], t))] if len(tables.get("gpu_check", ())) else []),
         section("FAILURES", _failures_text(tables["failures"], t, tables["not_simulated"])),
         section("PROFILE ASSUMPTIONS (simulated lens)", _profiles_text(tables["profiles"], sources or {}, t)),
@@ -151,6 +152,39 @@ def render_report(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
     route, percentiles, accuracy, goodput against the SLOs, energy by lens, failures and profile assumptions."""
     tables = report_tables(df, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s)
     return format_report(tables, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, sources=sources, markdown=markdown)
+
+
+SERVER_VIEW_TITLE = "SERVER VIEW (the server's own metrics: running vs waiting requests, KV cache, tokens/s)"
+
+
+def server_view_section(df: pd.DataFrame, samples_by_run: Mapping[str, Sequence[Mapping[str, object]]] | None = None,
+                        *, markdown: bool = False) -> str | None:
+    """The SERVER VIEW section (title and body); None when the run has neither server_batch values nor samples
+    (a server without metrics: the report is unchanged)."""
+    table = server_view_table(df)
+    samples = samples_table(df, samples_by_run or {})
+    if table.empty and samples.empty:
+        return None
+    t: TableFn = md_table if markdown else text_table
+    parts = []
+    if not table.empty:
+        parts.append(t(table, [("run_id", "run", None), ("requested_concurrency", "asked in flight", _f(".4g")),
+                               ("client_in_flight", "client mean in flight", _f(".3g")),
+                               ("server_batch_mean", "server batch (mean)", _f(".3g")),
+                               ("server_batch_max", "server batch (max)", _f(".3g")),
+                               ("server_queue_mean", "server queue (mean)", _f(".3g")),
+                               ("sim_batch_source", "simulated batch from", None)]))
+    if not samples.empty:
+        parts.append(t(samples, [("run_id", "run", None), ("engine", "engine", None), ("samples", "samples", None),
+                                 ("running_mean", "running mean", _f(".3g")), ("running_max", "max", _f(".3g")),
+                                 ("waiting_mean", "waiting mean", _f(".3g")), ("waiting_max", "max", _f(".3g")),
+                                 ("kv_usage_mean", "KV usage mean", fmt_pct), ("kv_usage_max", "max", fmt_pct),
+                                 ("server_output_tokens_per_s", "server out tok/s", _f(".4g")),
+                                 ("client_output_tokens_per_s", "client out tok/s", _f(".4g"))]))
+    warnings = overask_warnings(table) if not table.empty else []
+    parts += warnings or ["the client did not ask for more in flight than the server ran"]
+    section = _md_section if markdown else _section
+    return section(SERVER_VIEW_TITLE, "\n\n".join(parts))
 
 
 def _section(title: str, body: str) -> str:

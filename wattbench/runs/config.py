@@ -82,8 +82,15 @@ class RunConfig:
     trace_speed: float = 1.0
     tokenizer: str | None = None
     output_enforce: Literal["auto", "vllm", "max-tokens", "off"] = "auto"
-    # the batch the simulated lens runs the roofline at: the profile's, or the concurrency the run achieved
-    energy_batch: Literal["profile", "achieved"] = "profile"
+    # the batch the simulated lens runs the roofline at: the server's (sampled running requests), the concurrency
+    # the run achieved, or the profile's; None: server when server metrics exist, else energy_batch_fallback
+    energy_batch: Literal["server", "achieved", "profile"] | None = None
+    energy_batch_fallback: Literal["profile", "achieved"] = "profile"  # `wattbench sweep` sets achieved
+    # server-side truth (wattbench/telemetry/): the engine's Prometheus metrics and dcgm-exporter endpoints
+    server_metrics: str = "auto"  # URL | auto (the --base-url's origin + /metrics) | off
+    server_metrics_interval_s: float = 1.0
+    gpu_metrics: str | None = None  # comma-separated dcgm-exporter URLs
+    calibrate_from_measured: bool = False  # scale every profile's simulated lens by measured / simulated
 
     def __post_init__(self) -> None:
         _check(self)
@@ -92,6 +99,11 @@ class RunConfig:
     def path(self) -> str:
         """Which path measures: 'direct' (--base-url) or 'service'."""
         return "direct" if self.base_url else "service"
+
+    @property
+    def gpu_metric_urls(self) -> list[str]:
+        """--gpu-metrics as a list of URLs."""
+        return [u.strip() for u in (self.gpu_metrics or "").split(",") if u.strip()]
 
     @property
     def in_flight(self) -> int:
@@ -174,8 +186,19 @@ def _check(c: RunConfig) -> None:
         raise CliError("--ray needs Ray on this machine: pip install 'wattbench[ray]'")
     if Path(c.out).exists() and not Path(c.out).is_dir():
         raise CliError(f"--out {c.out} is a file; give a directory")
-    if c.energy_batch not in ("profile", "achieved"):
-        raise CliError(f"--energy-batch must be profile or achieved, not {c.energy_batch!r}")
+    if c.energy_batch not in (None, "server", "profile", "achieved"):
+        raise CliError(f"--energy-batch must be server, achieved or profile, not {c.energy_batch!r}")
+    if c.energy_batch == "server" and c.server_metrics == "off":
+        raise CliError("--energy-batch server needs the server's metrics: drop --server-metrics off")
+    if c.server_metrics not in ("auto", "off") and not c.server_metrics.startswith(("http://", "https://")):
+        raise CliError(f"--server-metrics must be auto, off or a URL (http://host:8000/metrics), not "
+                       f"{c.server_metrics!r}")
+    if not (_positive(c.server_metrics_interval_s) and c.server_metrics_interval_s >= 0.01):
+        raise CliError(f"--server-metrics-interval must be a number of seconds >= 0.01, not "
+                       f"{c.server_metrics_interval_s}")
+    bad = [u for u in c.gpu_metric_urls if not u.startswith(("http://", "https://"))]
+    if bad:
+        raise CliError(f"--gpu-metrics takes comma-separated URLs (http://gpu-node:9400/metrics), not {bad[0]!r}")
     check_workload_options(c)
 
 
@@ -255,9 +278,23 @@ def parser() -> argparse.ArgumentParser:
                         "required; off: never) and give each request its share (the 'measured GPU' lens)")
     p.add_argument("--no-report", action="store_true", help="write only the CSV (no dashboards or report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--energy-batch", choices=("profile", "achieved"), default="profile",
-                   help="simulated lens: run the roofline at the profile's batch (default) or at the concurrency "
-                        "this run achieved (what `wattbench sweep` uses)")
+    p.add_argument("--energy-batch", choices=("server", "achieved", "profile"), default=None,
+                   help="simulated lens: run the roofline at the batch the server ran (its sampled running "
+                        "requests while each request was in flight; the default when server metrics exist), at "
+                        "the concurrency this run achieved (the default of `wattbench sweep` without them) or at "
+                        "the profile's batch (the default of `run` without them)")
+    p.add_argument("--server-metrics", default="auto", metavar="URL|auto|off",
+                   help="the serving engine's Prometheus endpoint (vLLM, SGLang, TGI, llama.cpp), sampled "
+                        "through the run: server_batch / server_queue per request and the report's SERVER VIEW "
+                        "(default auto: the --base-url's origin + /metrics, when it answers)")
+    p.add_argument("--server-metrics-interval", dest="server_metrics_interval_s", type=float, default=1.0,
+                   help="seconds between samples of --server-metrics and --gpu-metrics (default 1)")
+    p.add_argument("--gpu-metrics", metavar="URL[,URL...]",
+                   help="dcgm-exporter endpoints of the server's GPUs (any node): their energy counters shared "
+                        "among the requests in flight (the measured-GPU lens, gpu_energy_method dcgm)")
+    p.add_argument("--calibrate-from-measured", action="store_true",
+                   help="scale every profile's simulated lens by this run's measured / simulated energy on the "
+                        "measured GPU model (assumes the same serving software on the other GPUs)")
     add_workload_arguments(p)
     return p
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from wattbench.loadgen.sender import (
     error_detail,
 )
 from wattbench.runs.store import RecordSinkError, RunStore, pending_items
+from wattbench.telemetry.session import ServerTelemetry, TelemetryUnavailable, server_samples, with_server_metrics
 from wattbench.loadgen.workers import WorkerError, run_in_workers
 from wattbench.workloads.sources import build_workload, has_workload, resolve_enforce, write_workload
 
@@ -57,6 +59,7 @@ class RunOptions:
     store: RunStore | None = None
     should_stop: Callable[[], object] | None = None  # a caller's stop (e.g. Ctrl-C in a sweep): a reason or False
     observe: Callable[[Any], None] | None = None  # called with each record after it is stored (sweep progress)
+    telemetry: ServerTelemetry = field(default_factory=ServerTelemetry)  # server metrics / dcgm (none: inactive)
 
     @property
     def model(self) -> str | None:
@@ -160,6 +163,8 @@ def _prepare(config: RunConfig) -> RunOptions:
         "cooldown_s": config.cooldown_s,
         "cooldown": config.cooldown,
         "energy_batch": config.energy_batch,
+        "energy_batch_fallback": config.energy_batch_fallback,
+        "calibrate_from_measured": config.calibrate_from_measured,
         **workload,
     }
     if store is not None:
@@ -256,10 +261,11 @@ def _execute(options: RunOptions) -> RunResult:
         with GpuEnergyRun(config.gpu_energy) as gpu:  # NVML, when the runner's machine has NVIDIA GPUs
             sent = _send(options, items, todo)
         gpu.save(sent.store)
+        options.telemetry.save(sent.store)  # dcgm shares of this session
     store = sent.store if sent is not None else store
     assert store is not None
     load = {**options.manifest, **store.manifest()}  # a resumed run keeps the load it was started with
-    records = with_gpu_energy(store.directory, store.records())
+    records = with_server_metrics(store.directory, with_gpu_energy(store.directory, store.records()))
     df = build_dataframe(records, options.profiles, run_id=store.run_id, load=load)
     try:
         csv_path = write_csv(df, Path(config.out))
@@ -276,7 +282,8 @@ def _execute(options: RunOptions) -> RunResult:
     for note in notes:
         print(note)
     if not config.no_report:
-        build_run_outputs(df, Path(config.out), csv_path, notes=notes)
+        build_run_outputs(df, Path(config.out), csv_path, notes=notes,
+                          server_samples={store.run_id: server_samples(store.directory)})
     print(summary_line(df))
     stopped = sent.stopped if sent is not None else None
     if stopped and not sent.clean_stop:  # type: ignore[union-attr]
@@ -309,11 +316,13 @@ def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _
     if config.base_url:
         api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or None
         models = check_server(config.base_url, api_key)
+        _resolve_telemetry(options)
         enforce = resolve_enforce(config.output_enforce, models)
         options.manifest["output_enforce"] = enforce
         transport = direct_transport(config, api_key, output_enforce=enforce)
         return _send_to(config.base_url, transport, None, options, items, todo)
     options.manifest["output_enforce"] = "max-tokens" if config.output_enforce != "off" else "off"
+    _resolve_telemetry(options)
     token = config.token or _default_token()
     if config.server_url:
         service_model = check_service(config.server_url, token, model=options.model)
@@ -329,6 +338,21 @@ def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _
         raise CliError(
             lines[0] + (f" (last log line: {lines[-1].strip()})" if len(lines) > 1 else "")
         ) from None
+
+
+def _resolve_telemetry(options: RunOptions) -> None:
+    """The server-metrics and dcgm endpoints this run samples, checked once before sending (CliError for one
+    given explicitly that does not answer); named in the manifest."""
+    config = options.config
+    try:
+        options.telemetry = ServerTelemetry.resolve(config.server_metrics, config.base_url, config.gpu_metric_urls,
+                                                    interval_s=config.server_metrics_interval_s)
+    except TelemetryUnavailable as exc:
+        raise CliError(str(exc)) from None
+    options.manifest["server_metrics"] = shown_url(options.telemetry.server_url) if options.telemetry.server_url \
+        else None
+    options.manifest["server_engine"] = options.telemetry.engine
+    options.manifest["gpu_metrics"] = [shown_url(u) for u in options.telemetry.gpu_urls] or None
 
 
 def _send_to(
@@ -370,26 +394,28 @@ def _send_to(
         flush=True,
     )
     sent = _Sent(store)
-    try:
-        if config.ray is not None:
-            sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store,
-                                                           RayPool(config.ray))
-            sent.workers, sent.ray = config.workers, True
-        elif config.workers > 1:
-            sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store)
-            sent.workers = config.workers
-        else:
-            records = processor.run_sync(todo, done_before=len(items) - len(todo), total=len(items))
-            sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, len(records))
-    except RunStopped as exc:
-        sent.stopped, sent.clean_stop = str(exc), True
-        sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, processor.finished)
-    except RecordSinkError as exc:  # the run file cannot be written (disk full): stop, exit 2; it keeps what it has
-        raise CliError(str(exc)) from None
-    except (ServiceGoneError, AuthRejectedError, WorkerError) as exc:
-        sent.stopped = str(exc)
-    finally:
-        store.close()
+    # the server metrics / dcgm sampler: a thread, off the event loop that times the requests
+    with options.telemetry.sampling(store.directory, session=uuid.uuid4().hex[:8]):
+        try:
+            if config.ray is not None:
+                sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store,
+                                                               RayPool(config.ray))
+                sent.workers, sent.ray = config.workers, True
+            elif config.workers > 1:
+                sent.client_cpu_s_per_request = run_in_workers(processor, todo, config.workers, store)
+                sent.workers = config.workers
+            else:
+                records = processor.run_sync(todo, done_before=len(items) - len(todo), total=len(items))
+                sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, len(records))
+        except RunStopped as exc:
+            sent.stopped, sent.clean_stop = str(exc), True
+            sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, processor.finished)
+        except RecordSinkError as exc:  # the run file cannot be written (disk full): stop, exit 2; it keeps what it has
+            raise CliError(str(exc)) from None
+        except (ServiceGoneError, AuthRejectedError, WorkerError) as exc:
+            sent.stopped = str(exc)
+        finally:
+            store.close()
     return sent
 
 

@@ -7,7 +7,8 @@ dashboards (with the frontier) over every point.
     <out>/points/<model>__<load>/    each point's run: runs/<run_id>/ (the run file), its CSV
     <out>/ai_metrics_<UTC>.csv       every point together; report.txt, report.md, the seven dashboards
 
-Each point's simulated energy uses the batch that point achieved (`--energy-batch achieved`). A point that fails
+Each point's simulated energy uses the batch the server ran (its sampled running requests, `--energy-batch
+server`) when the server's metrics answer, else the batch that point achieved (`--energy-batch achieved`). A point that fails
 its SLOs badly (p90 TTFT or ITL above --stop-slo-factor x the SLO) or whose errors pile up (more than
 --stop-error-rate of its requests; also its stop rule while running) ends that model's sweep: higher loads are
 skipped. The first Ctrl-C ends the current point cleanly (requests in flight are finished and recorded);
@@ -282,7 +283,9 @@ class Sweep:
         return replace(
             self.base, prompts=self.prompts_path, synthetic=False, dataset=None, trace=None, input_tokens=None,
             model=point.model, concurrency=concurrency, rate_rps=point.rate_rps, repeats=repeats,
-            out=str(folder), resume=resume, no_report=True, no_progress=True, energy_batch="achieved",
+            out=str(folder), resume=resume, no_report=True, no_progress=True,
+            energy_batch=self.base.energy_batch, energy_batch_fallback="achieved",
+            calibrate_from_measured=False,  # the sweep calibrates every point from one (sweep_outputs.py)
             server_url=server_url or self.base.server_url,
             max_error_rate=self.base.max_error_rate if self.base.max_error_rate is not None
             else (self.options.stop_error_rate if self.options.stop_error_rate < 1 else None),

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from wattbench.loadgen.limiter import BUDGET_SPENT, RATE_LIMIT_CAP
 from wattbench.analysis.reading import ANALYSIS_COLUMNS, check_frame, lean, prepare
 from wattbench.analysis.server_view import overask_warnings, samples_table, server_view_table
 from wattbench.analysis.tables import (
@@ -191,6 +192,23 @@ def _section(title: str, body: str) -> str:
     return f"{title}\n{'=' * min(len(title), 100)}\n{body}"
 
 
+def budget_counts(req: pd.DataFrame) -> tuple[int, int]:
+    """Requests given up by their budget (loadgen.limiter): (time budget spent, 429 cap reached)."""
+    if "error" not in req.columns:
+        return 0, 0
+    errors = req["error"].fillna("").astype(str)
+    return int(errors.str.startswith(BUDGET_SPENT).sum()), int(errors.str.startswith(RATE_LIMIT_CAP).sum())
+
+
+def _budget_lines(req: pd.DataFrame) -> list[str]:
+    """The overview's line on requests their budget gave up on (none when no request hit it)."""
+    spent, capped = budget_counts(req)
+    if not spent and not capped:
+        return []
+    return [f"requests given up by their budget: {spent + capped} ({spent} over the request budget of time "
+            f"(--request-budget), {capped} at the 429 cap (--max-429))"]
+
+
 def _md_section(title: str, body: str) -> str:
     """A titled block of the Markdown report."""
     return f"## {title}\n\n{body}"
@@ -206,6 +224,7 @@ def _overview(df: pd.DataFrame, req: pd.DataFrame, markdown: bool = False) -> st
         f"runs: {runs}",
         f"models: {models}",
         f"requests: {len(req)} ({n_ok} successful, {len(req) - n_ok} failed); rows (request x profile): {len(df)}",
+        *_budget_lines(req),
         f"profiles: {profiles}",
         f"tokens (successful requests): {int(successful(req)['total_tokens'].sum())}",
         f"API cost: ${fmt_num(successful(req)['cost_usd'].sum(), '.6g')}",

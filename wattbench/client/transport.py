@@ -245,7 +245,8 @@ class OpenAITransport:
         chunks: list[tuple[float, bytes]] = []
         started_epoch_s, t0 = time.time(), perf()
         try:
-            async with session.post(f"{self.base_url}/chat/completions", data=data, headers=headers) as resp:
+            async with session.post(f"{self.base_url}/chat/completions", data=data, headers=headers,
+                                    allow_redirects=False) as resp:  # another server is not the one measured
                 async for piece in resp.content.iter_any():
                     chunks.append((perf(), piece))
                 status, resp_headers = resp.status, resp.headers
@@ -257,12 +258,17 @@ class OpenAITransport:
             return Attempt("connect", error=f"cannot connect to {shown_url(self.base_url)} ({exc})",
                            started_epoch_s=started_epoch_s, elapsed_s=perf() - t0)
         except aiohttp.ClientError as exc:
-            return Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {exc})",
+            return Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {short(str(exc))})",
                            started_epoch_s=started_epoch_s, elapsed_s=perf() - t0)
         if not chunks:
             chunks.append((perf(), b""))
         t_end = chunks[-1][0]
-        if status != 200:
+        if 300 <= status < 400:
+            where = shown_url(resp_headers.get("Location", "")) or "nowhere"
+            attempt = Attempt("fatal", status, f"the server redirected to {where} (HTTP {status}); redirects are not "
+                              "followed (the server measured must be the one named): give --base-url its address",
+                              elapsed_s=t_end - t0)
+        elif status != 200:
             attempt = classify_error(status, error_detail(b"".join(d for _, d in chunks)),
                                      retry_after_s(resp_headers), DIRECT_AUTH_HINT)
             attempt.elapsed_s = t_end - t0

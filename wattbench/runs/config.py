@@ -28,6 +28,7 @@ OPTION_ALIASES: dict[str, str] = {
     "max_duration": "max_duration_s",
     "warmup_seconds": "warmup_s",
     "cooldown_seconds": "cooldown_s",
+    "request_budget": "request_budget_s",
 }
 
 
@@ -62,6 +63,9 @@ class RunConfig:
     resume: str | None = None
     timeout_s: float = 300.0
     max_attempts: int = RetryPolicy.max_attempts
+    request_budget_s: float | None = None  # seconds per request, all attempts and waits (default 3 x timeout_s)
+    max_answer_chars: int = 100_000  # characters of an answer's text recorded (loadgen.sender.MAX_ANSWER_CHARS)
+    max_429: int = RetryPolicy.max_rate_limited  # 429 answers one request may get before it is given up
     seed: int | None = None
     gpu_energy: Literal["auto", "on", "off"] = "auto"  # NVML on the runner's machine (the measured-GPU lens)
     no_report: bool = False
@@ -146,7 +150,7 @@ def _check(c: RunConfig) -> None:
         raise CliError(f"--gpu-energy must be auto, on or off, not {c.gpu_energy!r}")
     if c.arrival not in ("constant", "poisson"):
         raise CliError(f"--arrival must be constant or poisson, not {c.arrival!r}")
-    for name in ("concurrency", "repeats", "max_concurrency", "max_attempts", "max_errors", "workers"):
+    for name in ("concurrency", "repeats", "max_concurrency", "max_attempts", "max_429", "max_answer_chars", "max_errors", "workers"):
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise CliError(f"--{name.replace('_', '-')} must be >= 1, not {value}")
@@ -158,6 +162,8 @@ def _check(c: RunConfig) -> None:
         raise CliError(f"--rate must be a number of requests per second > 0, not {c.rate_rps}")
     if not _positive(c.timeout_s):
         raise CliError(f"--timeout must be a number of seconds > 0, not {c.timeout_s}")
+    if c.request_budget_s is not None and not _positive(c.request_budget_s):
+        raise CliError(f"--request-budget must be a number of seconds > 0, not {c.request_budget_s}")
     if c.max_duration_s is not None and not _positive(c.max_duration_s):
         raise CliError(f"--max-duration must be a number of seconds > 0, not {c.max_duration_s}")
     for name, flag in (("warmup_s", "--warmup-seconds"), ("cooldown_s", "--cooldown-seconds")):
@@ -257,6 +263,15 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds per request attempt (default 300)")
     p.add_argument("--max-attempts", type=int, default=RetryPolicy.max_attempts,
                    help="attempts per request for 5xx / timeouts / dropped connections")
+    p.add_argument("--request-budget", dest="request_budget_s", type=float,
+                   help="seconds one request may take, all its attempts and waits together (default 3 x --timeout)"
+                   "; a request over it is recorded as failed")
+    p.add_argument("--max-answer-chars", type=int, default=100_000,
+                   help="characters of each answer's text recorded (default 100000); a longer one is cut and its "
+                   "length recorded (text_chars)")
+    p.add_argument("--max-429", dest="max_429", type=int, default=RetryPolicy.max_rate_limited,
+                   help=f"429 answers one request may get before it is recorded as failed (default "
+                   f"{RetryPolicy.max_rate_limited})")
     p.add_argument("--seed", type=int, help="seed for jitter and Poisson arrivals")
     p.add_argument("--gpu-energy", choices=("auto", "on", "off"), default="auto",
                    help="measure the GPUs beside the runner with NVML (auto: when there are NVIDIA GPUs; on: "
@@ -282,3 +297,9 @@ def parser() -> argparse.ArgumentParser:
                         "measured GPU model (assumes the same serving software on the other GPUs)")
     add_workload_arguments(p)
     return p
+
+
+def retry_policy(config: RunConfig) -> RetryPolicy:
+    """The retry policy and request budget the run's options ask for."""
+    return RetryPolicy(max_attempts=config.max_attempts, max_rate_limited=config.max_429,
+                       budget_s=config.request_budget_s)

@@ -18,11 +18,10 @@ from wattbench.energy import hardware
 from wattbench.limits import MAX_PROMPT_CHARS
 from wattbench.loadgen.ray_workers import RayPool  # Ray itself is imported only when --ray is given
 from wattbench.redact import shown_url
-from wattbench.runs.config import RunConfig
+from wattbench.runs.config import RunConfig, retry_policy
 from wattbench.client.direct import check_server, direct_transport
 from wattbench.analysis.enrich import build_dataframe
 from wattbench.runs.gpu_energy import GpuEnergyRun, GpuEnergyUnavailable, with_gpu_energy
-from wattbench.loadgen.limiter import RetryPolicy
 from wattbench.loadgen.plan import WorkItem, plan_requests
 from wattbench.workloads.prompts import (
     DEFAULT_PROMPTS_PATH,
@@ -378,7 +377,7 @@ def _send_to(
         model=options.model,
         service_model=service_model,
         timeout_s=config.timeout_s,
-        retry=RetryPolicy(max_attempts=config.max_attempts),
+        retry=retry_policy(config),
         seed=config.seed,
         on_record=store.append if options.observe is None else _and_then(store.append, options.observe),
         progress=not config.no_progress,
@@ -387,6 +386,7 @@ def _send_to(
         stream=config.stream,
         stop=StopRules(config.max_duration_s, config.max_errors, config.max_error_rate),
         should_stop=options.should_stop,
+        max_answer_chars=config.max_answer_chars,
     )
     print(
         f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {shown_url(url)}"

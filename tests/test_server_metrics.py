@@ -215,7 +215,9 @@ def test_overloaded_server_reports_its_cap_and_dcgm_shares_add_up(tmp_path: Path
     # the server never ran more than its cap; every request spent >= 0.26 s (8 tokens) in flight, and a stale
     # sample (50 ms apart, at most ~0.15 s on a loaded machine) can hide the cap for at most that part of it
     assert df["server_batch"].max() == 16.0
-    assert df["server_batch"].min() >= 16 * (1 - 0.15 / 0.26)
+    # (the first wave is sent while the server fills up from 0: its requests saw the ramp, not the cap)
+    after_first_wave = df.sort_values("t_start_s").iloc[16:]
+    assert after_first_wave["server_batch"].min() >= 16 * (1 - 0.15 / 0.26)
     assert df["server_batch"].mean() >= 14.0
     assert df["sim_batch_size"].mode().iloc[0] == 16  # the simulated lens runs at the server's batch ...
     assert set(df["sim_batch_source"]) == {"server"}

@@ -184,3 +184,7 @@ def test_a_point_with_measured_gpu_energy_shows_it_beside_the_simulated_figure()
     assert lines[1].endswith("; measured on 1 x NVIDIA H200 (dcgm): 0.025 kWh per 1K tokens")
     assert "0.00075 kWh" in lines[1]  # the simulated figure stays
     assert table["measured_energy_kwh_per_1k_tokens"].tolist()[2:] == pytest.approx([0.025, 0.025])
+    from wattbench.analysis.frontier import make_frontier
+
+    hover = make_frontier(df, 10, 10).data[0].text[0]
+    assert hover.endswith("<br>measured on 1 x NVIDIA H200 (dcgm): 0.01 kWh per 1K tokens")  # run-a: 4 x 0.001 kWh / 400 tokens

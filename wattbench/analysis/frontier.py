@@ -213,8 +213,9 @@ def make_frontier(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
                     showlegend=(r, c) == (1, 1), line=dict(color=color, width=1.5),
                     marker=dict(symbol=[symbol if ok else f"{symbol}-open" for ok in line["meets_slo"]],
                                 size=9, color=color),
-                    text=[f"{name}<br>{load}: batch {fmt_num(b, '.3g')}" for load, b in
-                          zip(line["load"], line["sim_batch_size"], strict=True)],
+                    text=[f"{name}<br>{load}: batch {fmt_num(b, '.3g')}{_measured(row).replace('; ', '<br>')}"
+                          for load, b, (_, row) in zip(line["load"], line["sim_batch_size"], line.iterrows(),
+                                                       strict=True)],
                     hovertemplate="%{text}<br>x=%{x:.4g}<br>y=%{y:.4g}<extra></extra>"), row=r, col=c)
     for r, (fcol, flabel, unit) in enumerate(FOOTPRINTS, start=1):
         front = table[table[f"pareto_{flabel}"]].sort_values("ttft_p90_s")

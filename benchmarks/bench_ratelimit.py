@@ -11,10 +11,13 @@ no retry), scaled down in time.
 With only an integer Retry-After (no retry-after-ms) a wait can only be whole seconds, so below 60 requests
 per minute the span stays near ideal, above it each 429 costs up to a second: --integer-retry-after shows it.
 
---through-service puts the real service (uvicorn, LiteLLM) between the runner and the rate limit: an
-OpenAI-compatible provider stub that allows R requests per minute and answers 429 with Retry-After and
-retry-after-ms, as OpenAI does. The service must pass the milliseconds on (issue 10: it passed on only the
-whole seconds, 1.4x the ideal span at 120/min).
+--through-service puts the real service (uvicorn) between the runner and the rate limit: an OpenAI-compatible
+provider stub that allows R requests per minute and answers 429 with Retry-After and retry-after-ms, as OpenAI
+does. The service must pass the milliseconds on (issue 10: LiteLLM passed on only the whole seconds, 1.4x the
+ideal span at 120/min; issue 20: the pass-through did too). It runs the pass-through backend (the default for an
+openai/ model at WATTBENCH_API_BASE); --litellm runs the LiteLLM backend instead (WATTBENCH_PASSTHROUGH=0).
+
+    .venv/bin/python benchmarks/bench_ratelimit.py --through-service --rpm 120 [--litellm]
 """
 
 from __future__ import annotations
@@ -104,18 +107,21 @@ def rate_limited_provider(rpm: float):
     return server, f"http://127.0.0.1:{server.server_address[1]}/v1", served
 
 
-def run_through_service(rpm: float, n: int, concurrency: int) -> tuple[int, float, int]:
-    """BatchProcessor -> the service -> a rate-limited provider: (lost, span_s, 429s seen)."""
+def run_through_service(rpm: float, n: int, concurrency: int, litellm: bool = False) -> tuple[int, float, int]:
+    """BatchProcessor -> the service (pass-through, or LiteLLM) -> a rate-limited provider: (lost, span_s, 429s
+    seen)."""
     from wattbench.client.service_process import ServiceProcess
 
     server, url, served = rate_limited_provider(rpm)
     prompts = [PromptSpec(f"p{i:02d}", f"prompt {i}") for i in range(n)]
-    env = {"WATTBENCH_API_BASE": url, "WATTBENCH_MODEL": "openai/limited", "WATTBENCH_MOCK_RESPONSE": ""}
+    env = {"WATTBENCH_API_BASE": url, "WATTBENCH_MODEL": "openai/limited", "WATTBENCH_MOCK_RESPONSE": "",
+           "WATTBENCH_PASSTHROUGH": "0" if litellm else "1"}
     env_clear = {k: v for k, v in env.items() if v}
     try:
         import os
 
-        os.environ.pop("WATTBENCH_MOCK_RESPONSE", None)
+        for name in ("WATTBENCH_MOCK_RESPONSE", "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):  # else LiteLLM
+            os.environ.pop(name, None)
         with ServiceProcess(env=env_clear) as service:
             time.sleep(60.0 / rpm)  # the /health probes did not call the provider; start on a fresh window
             records = BatchProcessor(service.url, concurrency=concurrency, progress=False, seed=1).run_sync(
@@ -141,14 +147,17 @@ def main() -> None:
         action="store_true",
         help="only the runner -> the real service -> a rate-limited OpenAI-compatible provider",
     )
+    parser.add_argument("--litellm", action="store_true",
+                        help="with --through-service: the LiteLLM backend (default: the pass-through)")
     args = parser.parse_args()
     n, rpm = args.requests, args.rpm
     ideal_s = (n - 1) * 60.0 / rpm
     print(f"{n} requests, stub allows {rpm:g}/min (one per {60 / rpm:.3f} s); ideal span {ideal_s:.2f} s")
     if args.through_service:
         for concurrency in (1, 4, 16):
-            lost, span, n429 = run_through_service(rpm, n, concurrency)
-            print(f"through the service, concurrency<={concurrency:<3d} lost = {lost}  span = {span:.2f} s  "
+            lost, span, n429 = run_through_service(rpm, n, concurrency, litellm=args.litellm)
+            backend = "LiteLLM" if args.litellm else "pass-through"
+            print(f"through the service ({backend}), concurrency<={concurrency:<3d} lost = {lost}  span = {span:.2f} s  "
                   f"ideal = {ideal_s:.2f} s  ratio = {span / ideal_s:.3f}  (429s absorbed: {n429})")
         return
     for concurrency in (1, 4, 16):

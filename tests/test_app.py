@@ -193,3 +193,29 @@ def test_serve_cli_port_in_use_is_one_line_before_loading_anything(capsys):
         assert cli_serve(["--port", str(port)]) == 2
     assert capsys.readouterr().err == (
         f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port\n")
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    ({"prompt": "hi", "model": "0"},
+     "invalid request: model: not a model string: use [provider/]name, such as gemini/gemini-2.5-flash"),
+    ({"prompt": "hi", "model": "openai//x"},
+     "invalid request: model: not a model string: use [provider/]name, such as gemini/gemini-2.5-flash"),
+    ({"prompt": "hi", "temperature": False}, "invalid request: temperature: must be a number, not true or false"),
+    ({"prompt": "hi", "max_tokens": True}, "invalid request: max_tokens: must be a number, not true or false"),
+    ({"prompt": "hi", "stream": 0}, "invalid request: stream: Input should be a valid boolean"),
+    ({"prompts": ["hi"], "model": "0"},
+     "invalid request: model: not a model string: use [provider/]name, such as gemini/gemini-2.5-flash"),
+])
+def test_what_the_schema_refuses_the_service_refuses(body: dict, detail: str, make_client) -> None:
+    """Schemathesis' findings (issue 20): "0" is no model string, JSON false is no temperature."""
+    client = make_client()
+    response = client.post("/batch" if "prompts" in body else "/chat", json=body)
+    assert (response.status_code, response.json()) == (422, {"detail": detail})
+    options = client.get("/openapi.json").json()["components"]["schemas"]["ChatRequest"]["properties"]
+    assert options["model"]["anyOf"][0]["pattern"] == "^[A-Za-z][^\\s/]*(/[^\\s/]+)*$"
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "hosted_vllm/meta-llama/Llama-3.1-8B-Instruct", "ollama/llama3:8b",
+                                   "wattbench-local/smollm2-135m-instruct"])
+def test_model_strings_in_use_still_pass(model: str, make_client) -> None:
+    assert make_client().post("/chat", json={"prompt": "hi", "model": model, "temperature": 1}).status_code == 200

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from wattbench.analysis.frontier import frontier_table, pareto_mask, recommend
+from wattbench.analysis.frontier import frontier_table, pareto_mask, recommend, recommendation_lines
 from wattbench.analysis.reading import read_metrics_csv
 from wattbench.cli import main
 from wattbench.energy.hardware import load_profiles
@@ -167,3 +167,24 @@ def test_sweep_input_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err.startswith("error: --concurrency takes a comma-separated list") and code == 2
     code = main(["sweep", "--resume", "--out", str(tmp_path)])
     assert code == 2 and "nothing to resume: no sweep.json" in capsys.readouterr().err
+
+
+def test_a_point_with_measured_gpu_energy_shows_it_beside_the_simulated_figure() -> None:
+    from fixtures_frame import fixture_frame
+
+    df = fixture_frame()
+    assert "measured on" not in " ".join(recommendation_lines(frontier_table(df, 10, 10), 10, 10))
+    served = df["success"].astype(bool)
+    df.loc[served, "gpu_energy_kwh"] = 0.001  # each request's share, request-level (the same on every profile row)
+    df.loc[served, "gpu_energy_devices"] = "1 x NVIDIA H200 (dcgm)"
+    table = frontier_table(df, 10, 10)
+    lines = recommendation_lines(table, 10, 10)
+    # run-b: r6 (30 tokens) and r7 (50 tokens), 0.001 kWh each: 0.002 kWh / 80 tokens = 0.025 kWh per 1K tokens
+    assert lines[1].startswith("CHEAPEST meeting the SLOs: local/smollm2-135m on T4_COLAB at run-b")
+    assert lines[1].endswith("; measured on 1 x NVIDIA H200 (dcgm): 0.025 kWh per 1K tokens")
+    assert "0.00075 kWh" in lines[1]  # the simulated figure stays
+    assert table["measured_energy_kwh_per_1k_tokens"].tolist()[2:] == pytest.approx([0.025, 0.025])
+    from wattbench.analysis.frontier import make_frontier
+
+    hover = make_frontier(df, 10, 10).data[0].text[0]
+    assert hover.endswith("<br>measured on 1 x NVIDIA H200 (dcgm): 0.01 kWh per 1K tokens")  # run-a: 4 x 0.001 kWh / 400 tokens

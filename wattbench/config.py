@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # The service.
     api_token: SecretStr | None = Field(None, validation_alias=_env("WATTBENCH_API_TOKEN"))
     request_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("WATTBENCH_REQUEST_TIMEOUT_S"))
+    # The most seconds one model call may take in all (request_timeout_s bounds each read); None: 3 timeouts.
+    request_deadline_s: float | None = Field(None, gt=0, validation_alias=_env("WATTBENCH_REQUEST_DEADLINE_S"))
     default_max_tokens: int = Field(256, ge=1, le=8192, validation_alias=_env("WATTBENCH_MAX_TOKENS"))
     batch_concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("WATTBENCH_BATCH_CONCURRENCY"))
 
@@ -88,6 +90,10 @@ class Settings(BaseSettings):
     def auth_required(self) -> bool:
         """Whether every route but /health needs the bearer token (the one test the routes and /health share)."""
         return self.api_token is not None and bool(self.api_token.get_secret_value())
+
+    def deadline_s(self) -> float:
+        """Seconds one model call may take in all: an upstream that keeps sending cannot hold a request longer."""
+        return self.request_deadline_s if self.request_deadline_s is not None else 3 * self.request_timeout_s
 
     def default_model(self) -> str:
         """The model a request gets when it names none."""

@@ -160,14 +160,38 @@ def shown_url(url: str) -> str:
 _installed = False
 
 
+def _scrubbed_arg(value: Any) -> Any:
+    """One log argument, masked in place: numbers and None as they are (a `%d` still formats), text and any
+    other object as scrubbed text, a mapping or a sequence element by element (its shape kept)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _scrubbed_arg(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrubbed_arg(v) for v in value)
+    return scrub(value)
+
+
 def _scrubbed_record(record: logging.LogRecord) -> logging.LogRecord:
+    """The record with its message, arguments and traceback masked. The arguments keep their shape (a tuple of
+    five stays a tuple of five), because formatters unpack them: uvicorn's access formatter does (issue 20)."""
     try:
         message = record.getMessage()
-    except Exception:  # a broken format: leave it to the handler, which reports it
+    except Exception:  # a broken format: leave it to the handler, which reports it (masked: _handle_error)
         return record
-    clean = scrub(message)
-    if clean != message or record.args:
-        record.msg, record.args = clean, ()
+    if scrub(message) != message:
+        if isinstance(record.msg, str):
+            record.msg = scrub(record.msg)
+        if isinstance(record.args, Mapping):
+            record.args = _scrubbed_arg(record.args)
+        elif record.args:
+            record.args = tuple(_scrubbed_arg(a) for a in record.args)
+        try:
+            masked = record.getMessage()
+        except Exception:  # a %d given a masked object: the masked text alone
+            masked = None
+        if masked is None or scrub(masked) != masked:  # a secret split between the format and its arguments
+            record.msg, record.args = scrub(message), ()
     if record.exc_info and not record.exc_text:
         # a formatter prints exc_text when set: format the traceback now, masked
         record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -176,6 +200,20 @@ def _scrubbed_record(record: logging.LogRecord) -> logging.LogRecord:
     if record.stack_info:
         record.stack_info = scrub(record.stack_info)
     return record
+
+
+def _handle_error(self: logging.Handler, record: logging.LogRecord) -> None:
+    """Handler.handleError, on one masked line: Python's own prints the exception being handled, whose
+    message may carry a provider's key, and about 60 lines of stack for each record."""
+    if not logging.raiseExceptions or not sys.stderr:
+        return
+    kind, exc = sys.exc_info()[:2]
+    what = f"{kind.__name__}: {exc}" if kind is not None else "unknown error"
+    try:
+        sys.stderr.write(scrub(short(f"logging error: {what} (in a record of {record.name!r} from "
+                                     f"{record.filename}:{record.lineno})", 500)) + "\n")
+    except (OSError, ValueError):  # stderr closed
+        pass
 
 
 def install_log_scrubbing() -> None:
@@ -191,6 +229,7 @@ def install_log_scrubbing() -> None:
         return _scrubbed_record(factory(*args, **kwargs))
 
     logging.setLogRecordFactory(make)
+    logging.Handler.handleError = _handle_error  # type: ignore[method-assign]
 
     def excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
         import traceback

@@ -32,7 +32,9 @@ The engine (one background thread owns the GPU; the asyncio loop only does HTTP)
   * Fallbacks, logged: if SDPA with the mask fails, decode attention is a plain masked softmax (--decode-attention
     matmul forces it); if CUDA graph capture fails, the decode step runs eagerly. /health shows which was used.
 
-HTTP: GET /v1/models, GET /health, POST /v1/chat/completions (stream true: OpenAI chat.completion.chunk events,
+HTTP: GET /metrics (vLLM names: running, waiting, KV usage, token counters) and GET /dcgm/metrics
+(dcgm-exporter names: NVML energy counter and power; modelled in a dry run without NVML), both in
+gpu_metrics_endpoints.py; GET /v1/models, GET /health, POST /v1/chat/completions (stream true: OpenAI chat.completion.chunk events,
 first with the role, one per token, a final one with finish_reason "length", a usage chunk when
 stream_options.include_usage is true, then `data: [DONE]`; stream false: one chat.completion JSON with usage).
 Any model name is accepted; responses name MODEL_ID. Errors are JSON {"error": {"message", "type", "code"}}.
@@ -677,8 +679,9 @@ def int_field(body: dict[str, Any], name: str, default: int | None) -> int | Non
 
 
 class Server:
-    def __init__(self, engine: Engine, context: int, vocab: int) -> None:
+    def __init__(self, engine: Engine, context: int, vocab: int, gpu_meter: Any = None) -> None:
         self.engine, self.context, self.vocab = engine, context, vocab
+        self.gpu_meter = gpu_meter
         self.created = int(time.time())
         self.word_json = [json.dumps(w + " ") for w in WORDS]
 
@@ -707,7 +710,24 @@ class Server:
         app.router.add_get("/v1/health", self.health)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/chat/completions", self.chat)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/dcgm/metrics", self.dcgm)
         return app
+
+    async def metrics(self, request: Any) -> Any:
+        """vLLM-style engine metrics (gpu_metrics_endpoints.engine_exposition)."""
+        from aiohttp import web
+        from gpu_metrics_endpoints import engine_exposition
+        return web.Response(text=engine_exposition(self.engine), content_type="text/plain")
+
+    async def dcgm(self, request: Any) -> Any:
+        """dcgm-exporter-style GPU energy and power read from NVML (gpu_metrics_endpoints.GpuMeter)."""
+        from aiohttp import web
+        if self.gpu_meter is None or not self.gpu_meter.available:
+            note = self.gpu_meter.note if self.gpu_meter is not None else "no GPU meter"
+            return error_json(503, note, "server_error")
+        text = await asyncio.get_running_loop().run_in_executor(None, self.gpu_meter.exposition)
+        return web.Response(text=text, content_type="text/plain")
 
     async def models(self, request: Any) -> Any:
         from aiohttp import web
@@ -867,7 +887,10 @@ async def serve(args: argparse.Namespace, shape: Shape) -> int:
         log(f"engine failed to start:\n{engine.startup_error}")
         return 1
 
-    server = Server(engine, args.context, shape.vocab)
+    from gpu_metrics_endpoints import GpuMeter
+    gpu_meter = GpuMeter(modelled=(60.0, 10.0, lambda: len(engine.active)) if args.dry_run else None)
+    log(f"/dcgm/metrics: {gpu_meter.note}")
+    server = Server(engine, args.context, shape.vocab, gpu_meter)
     import aiohttp
     try:
         new_aiohttp = tuple(int(x) for x in aiohttp.__version__.split(".")[:2]) >= (3, 9)

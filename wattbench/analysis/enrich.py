@@ -12,7 +12,8 @@ from wattbench.energy.lenses import request_lenses
 from wattbench.energy.open_models import shape_for_model
 from wattbench.workloads.graders import check_accuracy
 from wattbench.analysis.phases import PHASE_MEASURE, phases
-from wattbench.analysis.schema import AUDIT_COLUMNS, LOAD_SCHEMA, REQUEST_COLUMNS
+from wattbench.analysis.calibration import calibrate_frame
+from wattbench.analysis.schema import AUDIT_COLUMNS, LOAD_SCHEMA, REQUEST_COLUMNS, SERVER_SCHEMA
 from wattbench.loadgen.plan import RequestRecord, latest_by_key
 from wattbench.protocol.metrics import in_flight, timing_fields
 from wattbench.energy.lenses import provider, simulated
@@ -37,7 +38,8 @@ _RESPONSE_MEASURES = (  # the /chat response's measurements, each a CSV column o
 
 #: The CSV's column order (the schema is the only list of columns: analysis/schema.py): the request's columns,
 #: the audit columns, the load columns, then each profile's (the simulated lens's).
-CSV_COLUMNS: tuple[str, ...] = (*REQUEST_COLUMNS, *AUDIT_COLUMNS, *LOAD_SCHEMA, *simulated.PROFILE_COLUMNS)
+CSV_COLUMNS: tuple[str, ...] = (*REQUEST_COLUMNS, *AUDIT_COLUMNS, *LOAD_SCHEMA, *SERVER_SCHEMA,
+                                 *simulated.PROFILE_COLUMNS)
 
 
 def client_view(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,14 +164,17 @@ def build_dataframe(
     load = load or {}
     phase_of = phases(latest, float(load.get("warmup_s") or 0.0), float(load.get("cooldown_s") or 0.0),
                       int(load.get("cooldown") or 0))
-    batch = achieved_batch(latest, phase_of) if load.get("energy_batch") == "achieved" else None
-    if batch is not None:
-        enhance = partial(enhance, batch_size=batch)
+    source = energy_batch_source(load.get("energy_batch"), load.get("energy_batch_fallback"), latest)
+    run_batch = achieved_batch(latest, phase_of) if source == "achieved" else None
     rows: list[dict[str, Any]] = []
     shapes: dict[tuple[Any, Any], Any] = {}
     for record in latest:
         view = client_view(record)  # once per record: the request's row and every profile's use it
         base = request_row(record, run_id, t0, view)
+        batch, batch_source = _batch_for(record, source, run_batch)
+        base.update(server_batch=record.get("server_batch"), server_queue=record.get("server_queue"),
+                    sim_batch_source=batch_source if record["success"] else None)
+        enhance_one = partial(enhance, batch_size=batch) if batch is not None else enhance
         base.update(phase=phase_of.get(record["key"], PHASE_MEASURE),
                     requested_concurrency=load.get("requested_concurrency"),
                     requested_rate_rps=load.get("requested_rate_rps"),
@@ -186,11 +191,33 @@ def build_dataframe(
             shape = shapes[model_key] if model_key in shapes else shapes.setdefault(model_key, _shape(view))
         for name, profile in profiles.items():
             rows.append({**base, **_profile_columns(record["success"], view, shape, name, profile,
-                                                    gaps.get(record["key"], 0.0), enhance)})
+                                                    gaps.get(record["key"], 0.0), enhance_one)})
     columns = list(CSV_COLUMNS)
     known = set(columns)  # every key of every row, in first-seen order, at C speed (a list scan per key: 2.2 s
     extra = [c for c in dict.fromkeys(chain.from_iterable(rows)) if c not in known]  # at 80,000 rows)
-    return pd.DataFrame(rows, columns=columns + extra)
+    df = pd.DataFrame(rows, columns=columns + extra)
+    if load.get("calibrate_from_measured"):
+        df, note = calibrate_frame(df)
+        print(note)
+    return df
+
+
+def energy_batch_source(requested: str | None, fallback: str | None, records: Sequence[Mapping[str, Any]]) -> str:
+    """The batch the simulated lens uses: `requested` (--energy-batch), or server when some served record has a
+    server_batch, else `fallback` (profile for `run`, achieved for `sweep`). server without samples falls back."""
+    has_server = any(r.get("success") and r.get("server_batch") is not None for r in records)
+    if requested in (None, "auto", "server"):
+        return "server" if has_server else (fallback or "profile")
+    return requested
+
+
+def _batch_for(record: Mapping[str, Any], source: str, run_batch: int | None) -> tuple[int | None, str]:
+    """(batch_size for the simulated lens, None: the profile's; its source) for one record."""
+    if source == "server" and record.get("server_batch") is not None:
+        return max(1, round(float(record["server_batch"]))), "server"
+    if source == "achieved" and run_batch is not None:
+        return run_batch, "achieved"
+    return None, "profile"
 
 
 def achieved_batch(records: Sequence[Mapping[str, Any]], phase_of: Mapping[str, str]) -> int | None:

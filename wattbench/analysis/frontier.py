@@ -11,6 +11,7 @@ Cost = total_cost_usd (the API price where known + the energy's cost), as everyw
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -81,11 +82,17 @@ def frontier_table(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
     g = ok.groupby(["run_id", "model", "profile"], sort=False)
     sums = g[["total_tokens", "total_cost_usd", "energy_kwh", "carbon_gco2e"]].sum(min_count=1)
     sums["sim_batch_size"] = g["sim_batch_size"].median() if "sim_batch_size" in ok.columns else math.nan
+    # the measured GPU lens (NVML beside the client, or dcgm of the serving GPUs): request-level, the same on
+    # every profile's rows; shown beside the simulated figure, never instead of it
+    sums["measured_energy_kwh"] = (g["gpu_energy_kwh"].sum(min_count=1) if "gpu_energy_kwh" in ok.columns
+                                   else math.nan)
+    sums["measured_devices"] = (g["gpu_energy_devices"].first() if "gpu_energy_devices" in ok.columns else None)
     sums = sums.reset_index()
     tokens = sums["total_tokens"]
     sums["cost_usd_per_1k_tokens"] = per_1k(sums["total_cost_usd"], tokens)
     sums["energy_kwh_per_1k_tokens"] = per_1k(sums["energy_kwh"], tokens)
     sums["carbon_gco2e_per_1k_tokens"] = per_1k(sums["carbon_gco2e"], tokens)
+    sums["measured_energy_kwh_per_1k_tokens"] = per_1k(sums["measured_energy_kwh"], tokens)
     out = points.merge(sums, on=["run_id", "model"], how="inner")
     out["load"] = out.apply(_load_label, axis=1)
     out["meets_slo"] = ((out["ttft_p90_s"] <= slo_ttft_s)
@@ -129,7 +136,16 @@ def _describe(row: pd.Series) -> str:
             f"{fmt_num(row['cost_usd_per_1k_tokens'])} USD, {fmt_num(row['energy_kwh_per_1k_tokens'])} kWh, "
             f"{fmt_num(row['carbon_gco2e_per_1k_tokens'])} gCO2e per 1K tokens; p90 TTFT "
             f"{row['ttft_p90_s']:.3f} s, p90 ITL {fmt_num(row['itl_p90_s'], '.4f')} s, "
-            f"{row['output_tokens_per_s']:.1f} output tokens/s")
+            f"{row['output_tokens_per_s']:.1f} output tokens/s" + _measured(row))
+
+
+def _measured(row: Any) -> str:
+    """'; measured on <GPUs>: X kWh per 1K tokens' where the point has measured GPU energy, else ''."""
+    get = row.get if hasattr(row, "get") else lambda name, default=None: getattr(row, name, default)
+    value = get("measured_energy_kwh_per_1k_tokens", math.nan)
+    if value is None or pd.isna(value):
+        return ""
+    return f"; measured on {get('measured_devices') or 'its GPUs'}: {fmt_num(value)} kWh per 1K tokens"
 
 
 def recommendation_lines(table: pd.DataFrame, slo_ttft_s: float, slo_tpot_s: float) -> list[str]:
@@ -162,9 +178,10 @@ def frontier_text(table: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
             f"{fmt_num(row.itl_p90_s, '.4f')} s; {fmt_num(row.cost_usd_per_1k_tokens)} USD, "
             f"{fmt_num(row.energy_kwh_per_1k_tokens)} kWh, {fmt_num(row.carbon_gco2e_per_1k_tokens)} gCO2e "
             f"/ 1K tokens; {'meets' if row.meets_slo else 'misses'} the SLOs"
-            + (f"; Pareto front ({', '.join(marks)} vs p90 TTFT)" if marks else ""))
-    lines.append("Energy at each load point is the roofline's at the batch the run achieved (sim_batch_size) "
-                 "when the run was a sweep point (--energy-batch achieved); cost = API price + energy cost.")
+            + _measured(row) + (f"; Pareto front ({', '.join(marks)} vs p90 TTFT)" if marks else ""))
+    lines.append("Energy at each load point is the roofline's at sim_batch_size: the batch the server ran (its "
+                 "metrics, --energy-batch server) or else, for a sweep point, the batch the run achieved; cost = API "
+                 "price + energy cost.")
     bullet = "- " if markdown else ""
     return "\n".join(bullet + line for line in lines)
 
@@ -196,8 +213,9 @@ def make_frontier(df: pd.DataFrame, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
                     showlegend=(r, c) == (1, 1), line=dict(color=color, width=1.5),
                     marker=dict(symbol=[symbol if ok else f"{symbol}-open" for ok in line["meets_slo"]],
                                 size=9, color=color),
-                    text=[f"{name}<br>{load}: batch {fmt_num(b, '.3g')}" for load, b in
-                          zip(line["load"], line["sim_batch_size"], strict=True)],
+                    text=[f"{name}<br>{load}: batch {fmt_num(b, '.3g')}{_measured(row).replace('; ', '<br>')}"
+                          for load, b, (_, row) in zip(line["load"], line["sim_batch_size"], line.iterrows(),
+                                                       strict=True)],
                     hovertemplate="%{text}<br>x=%{x:.4g}<br>y=%{y:.4g}<extra></extra>"), row=r, col=c)
     for r, (fcol, flabel, unit) in enumerate(FOOTPRINTS, start=1):
         front = table[table[f"pareto_{flabel}"]].sort_values("ttft_p90_s")

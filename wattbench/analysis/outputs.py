@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING
 from wattbench.analysis.frontier import frontier_table, frontier_text
 from wattbench.analysis.achieved import load_table, load_text, measured_phase
 from wattbench.analysis.reading import ReportInputError, lean, load_input
-from wattbench.analysis.report import REPORT_MD, REPORT_TXT, SUMMARY_CSV, format_report, report_tables
+from wattbench.analysis.report import (
+    REPORT_MD,
+    REPORT_TXT,
+    SUMMARY_CSV,
+    format_report,
+    report_tables,
+    server_view_section,
+)
+from wattbench.analysis.server_dashboard import write_timeseries
 from wattbench.analysis.site import write_dashboards
 from wattbench.analysis.tables import DEFAULT_SLO_TPOT_S, DEFAULT_SLO_TTFT_S, profile_sources, summary_table
 from wattbench.cli_support import CliError
@@ -66,12 +74,14 @@ def _csv_quote(text: str) -> str:
     return text
 
 
-def build_run_outputs(df: pd.DataFrame, out_dir: Path, csv_path: Path, notes: Sequence[str] = ()) -> None:
+def build_run_outputs(df: pd.DataFrame, out_dir: Path, csv_path: Path, notes: Sequence[str] = (),
+                      server_samples: Mapping[str, Sequence[Mapping[str, object]]] | None = None) -> None:
     """The dashboards and the report (report.build_outputs); CliError when they cannot be written. notes: lines
-    for the report's LOAD section (why the run stopped early, the client's CPU per request)."""
+    for the report's LOAD section (why the run stopped early, the client's CPU per request); server_samples:
+    the server's metric samples by run id (the SERVER VIEW and its time-series panel)."""
 
     try:
-        outputs = build_outputs(df, out_dir, notes=notes)
+        outputs = build_outputs(df, out_dir, notes=notes, server_samples=server_samples)
     except (OSError, ReportInputError) as exc:
         raise CliError(
             f"{csv_path} is written, but not the report ({exc}); "
@@ -100,13 +110,16 @@ def summary_line(df: pd.DataFrame) -> str:
 def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
                   slo_ttft_s: float = DEFAULT_SLO_TTFT_S, slo_tpot_s: float = DEFAULT_SLO_TPOT_S,
                   sources: Mapping[str, Mapping[str, str]] | None = None,
-                  notes: Sequence[str] = ()) -> dict[str, object]:
+                  notes: Sequence[str] = (),
+                  server_samples: Mapping[str, Sequence[Mapping[str, object]]] | None = None) -> dict[str, object]:
     """Write the seven dashboards, index.html, plotly.min.js, the summary CSV, report.txt and report.md.
 
     Returns {"dashboards": {name: Path}, "index": Path, "plotly_js": Path, "summary_csv": Path,
-    "report_txt": Path, "report_md": Path, "report_text": str, "frontier_table": DataFrame}. Raises ReportInputError for unusable input.
+    "report_txt": Path, "report_md": Path, "report_text": str, "server_timeseries": Path | None, "frontier_table":
+    DataFrame}. Raises ReportInputError for unusable input.
     `sources` defaults to profile_sources() (citations from gpu_profiles when importable). The statistics use the
-    rows of the measure phase; the LOAD section (requested vs achieved load, and `notes`) ends the report.
+    rows of the measure phase; the LOAD section (requested vs achieved load, and `notes`) follows, then the
+    SERVER VIEW when the server's metrics were sampled (server_samples by run id: also server_timeseries.html).
     """
 
     full = lean(load_input(df_or_csv))
@@ -122,11 +135,18 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
     title = "LOAD: REQUESTED VS ACHIEVED (client-side)"
     text += f"\n{title}\n{'=' * len(title)}\n{load_text(load, list(notes))}\n"
     markdown += f"\n## {title}\n\n{load_text(load, list(notes), markdown=True)}\n"
+    for md in (False, True):
+        view = server_view_section(full, server_samples, markdown=md)
+        if view is not None and md:
+            markdown += f"\n{view}\n"
+        elif view is not None:
+            text += f"\n{view}\n"
     frontier = frontier_table(full, slo_ttft_s, slo_tpot_s)
     title = "FRONTIER: COST, ENERGY AND CARBON PER 1K TOKENS VS LATENCY, PER LOAD POINT"
     text += f"\n{title}\n{'=' * len(title)}\n{frontier_text(frontier, slo_ttft_s, slo_tpot_s)}\n"
     markdown += f"\n## {title}\n\n{frontier_text(frontier, slo_ttft_s, slo_tpot_s, markdown=True)}\n"
     written = write_dashboards(df, out, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s)
+    timeseries = write_timeseries(server_samples or {}, out)
     summary_path = out / SUMMARY_CSV
     summary_table(df, slo_ttft_s, slo_tpot_s).to_csv(summary_path, index=False)
     txt_path, md_path = out / REPORT_TXT, out / REPORT_MD
@@ -134,4 +154,4 @@ def build_outputs(df_or_csv: pd.DataFrame | str | Path, out_dir: str | Path, *,
     md_path.write_text(markdown, encoding="utf-8")
     return {"dashboards": written["dashboards"], "index": written["index"], "plotly_js": written["plotly_js"],
             "summary_csv": summary_path, "report_txt": txt_path, "report_md": md_path, "report_text": text,
-            "frontier_table": frontier}
+            "server_timeseries": timeseries, "frontier_table": frontier}

@@ -7,7 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from wattbench.loadgen.limiter import BUDGET_SPENT, RATE_LIMIT_CAP
 from wattbench.analysis.reading import ANALYSIS_COLUMNS, check_frame, lean, prepare
+from wattbench.analysis.server_view import overask_warnings, samples_table, server_view_table
 from wattbench.analysis.tables import (
     DEFAULT_SLO_TPOT_S,
     DEFAULT_SLO_TTFT_S,
@@ -135,7 +137,7 @@ def format_report(tables: Mapping[str, pd.DataFrame], *, slo_ttft_s: float = DEF
                 "--slo-ttft-s / --slo-tpot-s)", _goodput_text(tables["goodput"], t)),
         section("ENERGY BY LENS (kWh per 1K tokens)", _lens_text(tables["lenses"], t)),
         *([section("SIMULATED VS MEASURED GPU ENERGY (GPU boards only: simulated compute energy of the profiles "
-                   "on the measured GPU model / the NVML-measured share; wattbench checking its own model)",
+                   "on the measured GPU model / the measured share, NVML or dcgm; wattbench checking its own model)",
                    _gpu_check_text(tables["gpu_check"], t))] if len(tables.get("gpu_check", ())) else []),
         section("FAILURES", _failures_text(tables["failures"], t, tables["not_simulated"])),
         section("PROFILE ASSUMPTIONS (simulated lens)", _profiles_text(tables["profiles"], sources or {}, t)),
@@ -152,9 +154,59 @@ def render_report(df: pd.DataFrame, *, slo_ttft_s: float = DEFAULT_SLO_TTFT_S,
     return format_report(tables, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, sources=sources, markdown=markdown)
 
 
+SERVER_VIEW_TITLE = "SERVER VIEW (the server's own metrics: running vs waiting requests, KV cache, tokens/s)"
+
+
+def server_view_section(df: pd.DataFrame, samples_by_run: Mapping[str, Sequence[Mapping[str, object]]] | None = None,
+                        *, markdown: bool = False) -> str | None:
+    """The SERVER VIEW section (title and body); None when the run has neither server_batch values nor samples
+    (a server without metrics: the report is unchanged)."""
+    table = server_view_table(df)
+    samples = samples_table(df, samples_by_run or {})
+    if table.empty and samples.empty:
+        return None
+    t: TableFn = md_table if markdown else text_table
+    parts = []
+    if not table.empty:
+        parts.append(t(table, [("run_id", "run", None), ("requested_concurrency", "asked in flight", _f(".4g")),
+                               ("client_in_flight", "client mean in flight", _f(".3g")),
+                               ("server_batch_mean", "server batch (mean)", _f(".3g")),
+                               ("server_batch_max", "server batch (max)", _f(".3g")),
+                               ("server_queue_mean", "server queue (mean)", _f(".3g")),
+                               ("sim_batch_source", "simulated batch from", None)]))
+    if not samples.empty:
+        parts.append(t(samples, [("run_id", "run", None), ("engine", "engine", None), ("samples", "samples", None),
+                                 ("running_mean", "running mean", _f(".3g")), ("running_max", "max", _f(".3g")),
+                                 ("waiting_mean", "waiting mean", _f(".3g")), ("waiting_max", "max", _f(".3g")),
+                                 ("kv_usage_mean", "KV usage mean", fmt_pct), ("kv_usage_max", "max", fmt_pct),
+                                 ("server_output_tokens_per_s", "server out tok/s", _f(".4g")),
+                                 ("client_output_tokens_per_s", "client out tok/s", _f(".4g"))]))
+    warnings = overask_warnings(table) if not table.empty else []
+    parts += warnings or ["the client did not ask for more in flight than the server ran"]
+    section = _md_section if markdown else _section
+    return section(SERVER_VIEW_TITLE, "\n\n".join(parts))
+
+
 def _section(title: str, body: str) -> str:
     """A titled block of the text report."""
     return f"{title}\n{'=' * min(len(title), 100)}\n{body}"
+
+
+def budget_counts(req: pd.DataFrame) -> tuple[int, int]:
+    """Requests given up by their budget (loadgen.limiter): (time budget spent, 429 cap reached)."""
+    if "error" not in req.columns:
+        return 0, 0
+    errors = req["error"].fillna("").astype(str)
+    return int(errors.str.startswith(BUDGET_SPENT).sum()), int(errors.str.startswith(RATE_LIMIT_CAP).sum())
+
+
+def _budget_lines(req: pd.DataFrame) -> list[str]:
+    """The overview's line on requests their budget gave up on (none when no request hit it)."""
+    spent, capped = budget_counts(req)
+    if not spent and not capped:
+        return []
+    return [f"requests given up by their budget: {spent + capped} ({spent} over the request budget of time "
+            f"(--request-budget), {capped} at the 429 cap (--max-429))"]
 
 
 def _md_section(title: str, body: str) -> str:
@@ -172,6 +224,7 @@ def _overview(df: pd.DataFrame, req: pd.DataFrame, markdown: bool = False) -> st
         f"runs: {runs}",
         f"models: {models}",
         f"requests: {len(req)} ({n_ok} successful, {len(req) - n_ok} failed); rows (request x profile): {len(df)}",
+        *_budget_lines(req),
         f"profiles: {profiles}",
         f"tokens (successful requests): {int(successful(req)['total_tokens'].sum())}",
         f"API cost: ${fmt_num(successful(req)['cost_usd'].sum(), '.6g')}",

@@ -106,6 +106,31 @@ LOAD_SCHEMA: dict[str, Column] = {
 }
 
 
+#: What the server said about itself (wattbench/telemetry/: its Prometheus metrics sampled through the run) and
+#: how the simulated lens chose its batch; empty when the server has no metrics endpoint.
+SERVER_SCHEMA: dict[str, Column] = {
+    "server_batch": Column("requests", "server", "time-weighted mean of the server's running requests (vllm:num_"
+                           "requests_running, sglang:num_running_reqs, tgi_batch_current_size, llamacpp:requests_"
+                           "processing) while this request was in flight; empty without server metrics"),
+    "server_queue": Column("requests", "server", "the same for the server's waiting requests (vllm:num_requests_"
+                           "waiting, sglang:num_queue_reqs, tgi_queue_size, llamacpp:requests_deferred)"),
+    "sim_batch_source": Column("", _R, "where sim_batch_size came from: server (round(server_batch)), achieved "
+                               "(the run's mean in-flight requests) or profile (the profile's batch_size)"),
+    "calibration_factor": Column("", _R, "--calibrate-from-measured: measured / simulated GPU energy of this run on "
+                                 "the measured GPU model, applied to every profile's simulated energy; empty "
+                                 "when not calibrated"),
+    "calibration_source": Column("", _R, "what calibration_factor was measured on: the GPU model, the method and "
+                                 "the requests it compares"),
+}
+
+
+def server_schema_markdown() -> str:
+    """SERVER_SCHEMA as a Markdown table (docs/server-metrics.md)."""
+    lines = ["| column | unit | lens | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{name}` | {col.unit} | {col.lens} | {col.meaning} |" for name, col in SERVER_SCHEMA.items()]
+    return "\n".join(lines)
+
+
 #: What a workload asked for (workloads/sources.py), beside what came back (prompt_tokens, completion_tokens).
 WORKLOAD_SCHEMA: dict[str, Column] = {
     "target_input_tokens": Column("tokens", _R, "the prompt's length as the workload counted it (synthetic, "
@@ -134,7 +159,7 @@ NUMERIC_COLUMNS: tuple[str, ...] = tuple(
     name for name, col in CSV_SCHEMA.items()
     if col.unit not in ("", "bool", "ISO-8601 UTC") or name in {
         "repeat", "temperature", "status_code", "attempts", "gpu_count", "pue", "sim_batch_size"}
-)
+) + ("server_batch", "server_queue", "calibration_factor")
 
 
 TEXT_COLUMNS: tuple[str, ...] = ("run_id", "request_id", "model", "route", "profile", "gpu", "datacenter",

@@ -160,8 +160,8 @@ class _StreamingPost:
         chunks: list[tuple[float, bytes]] = []
         t0 = perf()
         try:
-            async with session.post(url, data=data, headers=headers,
-                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            async with session.post(url, data=data, headers=headers, allow_redirects=False,  # another server
+                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:  # is not the one measured
                 async for piece in resp.content.iter_any():
                     chunks.append((perf(), piece))
                 status, resp_headers = resp.status, resp.headers
@@ -171,7 +171,7 @@ class _StreamingPost:
             return Attempt("connect", error=f"cannot connect to {shown_url(self.base_url)} ({exc})",
                            elapsed_s=perf() - t0)
         except aiohttp.ClientError as exc:
-            return Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {exc})",
+            return Attempt("transient", error=f"connection dropped ({type(exc).__name__}: {short(str(exc))})",
                            elapsed_s=perf() - t0)
         if not chunks:
             chunks.append((perf(), b""))
@@ -284,6 +284,11 @@ class OpenAITransport(_StreamingPost):
                                   timeout_s)
         if isinstance(answer, Attempt):
             attempt = answer
+        elif 300 <= answer.status < 400:
+            where = shown_url(answer.headers.get("Location", "")) or "nowhere"
+            attempt = Attempt("fatal", answer.status, f"the server redirected to {where} (HTTP {answer.status}); "
+                              "redirects are not followed (the server measured must be the one named): give "
+                              "--base-url its address", elapsed_s=answer.t_end - answer.t0)
         elif answer.status != 200:
             attempt = classify_error(answer.status, error_detail(answer.body()), retry_after_s(answer.headers),
                                      DIRECT_AUTH_HINT)

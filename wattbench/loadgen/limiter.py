@@ -11,17 +11,32 @@ from dataclasses import dataclass
 from typing import Literal
 
 
+#: The request budget's default: this many per-attempt timeouts, for all attempts and waits of one request.
+BUDGET_TIMEOUTS = 3
+
+#: How a request given up by its budget begins its error (the report counts them by these words).
+BUDGET_SPENT = "request budget spent"
+RATE_LIMIT_CAP = "429 cap reached"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try before a request is recorded as failed."""
+    """How hard to try before a request is recorded as failed: attempts, 429 waits, and a total budget."""
 
     max_attempts: int = 6  # attempts for transient failures: 5xx, timeouts, dropped connections
-    max_rate_limited: int = 100  # 429s one request may get before it is recorded as failed
+    max_rate_limited: int = 30  # 429s one request may get before it is recorded as failed (an exhausted quota)
+    budget_s: float | None = None  # seconds one request may take, attempts and waits together (None: default)
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     default_retry_after_s: float = 1.0  # a 429 without a usable Retry-After
     max_retry_after_s: float = 300.0
     abort_after_connect_failures: int = 8  # consecutive refused connections: the service is gone
+
+
+def request_budget_s(policy: RetryPolicy, timeout_s: float) -> float:
+    """Seconds one request may take across its attempts and waits: the policy's, else BUDGET_TIMEOUTS
+    per-attempt timeouts (a stalled server then costs 3 timeouts per request, not 6)."""
+    return policy.budget_s if policy.budget_s is not None else BUDGET_TIMEOUTS * timeout_s
 
 
 def backoff_delay_s(retry: int, policy: RetryPolicy, rng: random.Random) -> float:

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wattbench.redact import shown_url
-from wattbench.loadgen.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s
+from wattbench.loadgen.limiter import (
+    BUDGET_SPENT,
+    RATE_LIMIT_CAP,
+    AdaptiveLimiter,
+    RetryPolicy,
+    backoff_delay_s,
+    request_budget_s,
+)
 from wattbench.loadgen.plan import (
     Arrival,
     RecordSinkError,
@@ -30,6 +37,19 @@ from wattbench.client.transport import (  # noqa: F401 - classify_response / err
     classify_response,
     error_detail,
 )
+
+
+#: The most characters of an answer's text recorded (the run file, the CSV): an endless answer is cut here.
+MAX_ANSWER_CHARS = 100_000
+
+
+def capped_answer(response: dict[str, Any] | None, limit: int) -> dict[str, Any] | None:
+    """The answer as recorded: its text cut to `limit` characters, and then the cap and the text's full length
+    recorded beside it (text_capped_at, text_chars)."""
+    text = (response or {}).get("text")
+    if not isinstance(text, str) or len(text) <= limit:
+        return response
+    return {**response, "text": text[:limit], "text_capped_at": limit, "text_chars": len(text)}  # type: ignore[dict-item]
 
 
 class ServiceGoneError(RuntimeError):
@@ -123,6 +143,7 @@ class BatchProcessor:
         stream: bool = True,
         stop: StopRules = StopRules(),
         should_stop: Callable[[], object] | None = None,
+        max_answer_chars: int = MAX_ANSWER_CHARS,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
@@ -148,6 +169,7 @@ class BatchProcessor:
         self.transport: Transport = transport or ServiceTransport(self.base_url, token=token, model=model, stream=stream)
         self.path: str = self.transport.path
         self.stop = stop
+        self.max_answer_chars = max_answer_chars
         self.should_stop = should_stop  # another judge of the stop rules (the parent of worker processes)
         self.stop_reason: str | None = None
         self.limiter: AdaptiveLimiter | None = None
@@ -256,13 +278,37 @@ class BatchProcessor:
         return self.stop_reason is not None
 
     async def _send_item(self, item: WorkItem, request_id: str | None = None) -> RequestRecord:
-        """Send one item until it is served or given up on (request_id: the X-Request-ID, default its key)."""
+        """Send one item until it is served or given up on (request_id: the X-Request-ID, default its key):
+        after max_attempts transient failures, max_rate_limited 429s, or when its budget (attempts and waits
+        together, request_budget_s) is spent; a wait that would end past the budget is not waited."""
         assert self.limiter is not None
         attempts = rate_limited = transient = 0
         wait_s = 0.0
+        budget_s = request_budget_s(self.retry, self.timeout_s)
+        deadline = time.monotonic() + budget_s
+        attempt: Attempt | None = None
+
+        def spent(why: str) -> RequestRecord:
+            last = f"; the last attempt: {attempt.error}" if attempt is not None and attempt.error else ""
+            given_up = Attempt("fatal", attempt.status_code if attempt else None,
+                               f"{BUDGET_SPENT} ({budget_s:g} s per request): {why} after {attempts} attempts{last}",
+                               started_epoch_s=attempt.started_epoch_s if attempt else time.time(),
+                               elapsed_s=attempt.elapsed_s if attempt else 0.0)
+            return self._record(item, given_up, attempts, rate_limited, wait_s)
+
         while True:
-            wait_s += await self.limiter.acquire()
-            attempt = await self._attempt(item, request_id or item.key)
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    wait_s += await self.limiter.acquire()
+            except TimeoutError:
+                return spent("waiting for the rate-limit gate")
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    attempt = await self._attempt(item, request_id or item.key)
+            except TimeoutError:
+                attempts += 1
+                await self.limiter.release("error")
+                return spent("an attempt still running")
             attempts += 1
             if attempt.kind == "rate_limited":
                 rate_limited += 1
@@ -274,7 +320,13 @@ class BatchProcessor:
                 )
                 await self.limiter.release("rate_limited", delay_s)
                 if rate_limited >= self.retry.max_rate_limited:
-                    return self._record(item, attempt, attempts, rate_limited, wait_s)
+                    capped = Attempt("rate_limited", attempt.status_code,
+                                     f"{RATE_LIMIT_CAP}: rate-limited {rate_limited} times (at most "
+                                     f"{self.retry.max_rate_limited} per request); the last: {attempt.error}",
+                                     started_epoch_s=attempt.started_epoch_s, elapsed_s=attempt.elapsed_s)
+                    return self._record(item, capped, attempts, rate_limited, wait_s)
+                if time.monotonic() + delay_s > deadline:
+                    return spent(f"a 429 asked to wait {delay_s:g} s more")
                 continue  # the limiter's gate makes this request (and every other) wait delay_s
             await self.limiter.release("ok" if attempt.kind == "ok" else "error")
             self._note_connect(attempt)
@@ -286,6 +338,8 @@ class BatchProcessor:
             if transient >= self.retry.max_attempts:
                 return self._record(item, attempt, attempts, rate_limited, wait_s)
             delay_s = attempt.retry_after_s or backoff_delay_s(transient, self.retry, self.rng)
+            if time.monotonic() + delay_s >= deadline:
+                return spent(f"a retry would wait {delay_s:.3g} s more")
             await asyncio.sleep(delay_s)
             wait_s += delay_s
 
@@ -330,7 +384,7 @@ class BatchProcessor:
             t_start_epoch_s=attempt.started_epoch_s,
             t_end_epoch_s=attempt.started_epoch_s + attempt.elapsed_s,
             client_latency_s=attempt.elapsed_s if attempt.kind == "ok" else None,
-            response=attempt.response,
+            response=capped_answer(attempt.response, self.max_answer_chars),
             requested_model=self.model or self.service_model,
             client_ttft_s=attempt.ttft_s if attempt.kind == "ok" else None,
             client_itl_s=attempt.itl_s if attempt.kind == "ok" else None,

@@ -28,6 +28,7 @@ OPTION_ALIASES: dict[str, str] = {
     "max_duration": "max_duration_s",
     "warmup_seconds": "warmup_s",
     "cooldown_seconds": "cooldown_s",
+    "request_budget": "request_budget_s",
 }
 
 
@@ -62,6 +63,9 @@ class RunConfig:
     resume: str | None = None
     timeout_s: float = 300.0
     max_attempts: int = RetryPolicy.max_attempts
+    request_budget_s: float | None = None  # seconds per request, all attempts and waits (default 3 x timeout_s)
+    max_answer_chars: int = 100_000  # characters of an answer's text recorded (loadgen.sender.MAX_ANSWER_CHARS)
+    max_429: int = RetryPolicy.max_rate_limited  # 429 answers one request may get before it is given up
     seed: int | None = None
     gpu_energy: Literal["auto", "on", "off"] = "auto"  # NVML on the runner's machine (the measured-GPU lens)
     no_report: bool = False
@@ -78,8 +82,15 @@ class RunConfig:
     trace_speed: float = 1.0
     tokenizer: str | None = None
     output_enforce: Literal["auto", "vllm", "max-tokens", "off"] = "auto"
-    # the batch the simulated lens runs the roofline at: the profile's, or the concurrency the run achieved
-    energy_batch: Literal["profile", "achieved"] = "profile"
+    # the batch the simulated lens runs the roofline at: the server's (sampled running requests), the concurrency
+    # the run achieved, or the profile's; None: server when server metrics exist, else energy_batch_fallback
+    energy_batch: Literal["server", "achieved", "profile"] | None = None
+    energy_batch_fallback: Literal["profile", "achieved"] = "profile"  # `wattbench sweep` sets achieved
+    # server-side truth (wattbench/telemetry/): the engine's Prometheus metrics and dcgm-exporter endpoints
+    server_metrics: str = "auto"  # URL | auto (the --base-url's origin + /metrics) | off
+    server_metrics_interval_s: float = 1.0
+    gpu_metrics: str | None = None  # comma-separated dcgm-exporter URLs
+    calibrate_from_measured: bool = False  # scale every profile's simulated lens by measured / simulated
 
     def __post_init__(self) -> None:
         _check(self)
@@ -88,6 +99,11 @@ class RunConfig:
     def path(self) -> str:
         """Which path measures: 'direct' (--base-url) or 'service'."""
         return "direct" if self.base_url else "service"
+
+    @property
+    def gpu_metric_urls(self) -> list[str]:
+        """--gpu-metrics as a list of URLs."""
+        return [u.strip() for u in (self.gpu_metrics or "").split(",") if u.strip()]
 
     @property
     def in_flight(self) -> int:
@@ -134,7 +150,7 @@ def _check(c: RunConfig) -> None:
         raise CliError(f"--gpu-energy must be auto, on or off, not {c.gpu_energy!r}")
     if c.arrival not in ("constant", "poisson"):
         raise CliError(f"--arrival must be constant or poisson, not {c.arrival!r}")
-    for name in ("concurrency", "repeats", "max_concurrency", "max_attempts", "max_errors"):
+    for name in ("concurrency", "repeats", "max_concurrency", "max_attempts", "max_429", "max_answer_chars", "max_errors"):
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise CliError(f"--{name.replace('_', '-')} must be >= 1, not {value}")
@@ -146,6 +162,8 @@ def _check(c: RunConfig) -> None:
         raise CliError(f"--rate must be a number of requests per second > 0, not {c.rate_rps}")
     if not _positive(c.timeout_s):
         raise CliError(f"--timeout must be a number of seconds > 0, not {c.timeout_s}")
+    if c.request_budget_s is not None and not _positive(c.request_budget_s):
+        raise CliError(f"--request-budget must be a number of seconds > 0, not {c.request_budget_s}")
     if c.max_duration_s is not None and not _positive(c.max_duration_s):
         raise CliError(f"--max-duration must be a number of seconds > 0, not {c.max_duration_s}")
     for name, flag in (("warmup_s", "--warmup-seconds"), ("cooldown_s", "--cooldown-seconds")):
@@ -170,8 +188,19 @@ def _check(c: RunConfig) -> None:
         raise CliError("--ray needs Ray on this machine: pip install 'wattbench[ray]'")
     if Path(c.out).exists() and not Path(c.out).is_dir():
         raise CliError(f"--out {c.out} is a file; give a directory")
-    if c.energy_batch not in ("profile", "achieved"):
-        raise CliError(f"--energy-batch must be profile or achieved, not {c.energy_batch!r}")
+    if c.energy_batch not in (None, "server", "profile", "achieved"):
+        raise CliError(f"--energy-batch must be server, achieved or profile, not {c.energy_batch!r}")
+    if c.energy_batch == "server" and c.server_metrics == "off":
+        raise CliError("--energy-batch server needs the server's metrics: drop --server-metrics off")
+    if c.server_metrics not in ("auto", "off") and not c.server_metrics.startswith(("http://", "https://")):
+        raise CliError(f"--server-metrics must be auto, off or a URL (http://host:8000/metrics), not "
+                       f"{c.server_metrics!r}")
+    if not (_positive(c.server_metrics_interval_s) and c.server_metrics_interval_s >= 0.01):
+        raise CliError(f"--server-metrics-interval must be a number of seconds >= 0.01, not "
+                       f"{c.server_metrics_interval_s}")
+    bad = [u for u in c.gpu_metric_urls if not u.startswith(("http://", "https://"))]
+    if bad:
+        raise CliError(f"--gpu-metrics takes comma-separated URLs (http://gpu-node:9400/metrics), not {bad[0]!r}")
     check_workload_options(c)
 
 
@@ -247,14 +276,43 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds per request attempt (default 300)")
     p.add_argument("--max-attempts", type=int, default=RetryPolicy.max_attempts,
                    help="attempts per request for 5xx / timeouts / dropped connections")
+    p.add_argument("--request-budget", dest="request_budget_s", type=float,
+                   help="seconds one request may take, all its attempts and waits together (default 3 x --timeout)"
+                   "; a request over it is recorded as failed")
+    p.add_argument("--max-answer-chars", type=int, default=100_000,
+                   help="characters of each answer's text recorded (default 100000); a longer one is cut and its "
+                   "length recorded (text_chars)")
+    p.add_argument("--max-429", dest="max_429", type=int, default=RetryPolicy.max_rate_limited,
+                   help=f"429 answers one request may get before it is recorded as failed (default "
+                   f"{RetryPolicy.max_rate_limited})")
     p.add_argument("--seed", type=int, help="seed for jitter and Poisson arrivals")
     p.add_argument("--gpu-energy", choices=("auto", "on", "off"), default="auto",
                    help="measure the GPUs beside the runner with NVML (auto: when there are NVIDIA GPUs; on: "
                         "required; off: never) and give each request its share (the 'measured GPU' lens)")
     p.add_argument("--no-report", action="store_true", help="write only the CSV (no dashboards or report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--energy-batch", choices=("profile", "achieved"), default="profile",
-                   help="simulated lens: run the roofline at the profile's batch (default) or at the concurrency "
-                        "this run achieved (what `wattbench sweep` uses)")
+    p.add_argument("--energy-batch", choices=("server", "achieved", "profile"), default=None,
+                   help="simulated lens: run the roofline at the batch the server ran (its sampled running "
+                        "requests while each request was in flight; the default when server metrics exist), at "
+                        "the concurrency this run achieved (the default of `wattbench sweep` without them) or at "
+                        "the profile's batch (the default of `run` without them)")
+    p.add_argument("--server-metrics", default="auto", metavar="URL|auto|off",
+                   help="the serving engine's Prometheus endpoint (vLLM, SGLang, TGI, llama.cpp), sampled "
+                        "through the run: server_batch / server_queue per request and the report's SERVER VIEW "
+                        "(default auto: the --base-url's origin + /metrics, when it answers)")
+    p.add_argument("--server-metrics-interval", dest="server_metrics_interval_s", type=float, default=1.0,
+                   help="seconds between samples of --server-metrics and --gpu-metrics (default 1)")
+    p.add_argument("--gpu-metrics", metavar="URL[,URL...]",
+                   help="dcgm-exporter endpoints of the server's GPUs (any node): their energy counters shared "
+                        "among the requests in flight (the measured-GPU lens, gpu_energy_method dcgm)")
+    p.add_argument("--calibrate-from-measured", action="store_true",
+                   help="scale every profile's simulated lens by this run's measured / simulated energy on the "
+                        "measured GPU model (assumes the same serving software on the other GPUs)")
     add_workload_arguments(p)
     return p
+
+
+def retry_policy(config: RunConfig) -> RetryPolicy:
+    """The retry policy and request budget the run's options ask for."""
+    return RetryPolicy(max_attempts=config.max_attempts, max_rate_limited=config.max_429,
+                       budget_s=config.request_budget_s)

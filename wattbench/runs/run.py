@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +19,10 @@ from wattbench.energy import hardware
 from wattbench.limits import MAX_PROMPT_CHARS
 from wattbench.loadgen.ray_workers import RayPool  # Ray itself is imported only when --ray is given
 from wattbench.redact import shown_url
-from wattbench.runs.config import RunConfig
+from wattbench.runs.config import RunConfig, retry_policy
 from wattbench.client.direct import check_server, direct_transport
 from wattbench.analysis.enrich import build_dataframe
 from wattbench.runs.gpu_energy import GpuEnergyRun, GpuEnergyUnavailable, with_gpu_energy
-from wattbench.loadgen.limiter import RetryPolicy
 from wattbench.loadgen.plan import WorkItem, plan_requests
 from wattbench.workloads.prompts import (
     DEFAULT_PROMPTS_PATH,
@@ -40,6 +40,7 @@ from wattbench.loadgen.sender import (
     error_detail,
 )
 from wattbench.runs.store import RecordSinkError, RunStore, pending_items
+from wattbench.telemetry.session import ServerTelemetry, TelemetryUnavailable, server_samples, with_server_metrics
 from wattbench.loadgen.workers import WorkerError, auto_workers, run_in_workers, usable_cpus
 from wattbench.workloads.sources import build_workload, has_workload, resolve_enforce, write_workload
 
@@ -61,6 +62,7 @@ class RunOptions:
     workers: int = 1  # load-generating processes this session (choose_workers)
     workers_reason: str = ""  # how they were chosen, in words
     observe: Callable[[Any], None] | None = None  # called with each record after it is stored (sweep progress)
+    telemetry: ServerTelemetry = field(default_factory=ServerTelemetry)  # server metrics / dcgm (none: inactive)
 
     @property
     def model(self) -> str | None:
@@ -167,6 +169,8 @@ def _prepare(config: RunConfig) -> RunOptions:
         "cooldown_s": config.cooldown_s,
         "cooldown": config.cooldown,
         "energy_batch": config.energy_batch,
+        "energy_batch_fallback": config.energy_batch_fallback,
+        "calibrate_from_measured": config.calibrate_from_measured,
         **workload,
     }
     if store is not None:
@@ -266,10 +270,11 @@ def _execute(options: RunOptions) -> RunResult:
         with GpuEnergyRun(config.gpu_energy) as gpu:  # NVML, when the runner's machine has NVIDIA GPUs
             sent = _send(options, items, todo)
         gpu.save(sent.store)
+        options.telemetry.save(sent.store)  # dcgm shares of this session
     store = sent.store if sent is not None else store
     assert store is not None
     load = {**options.manifest, **store.manifest()}  # a resumed run keeps the load it was started with
-    records = with_gpu_energy(store.directory, store.records())
+    records = with_server_metrics(store.directory, with_gpu_energy(store.directory, store.records()))
     df = build_dataframe(records, options.profiles, run_id=store.run_id, load=load)
     try:
         csv_path = write_csv(df, Path(config.out))
@@ -286,7 +291,8 @@ def _execute(options: RunOptions) -> RunResult:
     for note in notes:
         print(note)
     if not config.no_report:
-        build_run_outputs(df, Path(config.out), csv_path, notes=notes)
+        build_run_outputs(df, Path(config.out), csv_path, notes=notes,
+                          server_samples={store.run_id: server_samples(store.directory)})
     print(summary_line(df))
     stopped = sent.stopped if sent is not None else None
     if stopped and not sent.clean_stop:  # type: ignore[union-attr]
@@ -356,11 +362,13 @@ def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _
     if config.base_url:
         api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or None
         models = check_server(config.base_url, api_key)
+        _resolve_telemetry(options)
         enforce = resolve_enforce(config.output_enforce, models)
         options.manifest["output_enforce"] = enforce
         transport = direct_transport(config, api_key, output_enforce=enforce)
         return _send_to(config.base_url, transport, None, options, items, todo)
     options.manifest["output_enforce"] = "max-tokens" if config.output_enforce != "off" else "off"
+    _resolve_telemetry(options)
     token = config.token or _default_token()
     if config.server_url:
         service_model = check_service(config.server_url, token, model=options.model)
@@ -376,6 +384,21 @@ def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _
         raise CliError(
             lines[0] + (f" (last log line: {lines[-1].strip()})" if len(lines) > 1 else "")
         ) from None
+
+
+def _resolve_telemetry(options: RunOptions) -> None:
+    """The server-metrics and dcgm endpoints this run samples, checked once before sending (CliError for one
+    given explicitly that does not answer); named in the manifest."""
+    config = options.config
+    try:
+        options.telemetry = ServerTelemetry.resolve(config.server_metrics, config.base_url, config.gpu_metric_urls,
+                                                    interval_s=config.server_metrics_interval_s)
+    except TelemetryUnavailable as exc:
+        raise CliError(str(exc)) from None
+    options.manifest["server_metrics"] = shown_url(options.telemetry.server_url) if options.telemetry.server_url \
+        else None
+    options.manifest["server_engine"] = options.telemetry.engine
+    options.manifest["gpu_metrics"] = [shown_url(u) for u in options.telemetry.gpu_urls] or None
 
 
 def _send_to(
@@ -400,7 +423,7 @@ def _send_to(
         model=options.model,
         service_model=service_model,
         timeout_s=config.timeout_s,
-        retry=RetryPolicy(max_attempts=config.max_attempts),
+        retry=retry_policy(config),
         seed=config.seed,
         on_record=store.append if options.observe is None else _and_then(store.append, options.observe),
         progress=not config.no_progress,
@@ -409,6 +432,7 @@ def _send_to(
         stream=config.stream,
         stop=StopRules(config.max_duration_s, config.max_errors, config.max_error_rate),
         should_stop=options.should_stop,
+        max_answer_chars=config.max_answer_chars,
     )
     print(
         f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {shown_url(url)}"
@@ -417,26 +441,29 @@ def _send_to(
     )
     sent = _Sent(store, workers_reason=options.workers_reason)
     t0 = time.monotonic()
-    try:
-        if config.ray is not None:
-            sent.client_cpu_s_per_request = run_in_workers(processor, todo, options.workers, store,
-                                                           RayPool(config.ray))
-            sent.workers, sent.ray = options.workers, True
-        elif options.workers > 1:
-            sent.client_cpu_s_per_request = run_in_workers(processor, todo, options.workers, store)
-            sent.workers = options.workers
-        else:
-            records = processor.run_sync(todo, done_before=len(items) - len(todo), total=len(items))
-            sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, len(records))
-    except RunStopped as exc:
-        sent.stopped, sent.clean_stop = str(exc), True
-        sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, processor.finished)
-    except RecordSinkError as exc:  # the run file cannot be written (disk full): stop, exit 2; it keeps what it has
-        raise CliError(str(exc)) from None
-    except (ServiceGoneError, AuthRejectedError, WorkerError) as exc:
-        sent.stopped = str(exc)
-    finally:
-        store.close()
+    # the server metrics / dcgm sampler: a thread, off the event loop that times the requests
+    with options.telemetry.sampling(store.directory, session=uuid.uuid4().hex[:8]):
+        try:
+            if config.ray is not None:
+                sent.client_cpu_s_per_request = run_in_workers(processor, todo, options.workers, store,
+                                                               RayPool(config.ray))
+                sent.workers, sent.ray = options.workers, True
+            elif options.workers > 1:
+                sent.client_cpu_s_per_request = run_in_workers(processor, todo, options.workers, store)
+                sent.workers = options.workers
+            else:
+                records = processor.run_sync(todo, done_before=len(items) - len(todo), total=len(items))
+                sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, len(records))
+        except RunStopped as exc:
+            sent.stopped, sent.clean_stop = str(exc), True
+            sent.client_cpu_s_per_request = processor.client_cpu_s / max(1, processor.finished)
+        except RecordSinkError as exc:  # the run file cannot be written (disk full): stop, exit 2; it keeps
+            # what it has
+            raise CliError(str(exc)) from None
+        except (ServiceGoneError, AuthRejectedError, WorkerError) as exc:
+            sent.stopped = str(exc)
+        finally:
+            store.close()
     sent.send_wall_s, sent.client_cpu_s = time.monotonic() - t0, processor.client_cpu_s
     return sent
 

@@ -7,7 +7,8 @@ dashboards (with the frontier) over every point.
     <out>/points/<model>__<load>/    each point's run: runs/<run_id>/ (the run file), its CSV
     <out>/ai_metrics_<UTC>.csv       every point together; report.txt, report.md, the seven dashboards
 
-Each point's simulated energy uses the batch that point achieved (`--energy-batch achieved`). A point that fails
+Each point's simulated energy uses the batch the server ran (its sampled running requests, `--energy-batch
+server`) when the server's metrics answer, else the batch that point achieved (`--energy-batch achieved`). A point that fails
 its SLOs badly (p90 TTFT or ITL above --stop-slo-factor x the SLO) or whose errors pile up (more than
 --stop-error-rate of its requests; also its stop rule while running) ends that model's sweep: higher loads are
 skipped. The first Ctrl-C ends the current point cleanly (requests in flight are finished and recorded);
@@ -78,6 +79,7 @@ class SweepOptions:
     stop_slo_factor: float
     stop_error_rate: float
     resume: bool
+    given: frozenset[str] = frozenset()  # the sweep options given on the command line (checked on --resume)
 
 
 def _list_of(kind: type, flag: str):  # noqa: ANN202 - an argparse type
@@ -146,9 +148,12 @@ def parse_sweep(argv: Sequence[str]) -> tuple[SweepOptions, RunConfig]:
     models: list[str | None] = list(listed) if listed else [base.model]
     if base.base_url and not all(models):
         raise CliError("--base-url needs --model NAME or --models A,B")
+    flags = {action.dest: action.option_strings[0] for action in sweep_parser()._actions if action.option_strings}
+    given = frozenset(flag for flag in flags.values()
+                      if any(a == flag or a.startswith(flag + "=") for a in argv))
     options = SweepOptions(args.concurrency, args.rate, args.auto, args.points, args.requests_per_point, models,
                            args.interleave, args.slo_ttft_s, args.slo_tpot_s, args.stop_slo_factor,
-                           args.stop_error_rate, args.resume)
+                           args.stop_error_rate, args.resume, given)
     return options, base
 
 
@@ -168,6 +173,38 @@ def plan_points(options: SweepOptions, trace: bool) -> list[Point]:
     if options.interleave:
         return [p for group in zip(*per_model, strict=True) for p in group]
     return [p for pts in per_model for p in pts]
+
+
+def resumed_options(options: SweepOptions, saved: dict[str, Any], points: list[Point], trace: bool,
+                    out: Path) -> SweepOptions:
+    """The options of a resumed sweep: its saved ones; an option given again must say the same (CliError
+    naming it and what the sweep in `out` has, not a point run silently at the old load, issue 20)."""
+
+    def refuse(flag: str, value: str, has: str) -> CliError:
+        given_as = f"{flag} {value}" if value else flag
+        return CliError(f"{given_as} is not the sweep's in {out} (it has {has}): drop {flag} to resume it as it "
+                        "was, or choose another --out for a new sweep")
+
+    given = options.given
+    n_saved = int(saved.get("requests_per_point") or options.requests_per_point)
+    if "--requests-per-point" in given and options.requests_per_point != n_saved:
+        raise refuse("--requests-per-point", str(options.requests_per_point), str(n_saved))
+    saved_models = list(dict.fromkeys(p.model for p in points))
+    if "--models" in given and sorted(map(str, options.models)) != sorted(map(str, saved_models)):
+        raise refuse("--models", ",".join(map(str, options.models)), ",".join(map(str, saved_models)))
+    load_flags = [f for f in ("--concurrency", "--rate", "--auto") if f in given]
+    if load_flags and not trace:
+        planned = [(p.label, p.model) for p in plan_points(replace(options, models=saved_models), trace)]
+        have = [(p.label, p.model) for p in points]
+        auto = bool(saved.get("auto"))
+        same = options.auto == auto and (set(planned) <= set(have) if auto else sorted(planned) == sorted(have))
+        if not same:
+            value = {"--concurrency": ",".join(map(str, options.concurrency or [])),
+                     "--rate": ",".join(f"{r:g}" for r in options.rate or []), "--auto": ""}[load_flags[0]]
+            labels = ", ".join(dict.fromkeys(label for label, _ in have))
+            raise refuse(load_flags[0], value, "the points " + labels + (" (--auto)" if auto else ""))
+    return replace(options, requests_per_point=n_saved,
+                   points=int(saved.get("auto_points") or options.points), auto=bool(saved.get("auto", options.auto)))
 
 
 def auto_rates(sync_rps: float, max_rps: float, n: int) -> list[float]:
@@ -200,6 +237,7 @@ class Sweep:
             self.points = [Point(**p) for p in data["points"]]
             self.prompts_path = data["prompts"]
             self.meta = data
+            self.options = resumed_options(self.options, data, self.points, bool(self.base.trace), self.out)
             return
         if self.state_path.is_file():
             raise CliError(f"{self.out} already holds a sweep ({SWEEP_JSON}): add --resume to go on with it, or "
@@ -245,7 +283,9 @@ class Sweep:
         return replace(
             self.base, prompts=self.prompts_path, synthetic=False, dataset=None, trace=None, input_tokens=None,
             model=point.model, concurrency=concurrency, rate_rps=point.rate_rps, repeats=repeats,
-            out=str(folder), resume=resume, no_report=True, no_progress=True, energy_batch="achieved",
+            out=str(folder), resume=resume, no_report=True, no_progress=True,
+            energy_batch=self.base.energy_batch, energy_batch_fallback="achieved",
+            calibrate_from_measured=False,  # the sweep calibrates every point from one (sweep_outputs.py)
             server_url=server_url or self.base.server_url,
             max_error_rate=self.base.max_error_rate if self.base.max_error_rate is not None
             else (self.options.stop_error_rate if self.options.stop_error_rate < 1 else None),

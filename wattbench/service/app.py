@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wattbench import __version__, redact
 from wattbench.config import ConfigError, Settings, get_settings
 from wattbench.protocol.metrics import timing_from_clock
+from wattbench.protocol.openai_stream import StreamError, token_count
 from wattbench.service import tracing
 from wattbench.service.backend import BackendError, GenerationRequest
 from wattbench.service.cost import calculate_cost, deprecation_notice
@@ -123,15 +124,21 @@ async def run_chat(
                 parts.append(event.text)
             if event.finish_reason:
                 finish_reason = event.finish_reason
-            if event.completion_tokens is not None:
-                prompt_tokens, completion_tokens = event.prompt_tokens, event.completion_tokens
+            if event.completion_tokens is not None:  # checked whatever the backend: LiteLLM passes -5 on
+                prompt_tokens = token_count(event.prompt_tokens, "prompt_tokens")
+                completion_tokens = token_count(event.completion_tokens, "completion_tokens")
             if event.energy_method is not None:
                 energy_kwh, energy_method = event.energy_kwh, event.energy_method
     except BackendError as exc:
         raise ServiceError(exc.status_code, exc.message, exc.retry_headers()) from exc
+    except StreamError as exc:  # an impossible token count: the answer is not one (issue 20 item 5)
+        raise ServiceError(502, f"model {model} failed (APIError): the provider sent {exc}") from exc
     except asyncio.TimeoutError as exc:
         raise ServiceError(504, f"model {model} did not answer in time") from exc
     t_end = clock()
+    if not parts and completion_tokens is None:  # LiteLLM makes "stop" of an HTML page or a JSON where a stream
+        raise ServiceError(502, f"model {model} failed (APIError): the provider sent no text and no usage "
+                           "(not a chat completions stream)")
     text = redact.mask_secrets("".join(parts))  # a provider that echoes its key in the answer does not leak it
     token_source = "provider"
     if completion_tokens is None:
@@ -263,6 +270,8 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        if error.get("type") == "string_pattern_mismatch" and where.endswith("model"):
+            message = "not a model string: use [provider/]name, such as gemini/gemini-2.5-flash"
         problems.append(f"{where}: {message}")
     return _error_json(422, "invalid request: " + "; ".join(problems))
 
@@ -354,16 +363,45 @@ _CHAT_200 = {
 }
 
 
+#: What a JSON route answers when its client left before the answer (nginx's "client closed request"):
+#: nobody reads it; the model call was cancelled.
+CLIENT_GONE = 499
+
+
+async def _client_gone(request: Request) -> None:
+    """Return once the client has closed the connection (the body was read before: only a disconnect comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _while_connected(request: Request, work: Awaitable[BaseModel]) -> Response:
+    """`work` as JSON, cancelled as soon as its client has gone: a JSON /chat must not keep reading its upstream
+    for nobody (a streamed /chat is cancelled by the response itself; issue 20)."""
+    task, gone = asyncio.ensure_future(work), asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, gone):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(task, gone, return_exceptions=True)
+    if task.cancelled():
+        return Response(status_code=CLIENT_GONE)
+    return _json(task.result())
+
+
 @app.post("/chat", response_model=None, responses={200: _CHAT_200, **_CHAT_ERRORS})
-async def chat(body: ChatRequest, settings: SettingsDep, backend: BackendDep, clock: ClockDep) -> Response:
+async def chat(request: Request, body: ChatRequest, settings: SettingsDep, backend: BackendDep,
+               clock: ClockDep) -> Response:
     if body.stream:  # opt-in: server-sent events, so the client times the first token itself
         return sse_response(lambda b: run_chat(body.prompt, body, b, settings, clock), backend, (ServiceError,))
-    return _json(await run_chat(body.prompt, body, backend, settings, clock))
+    return await _while_connected(request, run_chat(body.prompt, body, backend, settings, clock))
 
 
 @app.post("/batch", response_model=None, responses={200: {"model": BatchResponse}, **_BATCH_ERRORS})
-async def batch(body: BatchRequest, settings: SettingsDep, backend: BackendDep, clock: ClockDep) -> Response:
-    return _json(await run_batch(body, backend, settings, clock))
+async def batch(request: Request, body: BatchRequest, settings: SettingsDep, backend: BackendDep,
+                clock: ClockDep) -> Response:
+    return await _while_connected(request, run_batch(body, backend, settings, clock))
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:

@@ -123,8 +123,16 @@ class PassthroughBackend:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
         model = request.model
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.deadline_s()
         try:
-            async with self._client().post(self._url, data=self.body(request), headers=self._headers) as resp:
+            async with self._client().post(self._url, data=self.body(request), headers=self._headers,
+                                           allow_redirects=False) as resp:
+                if 300 <= resp.status < 400:
+                    raise UpstreamUnavailable(
+                        f"model {model} failed (HTTP {resp.status}): {shown_url(self._settings.api_base or '')} "
+                        f"redirected to {shown_url(resp.headers.get('Location', '')) or 'nowhere'}; redirects are "
+                        "not followed: set WATTBENCH_API_BASE to the server's own address")
                 if resp.status != 200:
                     raw = await resp.content.read(_ERROR_BODY_LIMIT)
                     raise translate_status(resp.status, raw, resp.headers, model, self._settings)
@@ -140,6 +148,10 @@ class PassthroughBackend:
                     yield event
                     if parser.done:
                         break
+                    if loop.time() > deadline:  # an upstream that keeps sending: a total limit per request
+                        raise UpstreamTimeout(
+                            f"model {model} did not finish within {self._settings.deadline_s():g} s in all (raise "
+                            "WATTBENCH_REQUEST_DEADLINE_S or lower max_tokens)")
                 if not parser.finished:
                     raise UpstreamUnavailable(
                         f"model {model} failed (APIError): the stream ended before it finished "
@@ -237,6 +249,9 @@ def translate_exception(exc: BaseException, model: str, settings: Settings) -> B
     """A transport failure -> the service's error (a timeout: 504; anything else: cannot reach)."""
     if isinstance(exc, asyncio.TimeoutError):
         return _timeout(model, settings)
+    if isinstance(exc, aiohttp.ClientPayloadError):  # reached, but the answer broke off or cannot be decoded
+        detail = scrub(short(str(exc) or type(exc).__name__), settings)
+        return UpstreamUnavailable(f"model {model} failed (APIError): the answer broke off: {detail}")
     if isinstance(exc, json.JSONDecodeError):
         return UpstreamUnavailable(f"model {model} failed (APIError): the server sent an event that is not JSON")
     where = shown_url(settings.api_base or "the provider")

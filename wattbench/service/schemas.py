@@ -11,16 +11,30 @@ from wattbench.limits import MAX_BATCH_PROMPTS, MAX_PROMPT_CHARS
 BLANK_PROMPT = "prompt must contain some non-whitespace text"
 
 
+#: A LiteLLM model string, `[provider/]name`: starts with a letter, no blank, no empty part ("0" is no model:
+#: refused as invalid, as the schema says, not as a model the provider does not know; issue 20).
+MODEL_PATTERN = r"^[A-Za-z][^\s/]*(/[^\s/]+)*$"
+
+
 class ChatOptions(BaseModel):
-    model: str | None = Field(None, min_length=1, max_length=200, description="LiteLLM model string")
+    model: str | None = Field(None, min_length=1, max_length=200, pattern=MODEL_PATTERN,
+                              description="LiteLLM model string, [provider/]name")
     temperature: float | None = Field(None, ge=0, le=2, description="overrides the route's temperature")
     max_tokens: int | None = Field(None, ge=1, le=8192)
     system: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
 
+    @field_validator("temperature", "max_tokens", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: object) -> object:
+        """JSON true/false is not a number (pydantic would read false as 0)."""
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not true or false")
+        return value
+
 
 class ChatRequest(ChatOptions):
     prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS)
-    stream: bool = Field(False, description="answer as server-sent events (text as it comes, then the result); "
+    stream: bool = Field(False, strict=True, description="answer as server-sent events (text as it comes, then the result); "
                          "see wattbench/service/streaming.py")
 
     @field_validator("prompt")

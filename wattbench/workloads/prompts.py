@@ -8,7 +8,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,73 +41,92 @@ class PromptSpec:
     arrival_s: float | None = None  # a trace's send time, seconds after its first request
 
 
+#: The longest line of a prompts file read (bytes): a prompt of MAX_PROMPT_CHARS characters, each written as
+#: a JSON \\u escape, with room for the other fields. A longer line is refused, not read whole.
+MAX_LINE_BYTES = 4 * 1024 * 1024
+
+
 def load_prompts(path: str | os.PathLike[str]) -> list[PromptSpec]:
     """Read prompts from JSONL (one object per line with a "prompt" field; optional "id", "category",
-    "expected", "grader", "tolerance") or CSV (a "prompt" column, the same optional columns)."""
+    "expected", "grader", "tolerance") or CSV (a "prompt" column, the same optional columns). The file is read
+    line by line (a million-row file is never held whole), and only a regular file is read."""
     p = Path(path)
     if p.is_dir():
         raise PromptsFileError(f"prompts file {p} is a directory; give the .jsonl or .csv file in it")
-    if not p.is_file():
+    if not p.exists():
         raise PromptsFileError(f"prompts file {p} does not exist")
+    if not p.is_file():
+        raise PromptsFileError(f"prompts file {p} is not a regular file (a device, a pipe or a socket); give a "
+                               ".jsonl or .csv file")
     suffix = p.suffix.lower()
-    if suffix == ".jsonl":
-        rows = _read_jsonl_rows(p)
-    elif suffix == ".csv":
-        rows = _read_csv_rows(p)
-    else:
+    if suffix not in (".jsonl", ".csv"):
         raise PromptsFileError(
             f"prompts file {p}: unsupported extension {suffix or '(none)'!r}; "
             "use .jsonl (one JSON object per "
             'line with a "prompt" field) or .csv (with a "prompt" column)'
         )
-    specs = [_prompt_from_row(row, where, index) for index, (where, row) in enumerate(rows, start=1)]
+    specs: list[PromptSpec] = []
+    seen: dict[str, str] = {}
+    try:
+        with p.open(encoding="utf-8-sig", newline="") as handle:
+            rows = _jsonl_rows(p, handle) if suffix == ".jsonl" else _csv_rows(p, handle)
+            for index, (where, row) in enumerate(rows, start=1):
+                spec = _prompt_from_row(row, where, index)
+                if spec.prompt_id in seen:
+                    raise PromptsFileError(
+                        f"{where}: id {spec.prompt_id!r} is used twice (also {seen[spec.prompt_id]})")
+                seen[spec.prompt_id] = where
+                specs.append(spec)
+    except UnicodeDecodeError as exc:
+        raise PromptsFileError(f"prompts file {p.name} is not UTF-8 text ({exc.reason})") from None
+    except csv.Error as exc:
+        raise PromptsFileError(f"prompts file {p.name} is not readable CSV ({exc})") from None
     if not specs:
         raise PromptsFileError(f"prompts file {p} has no prompts")
-    seen: dict[str, str] = {}
-    for spec, (where, _) in zip(specs, rows, strict=True):
-        if spec.prompt_id in seen:
-            raise PromptsFileError(
-                f"{where}: id {spec.prompt_id!r} is used twice (also {seen[spec.prompt_id]})"
-            )
-        seen[spec.prompt_id] = where
     return specs
 
 
-def _read_jsonl_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    rows: list[tuple[str, dict[str, Any]]] = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+def _lines(path: Path, handle: Any) -> Iterator[str]:
+    """The file's lines, none longer than MAX_LINE_BYTES characters (PromptsFileError naming the line)."""
+    lineno = 0
+    while True:
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) > MAX_LINE_BYTES:
+            raise PromptsFileError(f"{path.name} line {lineno} is over {MAX_LINE_BYTES:,} characters; a prompt "
+                                   "holds at most 32,000")
+        yield line
+
+
+def _jsonl_rows(path: Path, handle: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    for lineno, line in enumerate(_lines(path, handle), start=1):
         if not line.strip():
             continue
         where = f"{path.name} line {lineno}"
         try:
-            row = json.loads(line)
+            row = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             raise PromptsFileError(f"{where} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise PromptsFileError(f"{where} is nested too deeply to be a prompt row; give one flat JSON "
+                                   'object like {"prompt": "..."}') from None
         if not isinstance(row, dict):
             raise PromptsFileError(f'{where} must be a JSON object like {{"prompt": "..."}}')
-        rows.append((where, row))
-    return rows
+        yield where, row
 
 
-def _read_csv_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    reader = csv.DictReader(_read_text(path).splitlines())
+def _csv_rows(path: Path, handle: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    reader = csv.DictReader(_lines(path, handle))
     fields = [f.strip() for f in (reader.fieldnames or [])]
     if "prompt" not in fields:
         raise PromptsFileError(
             f'prompts file {path.name} has no "prompt" column (found: {", ".join(fields)})'
         )
-    rows = []
-    for lineno, raw in enumerate(reader, start=2):
+    for raw in reader:
         row = {(k or "").strip(): (v if v not in ("", None) else None) for k, v in raw.items()}
-        rows.append((f"{path.name} line {lineno}", row))
-    return rows
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PromptsFileError(f"prompts file {path.name} is not UTF-8 text ({exc.reason})") from None
+        yield f"{path.name} line {reader.line_num}", row
 
 
 def _prompt_from_row(row: Mapping[str, Any], where: str, index: int) -> PromptSpec:
@@ -193,4 +212,8 @@ def _check_expected(expected: Any, grader: str, where: str) -> str | float | lis
 
 def prompts_sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a prompts file's bytes (the manifest uses it to refuse resuming with other prompts)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:  # in blocks: a large file is not held whole
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -84,7 +84,8 @@ from pathlib import Path
 from IPython.core.magic import register_cell_magic
 
 IN_COLAB = "google.colab" in sys.modules
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM's bundled price map: no download
+if not os.environ.get("WATTBENCH_REMOTE_PRICE_MAP"):  # LiteLLM's bundled price map: no download
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 WRITTEN: list[str] = []
 
 
@@ -119,9 +120,7 @@ PINS = install.parse_requirements("requirements.txt")
 to_install = install.packages_to_install(RANGES, PINS, skip=install.EMBEDDED_MODEL_PACKAGES)
 if to_install:
     print("installing:", " ".join(to_install))
-    installed = install.install(to_install, RANGES)
-    if installed != to_install:
-        print("installed from the ranges instead:", " ".join(installed))
+    install.install(to_install)
     importlib.invalidate_caches()
 else:
     print("all required packages are installed")

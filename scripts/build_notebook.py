@@ -51,7 +51,7 @@ llama-cpp-python) on this machine's CPU. Keys are optional (section 2):
 
 | variable | what it turns on |
 |---|---|
-| `GEMINI_API_KEY` | Gemini 2.5 Flash instead of the embedded model |
+| `GEMINI_API_KEY` | a Gemini Flash model instead of the embedded model (gemini-2.5-flash, or its successor once it is deprecated) |
 | `WATTBENCH_MODEL` | any LiteLLM model string |
 | `NGROK_AUTHTOKEN` | a public URL for the service (which then requires `WATTBENCH_API_TOKEN`) |
 | `LANGFUSE_PUBLIC_KEY` + `LANGFUSE_SECRET_KEY` (+ `LANGFUSE_HOST`) | a Langfuse trace of every model call |
@@ -159,6 +159,8 @@ get_settings.cache_clear()  # read the environment again, keys included
 settings = get_settings()
 MODEL = settings.default_model()
 print(f"\\nmodel: {MODEL}" + ("  (embedded, on this CPU)" if MODEL == LOCAL_MODEL else ""))
+if settings.default_model_note():
+    print(settings.default_model_note())
 target = tracing.tracing_target(settings)
 print(f"tracing: on, to {target.endpoint}" if target
       else "tracing: off (it needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY)")

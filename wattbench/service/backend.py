@@ -12,17 +12,14 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: use the bundled price map
-
-from wattbench import redact  # noqa: E402
-from wattbench.config import LOCAL_MODEL, Settings  # noqa: E402
+from wattbench import redact
+from wattbench.config import LOCAL_MODEL, Settings  # importing config selects LiteLLM's bundled price map
 
 log = logging.getLogger("wattbench.backend")
 

@@ -9,7 +9,9 @@
 #                                                 run CMD in the root, in the current directory, each DIR
 #                                                 (and the current directory) visible at the same path
 #
-# WATTBENCH_PY313_ROOT: where the root lives (default /var/cache/wattbench/py313). Mounts are made in a
+# WATTBENCH_PY313_ROOT: where the root lives (default /var/cache/wattbench/py313); WATTBENCH_PY313_PATH: folders
+# put before the root's own PATH (e.g. a venv's bin). The rest of the environment passes through, but
+# PYTHONPATH and VIRTUAL_ENV, and pip's host configuration (see below). Mounts are made in a
 # private mount namespace (unshare -m): they vanish with the command, whatever happens to it.
 # pip inside the root reaches the package index like the host's pip: the host's resolv.conf and system CA
 # bundle are copied in (the index is reached through a proxy only that bundle trusts). The host's own pip
@@ -52,7 +54,7 @@ in_root() {
         exec chroot "$r" /bin/sh -c '"'"'cd "$0" && exec "$@"'"'"' "$here" "$@"'
     local all=("${binds[@]}" "$here")
     exec env -u PYTHONPATH -u VIRTUAL_ENV -u PYTHONHOME \
-        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        PATH="${WATTBENCH_PY313_PATH:+$WATTBENCH_PY313_PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
         PIP_CERT="$CA_BUNDLE" SSL_CERT_FILE="$CA_BUNDLE" REQUESTS_CA_BUNDLE="$CA_BUNDLE" \
         PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_DISABLE_PIP_VERSION_CHECK=1 \
         CMAKE_ARGS="${CMAKE_ARGS:-$LLAMA_CMAKE_ARGS}" \

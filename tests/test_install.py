@@ -49,10 +49,8 @@ def test_the_colab_stack_is_the_floor_of_the_ranges() -> None:
         assert floors & set(str(ranges[name].specifier).split(",")), ("the floor is not the Colab version", name)
     assert install.packages_to_install(RANGES, PINS, skip=install.EMBEDDED_MODEL_PACKAGES,
                                        version_of=lambda name: COLAB.get(install.canonical(name))) == [
-        "aiohttp==3.14.5", "litellm==1.110.2", "google-re2==1.1.20251105", "pydantic-settings==2.16.3",
-        "ecologits==0.11.3",
-        "nvidia-ml-py==13.615.71", "codecarbon==3.3.2", "langfuse==5.0.4", "pyngrok==9.1.0", "httptools==0.9.0",
-        "uvloop==0.23.0"]
+        "litellm==1.110.2", "google-re2==1.1.20251105", "pydantic-settings==2.16.3", "ecologits==0.11.3",
+        "nvidia-ml-py==13.615.71", "codecarbon==3.3.2", "langfuse==5.0.4", "pyngrok==9.1.0"]
 
 
 def test_this_environment_satisfies_every_range() -> None:

@@ -292,7 +292,7 @@ The six dashboards, inline; `build_outputs` also writes them as HTML under `outp
 DASHBOARDS = '''\
 from wattbench.analysis import outputs, site
 
-OUTPUTS = outputs.build_outputs(frame, OUT_DIR)
+OUTPUTS = outputs.build_outputs(frame, OUT_DIR, notes=[n for n in (settings.default_model_note(),) if n])
 figures = site.make_all(frame)
 for figure in figures.values():
     figure.show()

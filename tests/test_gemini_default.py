@@ -86,3 +86,32 @@ def test_wattbench_model_still_selects_the_old_one_with_its_warning(
                "set WATTBENCH_MODEL to a newer model")
     assert [r.getMessage() for r in caplog.records if r.name == "wattbench.app"] == [warning]
     assert (body["model"], body["model_note"], body["deprecation"]) == (GEMINI_MODEL, None, warning)
+
+
+def test_a_run_with_a_key_and_no_model_says_so_in_its_manifest_and_report(
+        price_map: None, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from stub_servers import ChatStub
+
+    from wattbench.config import get_settings
+    from wattbench.runner.run import run_benchmark
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "capital", "prompt": "What is the capital of France?", "expected": "Paris"}\n')
+    for name in ("WATTBENCH_API_TOKEN", "WATTBENCH_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-test-key")
+    get_settings.cache_clear()
+    try:
+        with ChatStub(answers={"What is the capital of France?": "Paris"}) as stub:
+            result = run_benchmark(stub.url, prompts=str(prompts), out=str(tmp_path / "out"),
+                                   profiles="T4_COLAB", no_progress=True, warmup=0)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0
+    [manifest] = (tmp_path / "out" / "runs").glob("*/manifest.json")
+    assert json.loads(manifest.read_text())["model_note"] == SUCCESSOR_NOTE
+    report = (tmp_path / "out" / "report.txt").read_text(encoding="utf-8")
+    assert SUCCESSOR_NOTE in report
+    assert "AIza-test-key" not in manifest.read_text() + report

@@ -66,7 +66,8 @@ build() {
     mkdir -p "$(dirname "$ROOT")"
     exec 9>"$ROOT.lock"
     flock 9
-    if [[ ! -f "$ROOT/.wattbench-root" ]]; then
+    # Rebuilt when the Debian packages asked for change (the stamp's first line lists them).
+    if [[ "$(head -n1 "$ROOT/.wattbench-root" 2>/dev/null)" != "$SUITE $PACKAGES" ]]; then
         command -v debootstrap >/dev/null 2>&1 || {
             apt-get update -q >/dev/null
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
@@ -78,8 +79,8 @@ build() {
             > "$ROOT.debootstrap.log" 2>&1 || { tail -n 20 "$ROOT.debootstrap.log" >&2;
                                                 die "debootstrap failed (log: $ROOT.debootstrap.log)"; }
         cp "$CA_BUNDLE" "$ROOT$CA_BUNDLE"
-        chroot "$ROOT" python3 --version > "$ROOT/.wattbench-root"
-        echo "root built in $((SECONDS - start)) s: $(cat "$ROOT/.wattbench-root")" >&2
+        { echo "$SUITE $PACKAGES"; chroot "$ROOT" python3 --version; } > "$ROOT/.wattbench-root"
+        echo "root built in $((SECONDS - start)) s: $(tail -n1 "$ROOT/.wattbench-root")" >&2
     fi
     flock -u 9
     echo "$ROOT"

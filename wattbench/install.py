@@ -361,7 +361,8 @@ def conflict_line(clashes_found: Iterable[Clash]) -> str:
         who = (f"{c.requested}" if c.needed_by.replace(" ", "==") == c.requested
                else f"{c.requested} (through {c.needed_by})") if c.requested else "the tested pins"
         need = f"{c.name}{c.spec}" if c.spec else f"{c.name} {c.new}"
-        sides.append(f"{who} needs {need}, this kernel has imported {c.name} {c.held}")
+        sides.append(f"{who} {'needs' if c.requested else 'need'} {need}, this kernel has imported "
+                     f"{c.name} {c.held}")
         pins.append(f"{c.name}=={c.new}")
     return (f"conflict: {'; '.join(sides)}. Installing {', '.join(pins)} anyway: Run all goes on with the "
             f"versions loaded; then restart the runtime (Runtime > Restart session) and run again, or pin "

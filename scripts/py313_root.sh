@@ -11,7 +11,7 @@
 #
 # WATTBENCH_PY313_ROOT: where the root lives (default /var/cache/wattbench/py313); WATTBENCH_PY313_PATH: folders
 # put before the root's own PATH (e.g. a venv's bin). The rest of the environment passes through, but
-# PYTHONPATH and VIRTUAL_ENV, and pip's host configuration (see below). Mounts are made in a
+# PYTHONPATH, VIRTUAL_ENV, TIKTOKEN_CACHE_DIR (host paths), and pip's host configuration (see below). Mounts are made in a
 # private mount namespace (unshare -m): they vanish with the command, whatever happens to it.
 # pip inside the root reaches the package index like the host's pip: the host's resolv.conf and system CA
 # bundle are copied in (the index is reached through a proxy only that bundle trusts). The host's own pip
@@ -53,7 +53,7 @@ in_root() {
         i=0; while [ $i -lt "$n" ]; do d=$1; shift; mkdir -p "$r$d"; mount --bind "$d" "$r$d"; i=$((i+1)); done
         exec chroot "$r" /bin/sh -c '"'"'cd "$0" && exec "$@"'"'"' "$here" "$@"'
     local all=("${binds[@]}" "$here")
-    exec env -u PYTHONPATH -u VIRTUAL_ENV -u PYTHONHOME \
+    exec env -u PYTHONPATH -u VIRTUAL_ENV -u PYTHONHOME -u TIKTOKEN_CACHE_DIR \
         PATH="${WATTBENCH_PY313_PATH:+$WATTBENCH_PY313_PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
         PIP_CERT="$CA_BUNDLE" SSL_CERT_FILE="$CA_BUNDLE" REQUESTS_CA_BUNDLE="$CA_BUNDLE" \
         PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_DISABLE_PIP_VERSION_CHECK=1 \

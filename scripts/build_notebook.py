@@ -51,7 +51,7 @@ llama-cpp-python) on this machine's CPU. Keys are optional (section 2):
 
 | variable | what it turns on |
 |---|---|
-| `GEMINI_API_KEY` | Gemini 2.5 Flash instead of the embedded model |
+| `GEMINI_API_KEY` | a Gemini Flash model instead of the embedded model (gemini-2.5-flash, or its successor once it is deprecated) |
 | `WATTBENCH_MODEL` | any LiteLLM model string |
 | `NGROK_AUTHTOKEN` | a public URL for the service (which then requires `WATTBENCH_API_TOKEN`) |
 | `LANGFUSE_PUBLIC_KEY` + `LANGFUSE_SECRET_KEY` (+ `LANGFUSE_HOST`) | a Langfuse trace of every model call |
@@ -84,7 +84,8 @@ from pathlib import Path
 from IPython.core.magic import register_cell_magic
 
 IN_COLAB = "google.colab" in sys.modules
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM's bundled price map: no download
+if not os.environ.get("WATTBENCH_REMOTE_PRICE_MAP"):  # LiteLLM's bundled price map: no download
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 WRITTEN: list[str] = []
 
 
@@ -119,9 +120,7 @@ PINS = install.parse_requirements("requirements.txt")
 to_install = install.packages_to_install(RANGES, PINS, skip=install.EMBEDDED_MODEL_PACKAGES)
 if to_install:
     print("installing:", " ".join(to_install))
-    installed = install.install(to_install, RANGES)
-    if installed != to_install:
-        print("installed from the ranges instead:", " ".join(installed))
+    install.install(to_install)
     importlib.invalidate_caches()
 else:
     print("all required packages are installed")
@@ -160,6 +159,8 @@ get_settings.cache_clear()  # read the environment again, keys included
 settings = get_settings()
 MODEL = settings.default_model()
 print(f"\\nmodel: {MODEL}" + ("  (embedded, on this CPU)" if MODEL == LOCAL_MODEL else ""))
+if settings.default_model_note():
+    print(settings.default_model_note())
 target = tracing.tracing_target(settings)
 print(f"tracing: on, to {target.endpoint}" if target
       else "tracing: off (it needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY)")
@@ -291,7 +292,7 @@ The seven dashboards, inline; `build_outputs` also writes them as HTML under `ou
 DASHBOARDS = '''\
 from wattbench.analysis import outputs, site
 
-OUTPUTS = outputs.build_outputs(frame, OUT_DIR)
+OUTPUTS = outputs.build_outputs(frame, OUT_DIR, notes=[n for n in (settings.default_model_note(),) if n])
 figures = site.make_all(frame)
 for figure in figures.values():
     figure.show()

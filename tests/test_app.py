@@ -154,13 +154,15 @@ def test_auth_required_on_everything_but_health(make_client):
 def test_health_reports_model_and_readiness(make_client):
     body = make_client().get("/health").json()
     assert body == {"status": "ok", "model": LOCAL_MODEL, "ready": True, "detail": "fake backend",
-                    "auth_required": False, "deprecation": None}
+                    "auth_required": False, "deprecation": None, "model_note": None}
 
 
-def test_health_warns_about_a_deprecated_default(make_client):
-    body = make_client(Settings(_env_file=None, GEMINI_API_KEY="AIza-test-key")).get("/health").json()
+def test_health_warns_about_a_deprecated_model_chosen_by_name(make_client):
+    settings = Settings(_env_file=None, GEMINI_API_KEY="AIza-test-key", WATTBENCH_MODEL="gemini/gemini-2.5-flash")
+    body = make_client(settings).get("/health").json()
     assert body["model"] == "gemini/gemini-2.5-flash"
     assert "2026-12-01" in body["deprecation"]
+    assert body["model_note"] is None
     assert "AIza-test-key" not in str(body)
 
 

@@ -1,29 +1,30 @@
-"""Run all on a Colab-like stack: benchmark.ipynb alone in an empty folder, executed with nbclient by a kernel
-whose venv holds the versions a hosted notebook ships, must write the CSV, the dashboards and the report
-without replacing any of those versions (so without a runtime restart) and without a version error.
+"""Run all on Colab as it is: benchmark.ipynb alone in an empty folder, executed with nbclient by a kernel on
+CPython 3.13 (Debian 13's, in the root scripts/py313_root.sh builds) whose venv holds the versions Colab ships,
+must write the CSV, the dashboards and the report without replacing any of those versions (so without a
+runtime restart) and without a version error.
 
 The stack is Colab's own: tests/data/colab-stack.txt, every version as Colab's runtime shipped it on
-2026-08-14 (googlecolab/backend-info, pip-freeze.txt; the source and what it covers are in that file's
-header): numpy 2.0.2, pandas 2.2.2, plotly 5.24.1, pydantic 2.13.4, ipywidgets 7.7.1, ipykernel 6.17.1,
-IPython 7.34.0, fastapi 0.141.1 and their dependencies. Colab ran Python 3.12 then; this test runs
-on the project's Python 3.11. After the notebook, the same venv runs the fast test lane (the code on the
-oldest supported versions).
+2026-08-19, when it moved to Python 3.13 (googlecolab/backend-info, pip-freeze.txt; the source and what it
+covers are in that file's header): numpy 2.1.3, pandas 2.2.3, plotly 5.24.1, pydantic 2.13.4, ipywidgets 7.7.1,
+ipykernel 6.17.1, IPython 7.34.0, fastapi 0.141.1, aiohttp 3.14.3 and their dependencies. Colab runs Python
+3.13.15; Debian 13 has 3.13.5. After the notebook, the same venv runs the fast test lane (the code on the
+oldest supported versions, on 3.13). The notebook is generated from this checkout (scripts/build_notebook.py)
+into the empty folder, so the test runs the code under review.
 
-Cost, measured on the project's 2 shared cores with pip's cache warm: the venv about 1 min (77 s), the venv
-and the notebook 163 to 304 s over three runs, the fast lane 88 to 95 s. The notebook installs what Colab
-lacks (litellm, langfuse, ...) and llama-cpp-python, which pip takes from its wheel cache (PIP_CACHE_DIR is
-the runner's own, where scripts/setup.sh left the built wheel): nothing compiles unless that cache is empty
-(then ~7 min).
+Cost, measured on the project's 2 shared cores with the root and pip's cache in it warm: see docs/notebook.md.
+The notebook installs what Colab lacks (litellm, langfuse, ...) and llama-cpp-python, which pip takes from the
+root's wheel cache (where building the pins' venv, tests/test_py313.py, left the built wheel): nothing compiles
+unless that cache is empty (then ~7 min).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
-import shutil
 import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
+import py313
 import pytest
 
 from wattbench import install
@@ -36,17 +37,26 @@ COLAB_STACK_FILE = ROOT / "tests" / "data" / "colab-stack.txt"
 COLAB_STACK = {install.canonical(name): version
                for name, version in install.parse_requirements(COLAB_STACK_FILE)}
 PROMPT_LIMIT = 2
+#: pip's cache inside the root (shared by every venv there: llama-cpp-python is built once).
+ROOT_PIP_CACHE = "/root/.cache/pip"
 
 
-def _pip_cache_dir() -> str:
-    done = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True,
-                          check=True)
-    return done.stdout.strip()
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _versions(python: Path) -> dict[str, str]:
-    done = subprocess.run([str(python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
-                          capture_output=True, text=True, check=True)
+def _in_root(argv: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
+    done = py313.run(argv, env={"PIP_CACHE_DIR": ROOT_PIP_CACHE}, **kwargs)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def _versions(python: Path, binds: list[Path]) -> dict[str, str]:
+    done = _in_root([str(python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
+                    binds=binds)
     return {install.canonical(row["name"]): row["version"] for row in json.loads(done.stdout)}
 
 
@@ -57,73 +67,83 @@ def _stream_text(cell: dict) -> str:
 
 @pytest.fixture(scope="module")
 def colab(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The Colab-like venv and kernel, then the notebook executed alone in an empty folder."""
+    """Colab's venv and a kernel on Python 3.13, then the notebook executed alone in an empty folder."""
+    if py313.unavailable():
+        pytest.skip(py313.unavailable())
     import nbformat
     from nbclient import NotebookClient
 
+    py313.build()
     base = tmp_path_factory.mktemp("colab-venv")
-    cache = _pip_cache_dir()
-    subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True)
+    work = tmp_path_factory.mktemp("upload")
+    binds = [base, work]
     python = base / "venv" / "bin" / "python"
-    pip_env = {**os.environ, "PIP_CACHE_DIR": cache, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(COLAB_STACK_FILE)],
-                          capture_output=True, text=True, env=pip_env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    before = _versions(python)
-    kernels = base / "jupyter" / "kernels" / "colab"
+    _in_root(["python3", "-m", "venv", str(base / "venv")], binds=binds)
+    _in_root([str(python), "-m", "pip", "install", "-q", "-r", str(COLAB_STACK_FILE)], binds=binds,
+             timeout=1800)
+    before = _versions(python, binds)
+    kernels = base / "jupyter" / "kernels" / "colab313"
     kernels.mkdir(parents=True)
     (kernels / "kernel.json").write_text(json.dumps({
-        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Colab-like", "language": "python"}))
+        "argv": py313.command([str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"], binds),
+        "display_name": "Colab (Python 3.13)", "language": "python"}))
 
-    work = tmp_path_factory.mktemp("upload")
-    shutil.copy(ROOT / "benchmark.ipynb", work / "benchmark.ipynb")
+    build_notebook = _load_script(ROOT / "scripts" / "build_notebook.py")
+    (work / "benchmark.ipynb").write_text(build_notebook.render(build_notebook.build()), encoding="utf-8")
     (work / "home").mkdir()
     nb = nbformat.read(work / "benchmark.ipynb", as_version=4)
     # Probes: what the kernel has imported before the install cell, and after the keys cell (whose pip run
-    # comes after its imports and before nothing else); the notebook file itself is untouched.
+    # comes after its imports and before nothing else); the kernel's Python. The notebook file is untouched.
     for marker, after, probe in (("install.read_ranges(", 0, "held_install.json"),
                                  ("nbs.load_keys(", 1, "held_keys.json")):
         index = after + next(i for i, c in enumerate(nb.cells)
                              if c.cell_type == "code" and marker in c.source)
         nb.cells.insert(index, nbformat.v4.new_code_cell(
-            "import json as _json\nfrom wattbench import install as _install\n"
-            f"_json.dump(_install.imported_distributions(), open({probe!r}, 'w'))"))
+            "import json as _json, platform as _platform\nfrom wattbench import install as _install\n"
+            f"_json.dump(_install.imported_distributions(), open({probe!r}, 'w'))\n"
+            "open('python.txt', 'w').write(_platform.python_version())"))
     with pytest.MonkeyPatch.context() as env:
         for spec in KEYS:
             env.delenv(spec.name, raising=False)
-        for name in ("VIRTUAL_ENV", "PYTHONPATH"):
+        for name in ("VIRTUAL_ENV", "PYTHONPATH", "WATTBENCH_MODEL", "LITELLM_LOCAL_MODEL_COST_MAP"):
             env.delenv(name, raising=False)
-        env.setenv("PATH", f"{python.parent}{os.pathsep}{os.environ['PATH']}")
+        env.setenv("WATTBENCH_PY313_PATH", str(python.parent))
         env.setenv("JUPYTER_PATH", str(base / "jupyter"))
+        # jupyter_client writes the kernel's connection file with tempfile: into a folder the root sees
+        (base / "runtime").mkdir()
+        env.setattr(tempfile, "tempdir", str(base / "runtime"))
         env.setenv("HOME", str(work / "home"))
-        env.setenv("PIP_CACHE_DIR", cache)  # the runner's cache: llama-cpp-python's built wheel is there
+        env.setenv("PIP_CACHE_DIR", ROOT_PIP_CACHE)  # the root's cache: llama-cpp-python's built wheel is there
         env.setenv("WATTBENCH_PROMPT_LIMIT", str(PROMPT_LIMIT))
         env.setenv("WATTBENCH_MAX_TOKENS", "16")
-        NotebookClient(nb, timeout=900, kernel_name="colab",
+        NotebookClient(nb, timeout=1800, kernel_name="colab313", startup_timeout=120,
                        resources={"metadata": {"path": str(work)}}).execute()
     held = {**json.loads((work / "held_install.json").read_text()),
             **json.loads((work / "held_keys.json").read_text())}
-    return {"nb": nb, "work": work, "before": before, "after": _versions(python), "held": held,
-            "python": python, "cache": cache}
+    return {"nb": nb, "work": work, "before": before, "after": _versions(python, binds), "held": held,
+            "python": python, "binds": binds, "python_version": (work / "python.txt").read_text()}
 
 
 def _cell(nb, start: str) -> dict:
     return next(c for c in nb.cells if c.cell_type == "code" and start in c.source)
 
 
-def test_the_stack_is_of_the_era_asked_for() -> None:
-    major_minor = {name: ".".join(version.split(".")[:2]) for name, version in COLAB_STACK.items()}
-    assert {name: major_minor[name] for name in ("pandas", "numpy", "plotly")} == {
-        "pandas": "2.2", "numpy": "2.0", "plotly": "5.24"}
-    majors = [COLAB_STACK[name].split(".")[0] for name in ("pydantic", "ipywidgets", "ipykernel")]
-    assert majors == ["2", "7", "6"]
+def test_the_stack_is_colabs_of_2026_08_19() -> None:
+    versions = {name: COLAB_STACK[name] for name in ("pandas", "numpy", "plotly", "pydantic", "ipywidgets",
+                                                     "ipykernel", "fastapi", "uvicorn", "aiohttp", "requests",
+                                                     "httpx", "tqdm", "psutil")}
+    assert versions == {"pandas": "2.2.3", "numpy": "2.1.3", "plotly": "5.24.1", "pydantic": "2.13.4",
+                        "ipywidgets": "7.7.1", "ipykernel": "6.17.1", "fastapi": "0.141.1", "uvicorn": "0.52.3",
+                        "aiohttp": "3.14.3", "requests": "2.32.4", "httpx": "0.28.1", "tqdm": "4.67.3",
+                        "psutil": "5.9.5"}
+    assert "a72407924822ea377410b69f0a290150bcb5c9c2" in COLAB_STACK_FILE.read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
-def test_run_all_on_a_colab_stack_writes_the_csv_dashboards_and_report(colab: dict) -> None:
+def test_run_all_on_colabs_python_and_stack_writes_the_csv_dashboards_and_report(colab: dict) -> None:
     import pandas as pd
 
+    assert colab["python_version"].startswith("3.13.")
     out = colab["work"] / "outputs"
     [csv] = out.glob("ai_metrics_*.csv")
     df = pd.read_csv(csv)
@@ -143,11 +163,11 @@ def test_run_all_on_a_colab_stack_writes_the_csv_dashboards_and_report(colab: di
 @pytest.mark.slow
 def test_the_install_step_changes_nothing_colab_already_satisfies(colab: dict) -> None:
     text = _stream_text(_cell(colab["nb"], "install.read_ranges("))
-    assert "note: this replaces" not in text
+    assert "conflict:" not in text
     installing = next(line for line in text.splitlines() if line.startswith("installing: ")).split()[1:]
-    assert installing == ["aiohttp==3.14.5", "litellm==1.110.2", "google-re2==1.1.20251105", "pydantic-settings==2.16.3",
+    assert installing == ["litellm==1.110.2", "google-re2==1.1.20251105", "pydantic-settings==2.16.3",
                           "ecologits==0.11.3", "nvidia-ml-py==13.615.71", "codecarbon==3.3.2", "langfuse==5.0.4",
-                          "pyngrok==9.1.0", "httptools==0.9.0", "uvloop==0.23.0"]
+                          "pyngrok==9.1.0"]
     changed = {name: (version, colab["after"].get(name)) for name, version in colab["before"].items()
                if colab["after"].get(name) != version}
     # Nothing the kernel had imported when pip ran changed (so nothing needs a restart) ...
@@ -173,23 +193,21 @@ def test_with_no_key_the_build_time_and_the_fast_way_out_come_first(colab: dict)
 
 
 @pytest.mark.slow
-def test_the_fast_lane_passes_on_the_colab_stack(colab: dict) -> None:
-    # The code on the oldest supported versions: the fast test lane, run by the same venv after the notebook
-    # (its test tools added, every package already there held at its version; wattbench from this checkout).
-    python, after = colab["python"], _versions(colab["python"])
+def test_the_fast_lane_passes_on_colabs_python_and_stack(colab: dict) -> None:
+    # The code on the oldest supported versions, on Python 3.13: the fast test lane, run by the same venv
+    # after the notebook (its test tools added, every package already there held at its version; wattbench
+    # from this checkout).
+    python, binds, after = colab["python"], colab["binds"], colab["after"]
     dev_pins = install.parse_requirements(ROOT / "requirements-dev.txt")
     tools = [f"{name}=={version}" for name, version in dev_pins if install.canonical(name) not in after]
     hold = colab["work"].parent / "hold.txt"
     hold.write_text("".join(f"{name}=={version}\n" for name, version in sorted(after.items())))
-    pip_env = {**os.environ, "PIP_CACHE_DIR": colab["cache"], "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(hold), *tools],
-                          capture_output=True, text=True, env=pip_env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    now = _versions(python)
+    _in_root([str(python), "-m", "pip", "install", "-q", "-c", str(hold), *tools], binds=[*binds, hold.parent],
+             timeout=1800)
+    now = _versions(python, binds)
     assert {name: now[name] for name in COLAB_STACK if name in after} == {
         name: after[name] for name in COLAB_STACK if name in after}
-    lane = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    lane = py313.run(["env", f"PYTHONPATH={ROOT}", "LITELLM_LOCAL_MODEL_COST_MAP=True", str(python), "-m",
+                      "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow"], binds=binds, timeout=1800)
     summary = lane.stdout.strip().splitlines()[-1]
     assert lane.returncode == 0 and " passed" in summary and "failed" not in summary, lane.stdout[-5000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 import zipfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ RANGES = install.read_ranges(ROOT / "pyproject.toml")
 PINS = install.parse_requirements(ROOT / "requirements.txt")
 DEV_PINS = install.parse_requirements(ROOT / "requirements-dev.txt")
 
-#: What a hosted notebook ships (Colab's versions of 2026-08-14; the source is in the file's header).
+#: What a hosted notebook ships (Colab's versions of 2026-08-19, Python 3.13; the source is in the file's header).
 COLAB = {install.canonical(name): version
          for name, version in install.parse_requirements(ROOT / "tests" / "data" / "colab-stack.txt")}
 SHIPPED = ("pandas", "numpy", "plotly", "pydantic", "requests", "httpx", "tqdm", "ipywidgets", "ipykernel",
@@ -44,14 +45,12 @@ def test_the_colab_stack_is_the_floor_of_the_ranges() -> None:
     ranges = {install.canonical(req.name): req for req in RANGES}
     for name in SHIPPED:
         assert ranges[name].specifier.contains(COLAB[name]), (name, COLAB[name])
-        floor = f">={'.'.join(COLAB[name].split('.')[:2])}"
-        assert floor in str(ranges[name].specifier).split(","), ("the floor is not the Colab version", name)
+        floors = {f">={'.'.join(COLAB[name].split('.')[:2])}", f">={COLAB[name]}"}
+        assert floors & set(str(ranges[name].specifier).split(",")), ("the floor is not the Colab version", name)
     assert install.packages_to_install(RANGES, PINS, skip=install.EMBEDDED_MODEL_PACKAGES,
                                        version_of=lambda name: COLAB.get(install.canonical(name))) == [
-        "aiohttp==3.14.5", "litellm==1.110.2", "google-re2==1.1.20251105", "pydantic-settings==2.16.3",
-        "ecologits==0.11.3",
-        "nvidia-ml-py==13.615.71", "codecarbon==3.3.2", "langfuse==5.0.4", "pyngrok==9.1.0", "httptools==0.9.0",
-        "uvloop==0.23.0"]
+        "litellm==1.110.2", "google-re2==1.1.20251105", "pydantic-settings==2.16.3", "ecologits==0.11.3",
+        "nvidia-ml-py==13.615.71", "codecarbon==3.3.2", "langfuse==5.0.4", "pyngrok==9.1.0"]
 
 
 def test_this_environment_satisfies_every_range() -> None:
@@ -97,8 +96,6 @@ def test_a_satisfying_version_is_left_alone_and_the_rest_come_at_their_pin_or_ra
         "numpy>=2.0",  # too old and not pinned: its range
         "litellm>=1.60",  # missing, and its pin lies outside the range: the range
     ]
-    assert install.ranges_for(["Pydantic_Settings==2.16.3", "other==1"], ranges) == [
-        "Pydantic_Settings>=2.3", "other==1"]
 
 
 def test_embedded_model_specs_are_the_missing_pins() -> None:
@@ -126,8 +123,8 @@ def test_build_warning_says_how_long_and_the_ways_out() -> None:
 
 
 class FakePip:
-    """pip_install's stand-in: refuses an attempt whose dependencies need a held distribution at another
-    version (unless --no-deps)."""
+    """pip_install's stand-in: refuses (Conflict) an attempt whose dependencies need a held distribution at
+    another version (unless --no-deps)."""
 
     def __init__(self, needs: dict[str, dict[str, str]]) -> None:
         self.needs = needs  # spec -> {distribution: version it needs}
@@ -138,37 +135,47 @@ class FakePip:
         for spec in specs if "--no-deps" not in options else ():
             for name, version in self.needs.get(spec, {}).items():
                 if hold and name in hold and hold[name] != version:
-                    raise RuntimeError("pip could not install: ResolutionImpossible")
+                    raise install.Conflict("pip could not install: ResolutionImpossible")
 
 
-RANGE = [Requirement("litellm>=1.60")]
+DATEUTIL = install.Clash("python-dateutil", "4.0.0", "2.9.0.post0", "botocore 1.40.1", "<3.0.0,>=2.1",
+                         "litellm==1.110.2")
 
 
-def test_install_holds_imported_packages_and_falls_back_to_the_range() -> None:
-    pip = FakePip({"litellm==1.110.2": {"pydantic": "2.14.3"}, "litellm>=1.60": {"pydantic": "2.13.4"}})
+def test_install_holds_imported_packages_and_has_no_range_fallback() -> None:
+    pip = FakePip({"litellm==1.110.2": {"pydantic": "2.13.4"}})
     said: list[str] = []
-    assert install.install(["litellm==1.110.2"], RANGE, hold={"pydantic": "2.13.4"}, pip=pip,
-                           say=said.append) == ["litellm>=1.60"]
-    assert pip.calls == [(["litellm==1.110.2"], {"pydantic": "2.13.4"}),
-                         (["litellm>=1.60"], {"pydantic": "2.13.4"})]
+    assert install.install(["litellm==1.110.2"], hold={"pydantic": "2.13.4"}, pip=pip,
+                           say=said.append) == ["litellm==1.110.2"]
+    assert pip.calls == [(["litellm==1.110.2"], {"pydantic": "2.13.4"})]
     assert said == []
 
 
-def test_install_says_in_one_line_what_it_must_replace_then_installs() -> None:
-    pip = FakePip({"litellm==1.110.2": {"pydantic": "2.14.3"}, "litellm>=1.60": {"pydantic": "2.14.3"}})
+def test_a_conflict_is_one_line_naming_both_sides_and_what_to_do_then_the_pins_install() -> None:
+    pip = FakePip({"litellm==1.110.2": {"python-dateutil": "2.9.0.post0"}})
     said: list[str] = []
-    done = install.install(["litellm==1.110.2"], RANGE, hold={"pydantic": "2.13.4"}, pip=pip, say=said.append,
-                           dry_run=lambda specs, hold, env=None: {"pydantic": ("2.13.4", "2.14.3")})
+    done = install.install(["litellm==1.110.2"], hold={"python-dateutil": "4.0.0"}, pip=pip, say=said.append,
+                           dry_run=lambda specs, hold, env=None: [DATEUTIL])
     assert done == ["litellm==1.110.2"]
-    assert pip.calls[-1] == (["litellm==1.110.2"], None)
-    assert said == ["note: this replaces packages the kernel has already imported "
-                    "(pydantic 2.13.4 -> 2.14.3); Run all goes on with the versions loaded, "
-                    "restart the runtime afterwards to use the new ones"]
+    # the held attempt, then the pins without the hold: never a range
+    assert pip.calls == [(["litellm==1.110.2"], {"python-dateutil": "4.0.0"}), (["litellm==1.110.2"], None)]
+    assert said == ["conflict: litellm==1.110.2 (through botocore 1.40.1) needs python-dateutil<3.0.0,>=2.1, "
+                    "this kernel has imported python-dateutil 4.0.0. Installing python-dateutil==2.9.0.post0 "
+                    "anyway: Run all goes on with the versions loaded; then restart the runtime (Runtime > "
+                    "Restart session) and run again, or pin python-dateutil==2.9.0.post0 in this environment "
+                    "before running the notebook"]
+
+
+def test_a_conflict_not_with_the_kernel_is_an_error_with_pips_words() -> None:
+    pip = FakePip({"litellm==1.110.2": {"pydantic": "2.14.3"}})
+    with pytest.raises(RuntimeError, match=r"^pip could not install: ResolutionImpossible$"):
+        install.install(["litellm==1.110.2"], hold={"pydantic": "2.13.4"}, pip=pip,
+                        dry_run=lambda specs, hold, env=None: [])
 
 
 def test_data_only_packages_come_without_their_dependencies() -> None:
     pip = FakePip({"codecarbon==3.3.2": {"psutil": "7.2.2"}})  # only if its dependencies were installed
-    done = install.install(["codecarbon==3.3.2", "litellm==1.110.2"], RANGE, hold={"psutil": "5.9.5"},
+    done = install.install(["codecarbon==3.3.2", "litellm==1.110.2"], hold={"psutil": "5.9.5"},
                            pip=pip)
     assert done == ["litellm==1.110.2", "codecarbon==3.3.2"]
     assert pip.calls == [(["codecarbon==3.3.2"], {"psutil": "5.9.5"}, ["--no-deps"]),
@@ -206,10 +213,12 @@ def test_the_embedded_model_tries_a_prebuilt_wheel_then_builds_from_source() -> 
     assert len(wheel.calls) == 1
 
 
-def _wheel(folder: Path, name: str, version: str) -> None:
+def _wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> None:
     """A minimal pure-Python wheel (no files but its metadata), for offline pip runs."""
     dist_info = f"{name}-{version}.dist-info"
-    files = {f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {req}\n" for req in requires)
+    files = {f"{dist_info}/METADATA": metadata,
              f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
                                    "Tag: py3-none-any\n"}
     record = []
@@ -222,15 +231,59 @@ def _wheel(folder: Path, name: str, version: str) -> None:
             whl.writestr(path, text)
 
 
+def _offline(folder: Path) -> dict[str, str]:
+    """pip sees only the wheels in `folder` and installs into a folder of its own (never this venv)."""
+    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(folder), "PIP_TARGET": str(folder / "target")}
+
+
 def test_real_pip_refuses_to_move_a_held_package_and_reports_what_would_change(tmp_path: Path) -> None:
     for version in ("1.0", "2.0"):
         _wheel(tmp_path, "wbdemo", version)
-    offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path)}
-    with pytest.raises(RuntimeError, match=r"^pip could not install wbdemo==2\.0:\n"):
+    offline = _offline(tmp_path)
+    with pytest.raises(install.Conflict, match=r"^pip could not install wbdemo==2\.0:\n"):
         install.pip_install(["wbdemo==2.0"], hold={"wbdemo": "1.0"}, env=offline)
-    assert install.would_replace(["wbdemo==2.0"], {"wbdemo": "1.0"}, env=offline) == {
-        "wbdemo": ("1.0", "2.0")}
-    assert install.would_replace(["wbdemo==1.0"], {"wbdemo": "1.0"}, env=offline) == {}
+    assert install.would_replace(["wbdemo==2.0"], {"wbdemo": "1.0"}, env=offline) == [
+        install.Clash("wbdemo", "1.0", "2.0", "", "", "")]
+    assert install.would_replace(["wbdemo==1.0"], {"wbdemo": "1.0"}, env=offline) == []
+
+
+def test_a_search_through_releases_is_stopped_at_once_and_said_in_one_line(tmp_path: Path) -> None:
+    # wbapp 1.0 needs wbmid (any release), every wbmid release needs wbdep<2, and the kernel has wbdep 2.0:
+    # held, pip would try every wbmid release in turn (the search that once ran for 8 CPU-minutes).
+    _wheel(tmp_path, "wbapp", "1.0", ("wbmid",))
+    for minor in range(8):
+        _wheel(tmp_path, "wbmid", f"1.{minor}", ("wbdep<2",))
+    for version in ("1.0", "2.0"):
+        _wheel(tmp_path, "wbdep", version)
+    offline = _offline(tmp_path)
+    with pytest.raises(install.Conflict) as stopped:
+        install.pip_install(["wbapp==1.0"], hold={"wbdep": "2.0"}, env=offline, say=lambda line: None)
+    assert str(stopped.value).startswith("pip started searching through releases of wbmid to install "
+                                         "wbapp==1.0; stopped:\n")
+    said: list[str] = []
+    assert install.install(["wbapp==1.0"], hold={"wbdep": "2.0"}, env=offline, say=said.append) == ["wbapp==1.0"]
+    assert said == ["conflict: wbapp==1.0 (through wbmid 1.7) needs wbdep<2, this kernel has imported wbdep 2.0. "
+                    "Installing wbdep==1.0 anyway: Run all goes on with the versions loaded; then restart the "
+                    "runtime (Runtime > Restart session) and run again, or pin wbdep==1.0 in this environment "
+                    "before running the notebook"]
+    assert sorted(p.name for p in (tmp_path / "target").glob("*.dist-info")) == [
+        "wbapp-1.0.dist-info", "wbdep-1.0.dist-info", "wbmid-1.7.dist-info"]
+
+
+def test_pips_progress_is_shown_once_it_takes_longer_than_the_quiet_time() -> None:
+    fake = [sys.executable, "-c", "print('Collecting litellm==1.110.2'); "
+                                  "print('  Requirement already satisfied: pydantic'); "
+                                  "print('Building wheel for llama-cpp-python (pyproject.toml)')"]
+    said: list[str] = []
+    run = install.run_pip(["litellm==1.110.2"], say=said.append, quiet_s=0, pip=fake)
+    assert run.returncode == 0 and run.searched is None
+    assert said == ["  pip: Collecting litellm==1.110.2",
+                    "  pip: Building wheel for llama-cpp-python (pyproject.toml)"]
+    quiet: list[str] = []
+    assert install.run_pip(["litellm==1.110.2"], say=quiet.append, quiet_s=600, pip=fake).lines == [
+        "Collecting litellm==1.110.2", "  Requirement already satisfied: pydantic",
+        "Building wheel for llama-cpp-python (pyproject.toml)"]
+    assert quiet == []
 
 
 def test_a_failed_pip_install_raises_with_pips_own_words() -> None:

@@ -69,8 +69,10 @@ def deferred_imports() -> dict[str, set[str]]:
 
 
 #: The only imports of wattbench's own modules inside functions, each with its reason: local_llm imports
-#: LiteLLM and llama-cpp-python at module level (seconds of CPU), paid only when the embedded model is used.
+#: LiteLLM and llama-cpp-python at module level (seconds of CPU), paid only when the embedded model is used;
+#: config reads the Gemini successor from service.cost (LiteLLM's price map) only when a Gemini key is set.
 ALLOWED_DEFERRED = {
+    "wattbench.config": {"wattbench.service.cost"},
     "wattbench.service.app": {"wattbench.service.local_llm"},
     "wattbench.service.backend": {"wattbench.service.local_llm"},
 }

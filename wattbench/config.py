@@ -6,18 +6,40 @@ or override the FastAPI dependency.
 """
 from __future__ import annotations
 
+import os
+from collections.abc import MutableMapping
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wattbench import redact
 
 #: LiteLLM model string of the embedded default (a custom provider registered by local_llm.py).
 LOCAL_MODEL = "wattbench-local/smollm2-135m-instruct"
-#: The default API model when GEMINI_API_KEY is set.
+#: The seed's API model when GEMINI_API_KEY is set; once it is past its deprecation date in LiteLLM's price
+#: map the default is the newest stable Gemini Flash there (service/cost.py gemini_default).
 GEMINI_MODEL = "gemini/gemini-2.5-flash"
+
+
+#: Set to 1 (or true) to let LiteLLM fetch its price map from the internet at import, its own default. Unset,
+#: LiteLLM uses the copy bundled with the installed version: no network attempt, no warning offline.
+REMOTE_PRICE_MAP = "WATTBENCH_REMOTE_PRICE_MAP"
+
+
+def use_bundled_price_map(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Point LiteLLM at its bundled price map (LITELLM_LOCAL_MODEL_COST_MAP=True, unless set already), unless
+    WATTBENCH_REMOTE_PRICE_MAP asks for the remote one. Runs when this module is imported: everything that
+    imports litellm imports this module first. Returns whether the bundled map is used."""
+    env = os.environ if environ is None else environ
+    if env.get(REMOTE_PRICE_MAP, "").strip().lower() in ("1", "true", "yes"):
+        return False
+    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    return env["LITELLM_LOCAL_MODEL_COST_MAP"].strip().lower() == "true"
+
+
+use_bundled_price_map()
 
 
 def _env(*names: str) -> AliasChoices:
@@ -63,6 +85,9 @@ class Settings(BaseSettings):
     )
     ngrok_authtoken: SecretStr | None = Field(None, validation_alias=_env("NGROK_AUTHTOKEN"))
 
+    # The Gemini default (model, why it is not the seed's), read once from LiteLLM's map (default_model).
+    _gemini: tuple[str, str | None] | None = PrivateAttr(None)
+
     @field_validator("api_token", mode="before")
     @classmethod
     def _token_not_blank(cls, value: object) -> object:
@@ -95,13 +120,28 @@ class Settings(BaseSettings):
         """Seconds one model call may take in all: an upstream that keeps sending cannot hold a request longer."""
         return self.request_deadline_s if self.request_deadline_s is not None else 3 * self.request_timeout_s
 
+    def _gemini_default(self) -> tuple[str, str | None] | None:
+        """(model, note) when the default is a Gemini model (GEMINI_API_KEY set, WATTBENCH_MODEL not)."""
+        if self.model or self.gemini_api_key is None or not self.gemini_api_key.get_secret_value():
+            return None
+        if self._gemini is None:
+            from wattbench.service.cost import gemini_default
+
+            self._gemini = gemini_default()
+        return self._gemini
+
     def default_model(self) -> str:
-        """The model a request gets when it names none."""
+        """The model a request gets when it names none: WATTBENCH_MODEL; else with GEMINI_API_KEY the seed's
+        Gemini model, or its successor once it is past its deprecation date; else the embedded model."""
         if self.model:
             return self.model
-        if self.gemini_api_key is not None and self.gemini_api_key.get_secret_value():
-            return GEMINI_MODEL
-        return LOCAL_MODEL
+        gemini = self._gemini_default()
+        return gemini[0] if gemini is not None else LOCAL_MODEL
+
+    def default_model_note(self) -> str | None:
+        """One line when the default is not the seed's Gemini model because that one is deprecated."""
+        gemini = self._gemini_default()
+        return gemini[1] if gemini is not None else None
 
 
 class ConfigError(ValueError):

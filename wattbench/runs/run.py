@@ -158,6 +158,7 @@ def _prepare(config: RunConfig) -> RunOptions:
         "prompts_path": str(prompts_path.resolve()),
         "prompts_sha256": prompts_sha256(prompts_path),
         "model": config.model,
+        "model_note": _model_note(config),
         "profiles": list(profiles),
         "profiles_file": str(Path(config.profiles_file).resolve()) if config.profiles_file else None,
         "repeats": config.repeats,
@@ -179,6 +180,17 @@ def _prepare(config: RunConfig) -> RunOptions:
         except RecordSinkError as exc:
             raise CliError(str(exc)) from None
     return RunOptions(config, prompts, profiles, manifest, store)
+
+
+def _model_note(config: RunConfig) -> str | None:
+    """Why the service's default model is not the seed's Gemini model (its successor, config.py), for a run
+    that names no model, as this environment's settings say (those of the service that run or the notebook
+    starts); None with --model or --base-url."""
+    if config.model or config.base_url:
+        return None
+    from wattbench.config import get_settings
+
+    return get_settings().default_model_note()
 
 
 def _open_store(config: RunConfig) -> tuple[RunStore | None, dict[str, Any]]:
@@ -287,7 +299,7 @@ def _execute(options: RunOptions) -> RunResult:
         f"wrote {csv_path} ({df['request_id'].nunique()} requests x {len(options.profiles)} profiles = "
         f"{len(df)} rows; run file {store.records_path})"
     )
-    notes = _load_notes(sent, store, len(items))
+    notes = [n for n in (options.manifest.get("model_note"),) if n] + _load_notes(sent, store, len(items))
     for note in notes:
         print(note)
     if not config.no_report:

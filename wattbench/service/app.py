@@ -212,8 +212,9 @@ async def run_batch(
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    """Build the real backend and load its model before serving (unless a test put a fake in), warn about a
-    deprecated default, and trace to Langfuse when its keys are set; flush the traces on shutdown."""
+    """Say why the default model is not the seed's (its successor) and warn about a deprecated one; build the
+    real backend and load its model before serving (unless a test put a fake in); trace to Langfuse when its
+    keys are set; flush the traces on shutdown."""
     try:
         settings = app_settings(app)
     except ConfigError as exc:  # one line in the log and exit 2, not a traceback
@@ -222,6 +223,9 @@ async def lifespan(app: FastAPI):
             handler.flush()
         sys.stderr.flush()
         os._exit(2)
+    for notice in (settings.default_model_note(), deprecation_notice(settings.default_model())):
+        if notice:  # one line each: the default's successor, a deprecated model
+            log.warning(notice)
     traced = False
     if get_backend not in app.dependency_overrides and getattr(app.state, "backend", None) is None:
         from wattbench.service.local_llm import LocalModelError  # deferred: imports LiteLLM (seconds)
@@ -231,9 +235,6 @@ async def lifespan(app: FastAPI):
             await asyncio.to_thread(app.state.backend.warm_up)
         except (LocalModelError, OSError) as exc:  # the service still starts; /health reports why
             log.error("the default model could not be loaded: %s", exc)
-        notice = deprecation_notice(settings.default_model())
-        if notice:
-            log.warning(notice)
         traced = tracing.configure_tracing(settings)
     try:
         yield
@@ -333,11 +334,12 @@ def health(request: Request, settings: SettingsDep, backend: BackendDep,
     if not token_ok(request.headers.get("authorization"), settings):
         ready, _ = backend.ready(settings.default_model())
         return JSONResponse({"status": "ok" if ready else "degraded", "ready": ready, "auth_required": auth_required})
+    note = settings.default_model_note() if model is None else None
     model = model or settings.default_model()
     ready, detail = backend.ready(model)
     return HealthResponse(status="ok" if ready else "degraded", model=model, ready=ready,
                           detail=redact.scrub(detail), auth_required=auth_required,
-                          deprecation=deprecation_notice(model))
+                          deprecation=deprecation_notice(model), model_note=note)
 
 
 # The routes serialise their pydantic result once themselves (`_json`) instead of letting FastAPI validate it

@@ -10,18 +10,15 @@ service answers with and a message that says what to fix. Secrets never appear i
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: use the bundled price map
-
-from wattbench import redact  # noqa: E402
-from wattbench.config import LOCAL_MODEL, Settings  # noqa: E402
-from wattbench.protocol.ratelimit import retry_after_headers  # noqa: E402
-from wattbench.protocol.ratelimit import retry_after_s as retry_after_s_of  # noqa: E402
-from wattbench.redact import short  # noqa: E402
+from wattbench import redact
+from wattbench.config import LOCAL_MODEL, Settings  # importing config selects LiteLLM's bundled price map
+from wattbench.protocol.ratelimit import retry_after_headers
+from wattbench.protocol.ratelimit import retry_after_s as retry_after_s_of
+from wattbench.redact import short
 
 log = logging.getLogger("wattbench.backend")
 

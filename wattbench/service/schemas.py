@@ -101,3 +101,5 @@ class HealthResponse(BaseModel):
     model: str | None = None
     detail: str | None = None
     deprecation: str | None = None
+    # Why the default model is not the seed's Gemini model (it is past its deprecation date), in one line.
+    model_note: str | None = None

@@ -95,7 +95,7 @@ def test_a_run_with_a_key_and_no_model_says_so_in_its_manifest_and_report(
     from stub_servers import ChatStub
 
     from wattbench.config import get_settings
-    from wattbench.runner.run import run_benchmark
+    from wattbench.runs.run import run_benchmark
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "capital", "prompt": "What is the capital of France?", "expected": "Paris"}\n')

@@ -188,8 +188,6 @@ def _model_note(config: RunConfig) -> str | None:
     starts); None with --model or --base-url."""
     if config.model or config.base_url:
         return None
-    from wattbench.config import get_settings
-
     return get_settings().default_model_note()
 
 

@@ -65,6 +65,13 @@ CSV_SCHEMA: dict[str, Column] = {
 }
 
 
+def markdown_table(schema: dict[str, Column]) -> str:
+    """A schema as a Markdown table: column, unit, lens, meaning (the docs' tables are generated with it)."""
+    lines = ["| column | unit | lens | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{name}` | {col.unit} | {col.lens} | {col.meaning} |" for name, col in schema.items()]
+    return "\n".join(lines)
+
+
 #: The columns of one request (every profile row repeats them): the client's, then the request-level lenses'.
 REQUEST_COLUMNS: tuple[str, ...] = tuple(
     name for name in CSV_SCHEMA if name not in {c for lens in LENSES if lens.level == "profile" for c in lens.columns})
@@ -126,9 +133,7 @@ SERVER_SCHEMA: dict[str, Column] = {
 
 def server_schema_markdown() -> str:
     """SERVER_SCHEMA as a Markdown table (docs/server-metrics.md)."""
-    lines = ["| column | unit | lens | meaning |", "| --- | --- | --- | --- |"]
-    lines += [f"| `{name}` | {col.unit} | {col.lens} | {col.meaning} |" for name, col in SERVER_SCHEMA.items()]
-    return "\n".join(lines)
+    return markdown_table(SERVER_SCHEMA)
 
 
 #: What a workload asked for (workloads/sources.py), beside what came back (prompt_tokens, completion_tokens).
@@ -143,16 +148,12 @@ WORKLOAD_SCHEMA: dict[str, Column] = {
 
 def workload_schema_markdown() -> str:
     """WORKLOAD_SCHEMA as a Markdown table (docs/sweeps.md)."""
-    lines = ["| column | unit | lens | meaning |", "| --- | --- | --- | --- |"]
-    lines += [f"| `{name}` | {col.unit} | {col.lens} | {col.meaning} |" for name, col in WORKLOAD_SCHEMA.items()]
-    return "\n".join(lines)
+    return markdown_table(WORKLOAD_SCHEMA)
 
 
 def load_schema_markdown() -> str:
     """LOAD_SCHEMA as a Markdown table (docs/running.md)."""
-    lines = ["| column | unit | lens | meaning |", "| --- | --- | --- | --- |"]
-    lines += [f"| `{name}` | {col.unit} | {col.lens} | {col.meaning} |" for name, col in LOAD_SCHEMA.items()]
-    return "\n".join(lines)
+    return markdown_table(LOAD_SCHEMA)
 
 
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
@@ -169,6 +170,4 @@ TEXT_COLUMNS: tuple[str, ...] = ("run_id", "request_id", "model", "route", "prof
 
 def schema_markdown() -> str:
     """The CSV schema as a Markdown table (the README's copy is checked against it by the tests)."""
-    lines = ["| column | unit | lens | meaning |", "| --- | --- | --- | --- |"]
-    lines += [f"| `{name}` | {col.unit} | {col.lens} | {col.meaning} |" for name, col in CSV_SCHEMA.items()]
-    return "\n".join(lines)
+    return markdown_table(CSV_SCHEMA)

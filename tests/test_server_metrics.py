@@ -200,6 +200,7 @@ def _run_dir(out: Path) -> Path:
     return next((out / "runs").iterdir())
 
 
+@pytest.mark.slow  # real clock: 50 ms samples of a server that fills up; bounds on it belong to the slow lane
 def test_overloaded_server_reports_its_cap_and_dcgm_shares_add_up(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"

@@ -198,7 +198,7 @@ def test_the_fast_lane_passes_on_colabs_python_and_stack(colab: dict) -> None:
     # after the notebook (its test tools added, every package already there held at its version; wattbench
     # from this checkout).
     python, binds, after = colab["python"], colab["binds"], colab["after"]
-    dev_pins = install.parse_requirements(ROOT / "requirements-dev.txt")
+    dev_pins = install.parse_requirements(ROOT / "requirements-dev.txt", python_version="3.13")
     tools = [f"{name}=={version}" for name, version in dev_pins if install.canonical(name) not in after]
     hold = colab["work"].parent / "hold.txt"
     hold.write_text("".join(f"{name}=={version}\n" for name, version in sorted(after.items())))

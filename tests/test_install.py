@@ -80,6 +80,15 @@ def test_parse_requirements_reads_pins_and_refuses_ranges(tmp_path: Path) -> Non
         install.parse_requirements(req)
 
 
+def test_parse_requirements_keeps_a_marked_pin_only_where_its_marker_holds(tmp_path: Path) -> None:
+    # requirements-dev.txt pins torch for Python 3.11 only (the CPU file on this project's machines)
+    req = tmp_path / "requirements-dev.txt"
+    req.write_text('pytest==9.2.0\ntorch==2.13.0; python_version < "3.12"  # CPU build\n')
+    assert install.parse_requirements(req, python_version="3.11") == [("pytest", "9.2.0"), ("torch", "2.13.0")]
+    assert install.parse_requirements(req, python_version="3.13") == [("pytest", "9.2.0")]
+    assert install.parse_requirements(req, python_version="3.12") == [("pytest", "9.2.0")]
+
+
 # ---- what to install --------------------------------------------------------------------------------------
 
 

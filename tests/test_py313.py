@@ -32,8 +32,8 @@ def test_every_pin_installs_on_python_3_13(pins_python: Path) -> None:
     assert done.stdout.strip().startswith("3.13.")
     listed = py313.run([str(pins_python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"])
     versions = {install.canonical(row["name"]): row["version"] for row in json.loads(listed.stdout)}
-    pins = install.parse_requirements(ROOT / "requirements-dev.txt") + install.parse_requirements(
-        ROOT / "requirements.txt")
+    pins = install.parse_requirements(ROOT / "requirements-dev.txt", python_version="3.13") + \
+        install.parse_requirements(ROOT / "requirements.txt", python_version="3.13")
     assert {install.canonical(name): versions.get(install.canonical(name)) for name, _ in pins} == {
         install.canonical(name): version for name, version in pins}
 

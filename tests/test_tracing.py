@@ -92,8 +92,11 @@ async def test_every_litellm_call_becomes_one_langfuse_generation() -> None:
                 metadata=app_metadata("Flash-Precise", 0.1, "gemini/gemini-2.5-flash"),
             )
             assert await tracing.flush_tracing() is True
+            # flushed means exported: the span is at the receiver before shutdown (which exports again)
+            flushed = [r for r in receiver.received if r.path == "/api/public/otel/v1/traces"]
         finally:
             tracing.shutdown_tracing()
+        assert len(flushed) == 1
         assert tracing.tracing_enabled() is False
         assert not any(type(cb).__name__ == "LangfuseOtelLogger" for cb in litellm.callbacks)
 

@@ -81,17 +81,28 @@ def installed_version(distribution: str) -> str | None:
 # ---- the two lists ----------------------------------------------------------------------------------------
 
 
-def parse_requirements(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """(distribution, version) of each `name==version` line; comments, blanks and `-r` lines are skipped."""
+def parse_requirements(path: str | os.PathLike[str], *, python_version: str | None = None) \
+        -> list[tuple[str, str]]:
+    """(distribution, version) of each `name==version` line that applies to this Python; comments, blanks and
+    `-r` lines are skipped. A line with an environment marker (`torch==2.13.0; python_version < "3.12"`) is kept
+    only where its marker holds: on this interpreter, or on `python_version` ("3.13") when given."""
+    environment = None if python_version is None else {
+        "python_version": python_version, "python_full_version": f"{python_version}.0"}
     pins = []
     for raw in Path(path).read_text(encoding="utf-8").splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
             continue
-        name, sep, version = line.partition("==")
-        if not sep:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            raise ValueError(f"{path}: {raw!r} is not a requirement line") from None
+        specs = list(req.specifier)
+        if len(specs) != 1 or specs[0].operator != "==":
             raise ValueError(f"{path}: {raw!r} is not pinned as name==version")
-        pins.append((name.strip(), version.strip()))
+        if req.marker is not None and not req.marker.evaluate(environment):
+            continue
+        pins.append((req.name, specs[0].version))
     return pins
 
 

@@ -219,6 +219,17 @@ def tracing_enabled() -> bool:
     return _active is not None
 
 
+async def _drain_spawned_logging_tasks(timeout_s: float) -> None:
+    """Wait for the tasks LiteLLM spawned to enqueue its logging callbacks (LiteLLM >= 1.8x keeps them in
+    `litellm.responses.streaming_iterator`; older releases enqueue directly, and there is nothing to wait for)."""
+    try:
+        from litellm.responses.streaming_iterator import drain_logging_tasks
+    except ImportError:
+        await asyncio.sleep(0)
+        return
+    await drain_logging_tasks(timeout=timeout_s)
+
+
 async def flush_tracing(timeout_s: float = EXPORT_TIMEOUT_S) -> bool:
     """Finish LiteLLM's pending logging callbacks, then export every buffered span.
 
@@ -229,6 +240,10 @@ async def flush_tracing(timeout_s: float = EXPORT_TIMEOUT_S) -> bool:
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
     try:
+        # acompletion returns before its success callback is queued: LiteLLM spawns a task that enqueues it on
+        # the logging worker (whose queue does not exist before the first one). Wait for those tasks first,
+        # or the worker's flush finds nothing to wait for and the span is made after the export.
+        await asyncio.wait_for(_drain_spawned_logging_tasks(timeout_s), timeout=timeout_s)
         await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout=timeout_s)
     except TimeoutError:
         logger.warning("tracing: LiteLLM's logging callbacks did not finish within %.1f s", timeout_s)

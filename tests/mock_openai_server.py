@@ -34,7 +34,8 @@ class Delays:
     tokens: int = 64
     queue_s: float = 0.0  # extra wait before the request is looked at
     requests: list[tuple[float, float]] = field(default_factory=list)  # (received, finished) perf_counter
-    request_ids: list[str] = field(default_factory=list)  # X-Request-ID of each chat request
+    request_ids: list[str] = field(default_factory=list)  # X-Wattbench-Request of each chat request (run/key)
+    uuids: list[str] = field(default_factory=list)  # X-Request-ID of each chat request
     count_prompt: Callable[[str], int] | None = None  # the prompt's tokens in usage (default 8)
     owned_by: str = "mock"
     bodies: list[dict[str, Any]] = field(default_factory=list)  # each chat request's JSON body
@@ -108,18 +109,21 @@ async def _serve_connection(delays: Delays, reader: asyncio.StreamReader, writer
             head = await reader.readuntil(b"\r\n\r\n")
             first, _, rest = head.partition(b"\r\n")
             method, path = first.split(b" ")[:2]
-            length, request_id = 0, ""
+            length, request_id, request_uuid = 0, "", ""
             for line in rest.split(b"\r\n"):
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
                 elif line[:13].lower() == b"x-request-id:":
-                    request_id = line[13:].strip().decode()
+                    request_uuid = line[13:].strip().decode()
+                elif line[:20].lower() == b"x-wattbench-request:":
+                    request_id = line[20:].strip().decode()
             body = await reader.readexactly(length) if length else b""
             if method == b"GET" and path.endswith(b"/models"):
                 models = _models(delays.owned_by)
                 writer.write(_head("200 OK", "application/json", len(models)) + models)
             elif method == b"POST" and path.endswith(b"/chat/completions"):
                 delays.request_ids.append(request_id)
+                delays.uuids.append(request_uuid)
                 await _answer(delays, body, writer)
             else:
                 writer.write(_head("404 Not Found", "application/json", 2) + b"{}")

@@ -52,7 +52,9 @@ def test_served_request_is_recorded_with_the_services_answer() -> None:
     assert record.key == "capital-r0"
     # no model: the service's default; "stream": the runner times the first token itself
     assert received.body == {"prompt": "What is the capital of France?", "stream": True}
-    assert received.headers["x-request-id"] == "capital-r0"
+    # the readable id, and a UUID made from it (the same on every attempt and after a resume)
+    assert received.headers["x-wattbench-request"] == "capital-r0"
+    assert received.headers["x-request-id"] == "fb066f4b-0a34-50f6-b85a-fb408c7b8cd4"  # uuid5, computed once
 
 
 def test_429_waits_out_retry_after_then_succeeds() -> None:
@@ -62,6 +64,8 @@ def test_429_waits_out_retry_after_then_succeeds() -> None:
     assert (record.success, record.attempts, record.rate_limited) == (True, 2, 1)
     assert second.t_s - first.t_s >= 0.3  # the retry came no sooner than Retry-After allowed
     assert record.retry_wait_s >= 0.3  # and that wait is counted apart from latency
+    # a retry is the same request to the server: the same ids
+    assert first.headers["x-request-id"] == second.headers["x-request-id"] == "fb066f4b-0a34-50f6-b85a-fb408c7b8cd4"
 
 
 def test_500s_are_retried_with_backoff() -> None:

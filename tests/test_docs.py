@@ -75,3 +75,40 @@ def test_the_architecture_check_reads_nesting() -> None:  # the test above must 
     named = architecture_tree()
     assert {"wattbench/protocol/sse.py", "wattbench/energy/lenses/gpu.py", "wattbench/cli.py"} <= named
     assert "wattbench/sse.py" not in named and "wattbench/lenses/gpu.py" not in named
+
+
+def python_blocks(page: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+def test_every_python_block_in_the_docs_is_run_below() -> None:
+    # a new block joins the test that runs it (the two below), or it drifts from the code unseen
+    blocks = {str(page.relative_to(ROOT)): len(python_blocks(page)) for page in PAGES if python_blocks(page)}
+    assert blocks == {"docs/outputs.md": 1, "docs/running.md": 1}
+
+
+def test_the_python_blocks_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # docs/running.md: a real service child on 127.0.0.1 (a fixed answer instead of the model), the real sender;
+    # then docs/outputs.md on the CSV of what it measured
+    import plotly.graph_objects as go
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WATTBENCH_MOCK_RESPONSE", "Paris.")
+    monkeypatch.delenv("WATTBENCH_API_TOKEN", raising=False)
+    shown: list[str] = []
+    monkeypatch.setattr(go.Figure, "show", lambda fig, *a, **k: shown.append(fig.layout.title.text))
+    [running] = python_blocks(ROOT / "docs" / "running.md")
+    scope: dict = {}
+    exec(compile(running, "docs/running.md", "exec"), scope)
+    df = scope["df"]
+    assert len(df) == 12 * 4 and df["success"].all()  # the 12 default prompts on the four default profiles
+    assert set(df["response_text"]) == {"Paris."}
+    df.to_csv(tmp_path / "run.csv", index=False)
+    [outputs] = python_blocks(ROOT / "docs" / "outputs.md")
+    scope = {"csv_path": str(tmp_path / "run.csv"), "df": df}
+    exec(compile(outputs, "docs/outputs.md", "exec"), scope)
+    assert "requests: 12 (12 successful, 0 failed); rows (request x profile): 48" in scope["out"]["report_text"]
+    assert shown == ["GPU comparison: carbon, cost, latency and energy per deployment profile"]
+    assert sorted(p.name for p in (tmp_path / "outputs").glob("*.html")) == sorted(
+        [*(Path(path).name for path in scope["out"]["dashboards"].values()), "index.html"])
+    assert len(scope["out"]["dashboards"]) == 7

@@ -42,7 +42,7 @@ def run_cmd(url: str, prompts: Path, out: Path, *extra: str) -> list[str]:
 
 def keys_sent(stub: ChatStub, since: int = 0) -> list[str]:
     """The request keys of the measured /chat requests the stub received (warm-ups left out)."""
-    ids = [r.headers["x-request-id"].split("/", 1)[1] for r in stub.chat_requests()[since:]]
+    ids = [r.headers["x-wattbench-request"].split("/", 1)[1] for r in stub.chat_requests()[since:]]
     return [i for i in ids if not i.startswith("warmup-")]
 
 

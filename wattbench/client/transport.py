@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -29,6 +30,19 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
 
 
 PATH_SERVICE = "service"
+
+#: The header that carries a request's readable id, `<run id>/<request id>` (warm-ups: `warmup-<n>`).
+REQUEST_KEY_HEADER = "X-Wattbench-Request"
+#: The namespace of the UUIDs sent as X-Request-ID (uuid5 of the readable id).
+REQUEST_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://wattbench.invalid/request")
+
+
+def request_headers(request_id: str) -> dict[str, str]:
+    """The headers that name one request: X-Request-ID is a UUID (servers built on starlette-context, such as
+    llama-cpp-python's, answer 400 to any other form), the same for every attempt and after a resume (uuid5 of
+    the readable id, which goes in X-Wattbench-Request to find the request in a server's logs)."""
+    return {"X-Request-ID": str(uuid.uuid5(REQUEST_ID_NAMESPACE, request_id)), REQUEST_KEY_HEADER: request_id,
+            "Content-Type": "application/json"}
 
 
 PATH_DIRECT = "direct"
@@ -202,7 +216,7 @@ class ServiceTransport(_StreamingPost):
             body["model"] = self.model
         if self.stream:
             body["stream"] = True
-        headers = {"X-Request-ID": request_id, "Content-Type": "application/json"}
+        headers = request_headers(request_id)
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         started_epoch_s = time.time()
@@ -276,7 +290,7 @@ class OpenAITransport(_StreamingPost):
         if self.max_tokens:
             body["max_tokens"] = self.max_tokens
         body.update(output_length_fields(item.spec.max_tokens, self.output_enforce))
-        headers = {"X-Request-ID": request_id, "Content-Type": "application/json"}
+        headers = request_headers(request_id)
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         started_epoch_s = time.time()

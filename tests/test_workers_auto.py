@@ -79,3 +79,49 @@ def test_a_default_run_on_the_direct_path_starts_the_processes_it_chose_and_lose
     assert result.exit_code == 0 and sorted(result.frame["request_id"]) == keys
     assert sent == keys  # every request sent once, whatever the number of processes
     assert RunStore.open(tmp_path / "out", result.run_id).manifest()["workers"] == chosen
+
+
+def test_a_killed_worker_is_named_the_others_stop_and_resume_sends_the_rest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(f'{{"id": "p{i}", "prompt": "prompt {i}"}}\n' for i in range(60)))
+    options = dict(model="mock", prompts=str(prompts), concurrency=2, workers=2, out=str(tmp_path / "out"),
+                   profiles="T4_COLAB", no_report=True, no_progress=True, warmup=0, max_answer_chars=3)
+    killed: list[int] = []
+
+    def kill_one_worker(server: MockOpenAIServer) -> None:
+        deadline = time.monotonic() + 60
+        while len(server.delays.request_ids) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        [first, *_] = sorted(multiprocessing.active_children(), key=lambda p: p.name)
+        killed.append(first.pid)
+        os.kill(first.pid, signal.SIGKILL)
+
+    with MockOpenAIServer(ttft_s=0.05, itl_s=0.005, tokens=4) as server:
+        killer = threading.Thread(target=kill_one_worker, args=(server,))
+        killer.start()
+        first = run_benchmark(base_url=server.url, **options)
+        killer.join()
+        sent_first = list(server.delays.request_ids)
+        second = run_benchmark(base_url=server.url, resume=first.run_id, **options)
+        sent_all = list(server.delays.request_ids)
+    assert killed
+    # one line naming the worker, how it ended and what to do; the other worker stopped too
+    assert first.stopped == ("worker 0 (30 requests) ended, killed by SIGKILL, before it finished its share; what "
+                             "was measured is saved: rerun with --resume")
+    assert 6 <= len(sent_first) < 60
+    # nothing lost, nothing counted twice: the resumed run holds every request once
+    keys = sorted(f"p{i}-r0" for i in range(60))
+    assert second.stopped is None and sorted(second.frame["request_id"]) == keys
+    served_first = set(first.frame["request_id"])
+    resent = [k.split("/", 1)[1] for k in sent_all[len(sent_first):]]
+    assert sorted(resent) == sorted(set(keys) - served_first)
+    # --max-answer-chars reaches the worker processes: each answer's text cut at 3 characters
+    assert second.frame["response_text"].str.len().max() == 3

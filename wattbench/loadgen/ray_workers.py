@@ -161,6 +161,10 @@ class RayPool:
         self._drain()  # every task ended: what they sent before ending is in the mailbox
         return bool(self._local)
 
+    def ended(self) -> dict[int, str]:
+        """Workers gone without reporting: none to list here, a failed Ray task raises in alive()."""
+        return {}
+
     def stop(self) -> None:
         self._mailbox.stop.remote()
 

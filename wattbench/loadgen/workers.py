@@ -20,13 +20,14 @@ import math
 import multiprocessing as mp
 import os
 import queue as queue_module
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from wattbench.loadgen.limiter import RetryPolicy
 from wattbench.loadgen.plan import RequestRecord, WorkItem
-from wattbench.loadgen.sender import BatchProcessor, RunStopped, StopRules
+from wattbench.loadgen.sender import MAX_ANSWER_CHARS, BatchProcessor, RunStopped, StopRules
 from wattbench.client.transport import OpenAITransport
 
 
@@ -91,6 +92,7 @@ class WorkerSpec:
     run_id: str
     max_duration_s: float | None
     output_enforce: str = "max-tokens"  # how each prompt's max_tokens is asked for (workloads.py)
+    max_answer_chars: int = MAX_ANSWER_CHARS  # characters of an answer's text recorded (--max-answer-chars)
 
 
 @dataclass
@@ -109,6 +111,7 @@ def _worker_main(index: int, spec: WorkerSpec, items: list[WorkItem], out: Any, 
         arrival=spec.arrival, timeout_s=spec.timeout_s, retry=spec.retry,  # type: ignore[arg-type]
         seed=None if spec.seed is None else spec.seed + index, run_id=spec.run_id, progress=False,
         on_record=out.put, stop=StopRules(max_duration_s=spec.max_duration_s), should_stop=stop.is_set,
+        max_answer_chars=spec.max_answer_chars,
     )
     error = None
     try:
@@ -150,6 +153,12 @@ class ProcessPool:
         """Whether a message may still come."""
         return any(p.is_alive() for p in self._procs) or not self._out.empty()
 
+    def ended(self) -> dict[int, str]:
+        """The workers whose process ended with a failure ({index: how}, e.g. "killed by SIGKILL"): a worker
+        that finishes, fails in Python or is stopped exits 0 after reporting."""
+        return {i: exit_description(p.exitcode) for i, p in enumerate(self._procs)
+                if p.exitcode is not None and p.exitcode != 0}
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -158,6 +167,20 @@ class ProcessPool:
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.terminate()
+
+
+def exit_description(exitcode: int) -> str:
+    """How a process ended, from multiprocessing's exitcode (a negative code is the signal that killed it)."""
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+#: Seconds between the writer's checks that every worker process is still there.
+LIVENESS_CHECK_S = 0.5
 
 
 def worker_spec(processor: BatchProcessor, n: int) -> WorkerSpec:
@@ -169,7 +192,7 @@ def worker_spec(processor: BatchProcessor, n: int) -> WorkerSpec:
         transport.base_url, transport.model, transport._api_key,  # noqa: SLF001 - handed to the workers only
         max(1, -(-processor.concurrency // n)), processor.rate_rps / n if processor.rate_rps else None,
         processor.arrival, processor.timeout_s, processor.retry, None, processor.run_id,
-        processor.stop.max_duration_s, transport.output_enforce,
+        processor.stop.max_duration_s, transport.output_enforce, processor.max_answer_chars,
     )
 
 
@@ -187,12 +210,23 @@ def run_in_workers(processor: BatchProcessor, todo: list[WorkItem], workers: int
     finished = failed = 0
     cpu_s, errors, reason = 0.0, [], None
     t0, done = time.monotonic(), 0
+    reported: set[int] = set()  # workers whose _Done arrived, or that were found dead
+    checked = t0
     try:
         pool.start(spec, shares)
         while done < n:
-            message = pool.get(1.0)
+            message = pool.get(LIVENESS_CHECK_S)
+            if message is None or time.monotonic() - checked >= LIVENESS_CHECK_S:
+                checked = time.monotonic()
+                for index, how in pool.ended().items():
+                    if index not in reported:  # gone without reporting: the others stop, their records are kept
+                        reported.add(index)
+                        done += 1
+                        errors.append(f"worker {index} ({len(shares[index])} requests) ended, {how}, before it "
+                                      "finished its share")
+                        pool.stop()
             if message is None:
-                if not pool.alive():
+                if done < n and not pool.alive():
                     raise WorkerError("every worker process ended without reporting; see its output")
                 continue
             messages = [message]  # and whatever else has arrived: committed together (one fsync)
@@ -201,6 +235,9 @@ def run_in_workers(processor: BatchProcessor, todo: list[WorkItem], workers: int
             records: list[RequestRecord] = []
             for message in messages:
                 if isinstance(message, _Done):
+                    if message.worker in reported:
+                        continue
+                    reported.add(message.worker)
                     done += 1
                     cpu_s += message.cpu_s
                     if message.error:

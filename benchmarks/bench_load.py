@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from wattbench.loadgen.plan import WorkItem  # noqa: E402
+from wattbench.loadgen.plan import Schedule, WorkItem  # noqa: E402
 from wattbench.workloads.prompts import PromptSpec  # noqa: E402
 from wattbench.loadgen.sender import BatchProcessor  # noqa: E402
 from wattbench.client.service_process import ServiceProcess, free_port  # noqa: E402
-from wattbench.client.transport import OpenAITransport  # noqa: E402
+from wattbench.client.transport import OpenAITransport, ServiceTransport  # noqa: E402
 from wattbench.loadgen.workers import auto_workers, run_in_workers, usable_cpus  # noqa: E402
 
 TOKENS = 64
@@ -94,8 +94,8 @@ class _Records(list):
 
 def wattbench_round(url: str, concurrency: int, n: int, transport: object | None,
                     workers: int = 1) -> dict[str, float]:
-    processor = BatchProcessor(url, concurrency=concurrency, progress=False, transport=transport, warmup=0,
-                               timeout_s=120)
+    processor = BatchProcessor(transport or ServiceTransport(url), schedule=Schedule(concurrency=concurrency),
+                               progress=False, timeout_s=120)
     t0 = time.perf_counter()
     if workers > 1:
         records = _Records()

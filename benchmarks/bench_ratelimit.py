@@ -34,9 +34,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from stub_servers import ChatStub, SmoothRateLimiter, rate_limited  # noqa: E402
 
-from wattbench.loadgen.plan import plan_requests
+from wattbench.loadgen.plan import Schedule, plan_requests
 from wattbench.workloads.prompts import PromptSpec
 from wattbench.loadgen.sender import BatchProcessor
+from wattbench.client.transport import ServiceTransport
 
 
 def span_s(stub: ChatStub) -> float:
@@ -49,7 +50,8 @@ def run_wattbench(rpm: float, n: int, concurrency: int, with_ms: bool = True) ->
     """BatchProcessor against a fresh stub: (lost, span_s, 429s seen)."""
     prompts = [PromptSpec(f"p{i:02d}", f"prompt {i}") for i in range(n)]
     with ChatStub(rate_limited(rpm, with_ms=with_ms)) as stub:
-        records = BatchProcessor(stub.url, concurrency=concurrency, progress=False, seed=1).run_sync(
+        records = BatchProcessor(ServiceTransport(stub.url), schedule=Schedule(concurrency=concurrency, seed=1),
+                                 progress=False).run_sync(
             plan_requests(prompts)
         )
         lost = sum(not r.success for r in records)
@@ -124,7 +126,8 @@ def run_through_service(rpm: float, n: int, concurrency: int, litellm: bool = Fa
             os.environ.pop(name, None)
         with ServiceProcess(env=env_clear) as service:
             time.sleep(60.0 / rpm)  # the /health probes did not call the provider; start on a fresh window
-            records = BatchProcessor(service.url, concurrency=concurrency, progress=False, seed=1).run_sync(
+            records = BatchProcessor(ServiceTransport(service.url), schedule=Schedule(concurrency=concurrency, seed=1),
+                                     progress=False).run_sync(
                 plan_requests(prompts)
             )
     finally:

@@ -16,9 +16,10 @@ from wattbench.redact import shown_url
 from wattbench.analysis.enrich import build_dataframe, idle_gaps_s
 from wattbench.loadgen.limiter import AdaptiveLimiter, RetryPolicy, backoff_delay_s
 from wattbench.protocol.ratelimit import retry_after_s as parse_retry_after
-from wattbench.loadgen.plan import RequestRecord, WorkItem, arrival_offsets_s, plan_requests
+from wattbench.loadgen.plan import RequestRecord, Schedule, WorkItem, arrival_offsets_s, plan_requests
 from wattbench.workloads.prompts import PromptSpec
 from wattbench.runs.run import cli_run, run_benchmark
+from wattbench.client.transport import ServiceTransport
 from wattbench.loadgen.sender import AuthRejectedError, BatchProcessor, Progress, ServiceGoneError
 from wattbench.client.service_process import free_port
 from wattbench.loadgen.plan import RecordSinkError
@@ -31,9 +32,13 @@ PROMPTS = [
 ]
 
 
-def send(stub: ChatStub, items: list[WorkItem], **kwargs: Any) -> list[RequestRecord]:
+def send(stub: ChatStub, items: list[WorkItem], *, token: str | None = None, model: str | None = None,
+         concurrency: int = 1, rate_rps: float | None = None, warmup: int = 0, **kwargs: Any) -> list[RequestRecord]:
+    """The items sent to the stub's /chat: the transport, the schedule, and BatchProcessor's own options."""
     kwargs.setdefault("retry", FAST_RETRY)
-    return BatchProcessor(stub.url, progress=False, seed=0, **kwargs).run_sync(items)
+    transport = ServiceTransport(stub.url, token=token, model=model)
+    schedule = Schedule(concurrency=concurrency, rate_rps=rate_rps, warmup=warmup, seed=0)
+    return BatchProcessor(transport, schedule=schedule, progress=False, **kwargs).run_sync(items)
 
 
 def one_item() -> list[WorkItem]:
@@ -134,7 +139,7 @@ def test_token_is_sent_and_a_refused_token_stops_the_run() -> None:
 def test_refused_connections_stop_the_run() -> None:
     port = free_port()  # nothing listens there
     processor = BatchProcessor(
-        f"http://127.0.0.1:{port}",
+        ServiceTransport(f"http://127.0.0.1:{port}"),
         progress=False,
         retry=RetryPolicy(backoff_base_s=0.01, abort_after_connect_failures=3),
     )
@@ -906,3 +911,20 @@ def test_cli_checks_the_requested_model_not_the_default(
         assert stub.chat_requests() == []
     assert_one_error_line(capsys, f"error: the service at {stub.url} is up but its model is not ready: "
                                   "missing key: set GEMINI_API_KEY")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"concurrency": 0}, "concurrency must be >= 1, not 0"),
+    ({"rate_rps": 0.0}, "rate must be > 0 requests per second, not 0.0"),
+    ({"warmup": -1}, "warmup must be >= 0, not -1"),
+])
+def test_a_schedule_refuses_what_cannot_be_sent(options: dict, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        Schedule(**options)
+    assert str(caught.value) == message
+
+
+def test_the_load_generator_takes_a_transport_not_a_url() -> None:
+    # the target is named once, by the transport (base URL, token, model), not again beside it
+    with pytest.raises(TypeError, match=r"^BatchProcessor takes a transport, not a URL: ServiceTransport\(url\)"):
+        BatchProcessor("http://127.0.0.1:9")  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from wattbench.workloads.prompts import PromptSpec
 class ScriptedTransport:
     """Answers each attempt from a list (the last repeats); "hang" never answers."""
 
-    path = "direct"
+    path, base_url, model = "direct", "http://127.0.0.1:9", "scripted"
 
     def __init__(self, *answers: Attempt | str) -> None:
         self.answers = list(answers)
@@ -40,7 +40,7 @@ class ScriptedTransport:
 
 
 def one(transport: ScriptedTransport, **policy) -> RequestRecord:
-    processor = BatchProcessor("http://127.0.0.1:9", transport=transport, progress=False, timeout_s=10,
+    processor = BatchProcessor(transport, progress=False, timeout_s=10,
                                retry=RetryPolicy(backoff_base_s=0.001, **policy))
     return asyncio.run(processor.run([WorkItem(PromptSpec(prompt_id="p", prompt="hi"), 0)]))[0]
 
@@ -94,7 +94,7 @@ def test_a_request_served_within_its_budget_is_served() -> None:
 def test_a_stalled_server_costs_the_budget_not_six_timeouts() -> None:
     """Real path: the hostile server's stalled stream, the direct transport, the default budget."""
     with HostileServer() as server:
-        processor = BatchProcessor(server.url, transport=OpenAITransport(server.url, model="hostile"),
+        processor = BatchProcessor(OpenAITransport(server.url, model="hostile"),
                                    progress=False, timeout_s=0.2, retry=RetryPolicy(backoff_base_s=0.001))
         record = asyncio.run(processor.run([WorkItem(PromptSpec(prompt_id="s", prompt="hostile:stall"), 0)]))[0]
     assert record.success is False
@@ -122,7 +122,7 @@ def test_bad_budget_options_are_one_line(argv: list[str], message: str, capsys: 
 
 def test_an_answer_over_the_cap_is_cut_and_the_cap_recorded() -> None:
     long = Attempt("ok", 200, response={"text": "abcdef" * 10, "completion_tokens": 60}, elapsed_s=0.01)
-    processor = BatchProcessor("http://127.0.0.1:9", transport=ScriptedTransport(long), progress=False,
+    processor = BatchProcessor(ScriptedTransport(long), progress=False,
                                max_answer_chars=8)
     record = asyncio.run(processor.run([WorkItem(PromptSpec(prompt_id="p", prompt="hi"), 0)]))[0]
     assert record.response == {"text": "abcdefab", "completion_tokens": 60, "text_capped_at": 8, "text_chars": 60}

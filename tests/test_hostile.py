@@ -16,7 +16,7 @@ from hostile_server import BEHAVIOURS, HostileServer
 from wattbench.client.transport import OpenAITransport
 from wattbench.config import Settings
 from wattbench.loadgen.limiter import RetryPolicy
-from wattbench.loadgen.plan import RequestRecord, WorkItem
+from wattbench.loadgen.plan import RequestRecord, Schedule, WorkItem
 from wattbench.loadgen.sender import BatchProcessor
 from wattbench.service.passthrough import PerModel, select_backend
 from wattbench.workloads.prompts import PromptSpec
@@ -91,8 +91,8 @@ def _fill(text: str, server: HostileServer) -> str:
 
 def send_direct(server: HostileServer, names: list[str]) -> dict[str, RequestRecord]:
     items = [WorkItem(PromptSpec(prompt_id=name, prompt=f"hostile:{name}"), 0) for name in names]
-    processor = BatchProcessor(server.url, transport=OpenAITransport(server.url, model="hostile"), timeout_s=0.5,
-                               progress=False, concurrency=len(items),
+    processor = BatchProcessor(OpenAITransport(server.url, model="hostile"), timeout_s=0.5,
+                               progress=False, schedule=Schedule(concurrency=len(items)),
                                retry=RetryPolicy(max_attempts=2, backoff_base_s=0.01, max_rate_limited=3,
                                                  budget_s=60))
     return {record.prompt_id: record for record in asyncio.run(processor.run(items))}

@@ -24,7 +24,7 @@ from wattbench.runs.config import RunConfig
 from wattbench.analysis.enrich import build_dataframe
 from wattbench.analysis.phases import phases
 from wattbench.protocol.metrics import in_flight
-from wattbench.loadgen.plan import WorkItem
+from wattbench.loadgen.plan import Schedule, WorkItem
 from wattbench.workloads.prompts import PromptSpec
 from wattbench.runs.run import cli_run, run_benchmark
 from wattbench.loadgen.sender import BatchProcessor, RunStopped, StopRules
@@ -43,6 +43,7 @@ class Outer:
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.path, self.waited = inner, inner.path, {}
+        self.base_url, self.model = inner.base_url, inner.model
 
     async def send(self, item: WorkItem, request_id: str, timeout_s: float) -> Any:
         t0 = time.perf_counter()
@@ -59,8 +60,8 @@ class Outer:
 def test_direct_path_times_ttft_and_latency_where_the_bytes_arrive() -> None:
     with MockOpenAIServer(ttft_s=0.1, itl_s=0.01, tokens=20) as server:
         outer = Outer(OpenAITransport(server.url, model="mock"))
-        one_by_one = BatchProcessor(server.url, transport=outer, progress=False).run_sync(items(3))
-        records = BatchProcessor(server.url, transport=OpenAITransport(server.url, model="mock"), concurrency=4,
+        one_by_one = BatchProcessor(outer, progress=False).run_sync(items(3))
+        records = BatchProcessor(OpenAITransport(server.url, model="mock"), schedule=Schedule(concurrency=4),
                                  progress=False).run_sync(items(8))
     for r in one_by_one:  # alone on the event loop, what the client waited is what it reports
         assert r.client_latency_s == pytest.approx(outer.waited[r.key], abs=0.005)
@@ -121,7 +122,7 @@ def slow_service(monkeypatch: pytest.MonkeyPatch):
 @pytest.mark.slow  # real clock: bounds on measured time belong to the slow lane
 def test_service_path_reports_what_the_client_waited_queueing_included(slow_service: str) -> None:
     outer = Outer(ServiceTransport(slow_service, token=None, model=None, stream=True))
-    records = BatchProcessor(slow_service, transport=outer, concurrency=2, progress=False).run_sync(items(4))
+    records = BatchProcessor(outer, schedule=Schedule(concurrency=2), progress=False).run_sync(items(4))
     assert all(r.success for r in records), [r.error for r in records]
     df = build_dataframe(records, {"A": {}}, run_id="r", enhance=lambda *a, **k: {"profile": "A"},
                          provider_estimate=lambda *a: None)
@@ -196,7 +197,7 @@ def test_max_errors_stops_after_that_many_failures() -> None:
     from stub_servers import status
 
     with ChatStub(script=[status(422, "bad")] * 10) as stub:
-        processor = BatchProcessor(stub.url, concurrency=1, progress=False, stop=StopRules(max_errors=3))
+        processor = BatchProcessor(ServiceTransport(stub.url), progress=False, stop=StopRules(max_errors=3))
         with pytest.raises(RunStopped, match="^stopped by --max-errors 3: 3 of 3 requests failed$"):
             processor.run_sync(items(10))
         assert len(stub.chat_requests()) == 3

@@ -10,7 +10,7 @@ from openai_stub import OpenAIStub
 
 from wattbench.client.service_process import ServiceProcess
 from wattbench.client.transport import ServiceTransport, service_events_attempt
-from wattbench.loadgen.plan import WorkItem
+from wattbench.loadgen.plan import Schedule, WorkItem
 from wattbench.loadgen.sender import BatchProcessor
 from wattbench.workloads.prompts import PromptSpec
 
@@ -54,8 +54,8 @@ def test_the_service_path_through_the_passthrough_end_to_end(tmp_path: Path) -> 
         env = {"WATTBENCH_API_BASE": stub.url, "WATTBENCH_MODEL": "openai/ok", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         with ServiceProcess(env=env, log_path=tmp_path / "service.log") as service:
             items = [WorkItem(PromptSpec(f"p{i}", f"prompt {i}"), 0) for i in range(4)]
-            records = BatchProcessor(service.url, transport=ServiceTransport(service.url, token=None, model=None),
-                                     concurrency=2, progress=False).run_sync(items)
+            records = BatchProcessor(ServiceTransport(service.url), schedule=Schedule(concurrency=2),
+                                     progress=False).run_sync(items)
     assert sorted(r.key for r in records) == ["p0-r0", "p1-r0", "p2-r0", "p3-r0"]
     for r in records:
         assert (r.success, r.path, r.response["text"], r.response["completion_tokens"]) == (

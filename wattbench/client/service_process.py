@@ -1,7 +1,7 @@
 """Run the wattbench service (app.py under uvicorn) as a child process on 127.0.0.1.
 
     with ServiceProcess() as service:          # a free port; waits until GET /health answers
-        BatchProcessor(service.url, ...)
+        BatchProcessor(ServiceTransport(service.url), ...)
 
 The child runs in its own process group; stop() sends SIGTERM to the group, then SIGKILL after a grace period,
 and an atexit hook stops anything still running. A parent that dies without running any of that (SIGKILL, a

@@ -117,6 +117,8 @@ class Transport(Protocol):
     connection pool: made in the running event loop on the first send, closed by `aclose`."""
 
     path: str
+    base_url: str  # the target, without a trailing slash
+    model: str | None  # the model asked for (None: the service's default)
 
     async def send(self, item: WorkItem, request_id: str, timeout_s: float) -> Attempt: ...
 
@@ -201,7 +203,7 @@ class ServiceTransport(_StreamingPost):
 
     path = PATH_SERVICE
 
-    def __init__(self, base_url: str, *, token: str | None, model: str | None, stream: bool = True,
+    def __init__(self, base_url: str, *, token: str | None = None, model: str | None = None, stream: bool = True,
                  connections: int = 0) -> None:
         super().__init__(base_url, connections)
         self._token = token

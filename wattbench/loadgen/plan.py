@@ -15,6 +15,28 @@ Arrival = Literal["constant", "poisson", "trace"]
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """When requests are sent. Closed loop: `concurrency` users, each sending its next request when the last
+    one finished. Open loop: `rate_rps` requests per second (arrival "constant" or "poisson"; "trace": at each
+    item's own offset), with `concurrency` as the cap on what may be in flight. `warmup` requests go first and
+    are not recorded; `seed` fixes poisson arrivals and retry jitter."""
+
+    concurrency: int = 1
+    rate_rps: float | None = None
+    arrival: Arrival = "constant"
+    warmup: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, not {self.concurrency}")
+        if self.rate_rps is not None and self.rate_rps <= 0:
+            raise ValueError(f"rate must be > 0 requests per second, not {self.rate_rps}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, not {self.warmup}")
+
+
+@dataclass(frozen=True)
 class WorkItem:
     """One prompt x repeat: sent once per run."""
 

@@ -21,9 +21,9 @@ from wattbench.loadgen.limiter import (
     request_budget_s,
 )
 from wattbench.loadgen.plan import (
-    Arrival,
     RecordSinkError,
     RequestRecord,
+    Schedule,
     WorkItem,
     arrival_offsets_s,
     iso_utc,
@@ -108,69 +108,52 @@ class Progress:
 
 
 class BatchProcessor:
-    """Sends WorkItems to `<base_url>/chat` (or through `transport`) and returns a RequestRecord for each.
+    """Sends WorkItems through a transport and returns a RequestRecord for each: the load generator.
 
-    base_url: the service (e.g. ServiceProcess.url), or the server a `transport` talks to; token: sent as `Authorization: Bearer`, never printed;
-    concurrency: the most requests in flight
-    (1 = sequential); rate_rps: send at this many requests per second instead (arrival constant or poisson;
-    concurrency then caps what may be in flight); warmup: requests sent first and not recorded;
-    model: sent as "model" (None: the service's default); service_model: the service's default model (its
-    /health "model"), recorded with requests the service never answered when `model` is None; on_record:
-    called with each record as soon as it is final (the CLI appends it to the run file there), before it
-    counts as done. transport: how one attempt is sent and timed (client/transport.Transport; default
-    ServiceTransport: /chat, streamed when `stream`); it owns its connection pool and is closed at the end of
-    `run`; stop: StopRules (a rule hit raises RunStopped after the requests in flight finished).
+    transport: how one attempt is sent and timed (client/transport.Transport: ServiceTransport for the service's
+    /chat, OpenAITransport for an OpenAI-compatible server); it owns its connection pool, is closed at the end of
+    `run`, and names the target (base_url, model). schedule: when requests are sent (loadgen/plan.Schedule).
+    retry: RetryPolicy (attempts, 429s, backoff, the request budget). stop: StopRules (a rule hit raises
+    RunStopped after the requests in flight finished); should_stop: another judge of them (the parent of worker
+    processes). on_record: the record sink, called with each record as soon as it is final (the CLI appends it
+    to the run file there), before it counts as done.
+    timeout_s: per attempt; run_id: prefixed to each request's id on the wire; service_model: the service's
+    default model (its /health "model"), recorded with requests it never answered when the transport names no
+    model; max_answer_chars: an answer's text is recorded up to this many characters.
     """
 
     def __init__(
         self,
-        base_url: str,
+        transport: Transport,
         *,
-        token: str | None = None,
-        concurrency: int = 1,
-        rate_rps: float | None = None,
-        arrival: Arrival = "constant",
-        warmup: int = 0,
-        model: str | None = None,
-        service_model: str | None = None,
-        timeout_s: float = 300.0,
+        schedule: Schedule = Schedule(),
         retry: RetryPolicy = RetryPolicy(),
-        seed: int | None = None,
-        on_record: Callable[[RequestRecord], None] | None = None,
-        progress: bool = True,
-        run_id: str = "",
-        transport: Transport | None = None,
-        stream: bool = True,
         stop: StopRules = StopRules(),
+        on_record: Callable[[RequestRecord], None] | None = None,
         should_stop: Callable[[], object] | None = None,
+        timeout_s: float = 300.0,
+        run_id: str = "",
+        service_model: str | None = None,
         max_answer_chars: int = MAX_ANSWER_CHARS,
+        progress: bool = True,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, not {concurrency}")
-        if rate_rps is not None and rate_rps <= 0:
-            raise ValueError(f"rate must be > 0 requests per second, not {rate_rps}")
-        if warmup < 0:
-            raise ValueError(f"warmup must be >= 0, not {warmup}")
-        self.base_url = base_url.rstrip("/")
-        self._token = token
-        self.concurrency = concurrency
-        self.rate_rps = rate_rps
-        self.arrival = arrival
-        self.warmup = warmup
-        self.model = model
-        self.service_model = service_model
-        self.timeout_s = timeout_s
+        if isinstance(transport, str):
+            raise TypeError("BatchProcessor takes a transport, not a URL: ServiceTransport(url) for the service, "
+                            "OpenAITransport(url, model=...) for an OpenAI-compatible server")
+        self.transport: Transport = transport
+        self.schedule = schedule
         self.retry = retry
-        self.rng = random.Random(seed)
-        self.on_record = on_record
-        self.progress = progress
-        self.run_id = run_id
-        self.session = uuid.uuid4().hex[:8]
-        self.transport: Transport = transport or ServiceTransport(self.base_url, token=token, model=model, stream=stream)
-        self.path: str = self.transport.path
         self.stop = stop
+        self.on_record = on_record
+        self.should_stop = should_stop
+        self.timeout_s = timeout_s
+        self.run_id = run_id
+        self.service_model = service_model
         self.max_answer_chars = max_answer_chars
-        self.should_stop = should_stop  # another judge of the stop rules (the parent of worker processes)
+        self.progress = progress
+        self.path: str = transport.path
+        self.rng = random.Random(schedule.seed)
+        self.session = uuid.uuid4().hex[:8]
         self.stop_reason: str | None = None
         self.limiter: AdaptiveLimiter | None = None
         self._connect_failures = 0
@@ -189,7 +172,7 @@ class BatchProcessor:
         cannot write), RunStopped when a stop rule was hit; every record finished before that has already been
         passed to on_record."""
         try:
-            self.limiter = AdaptiveLimiter(self.concurrency)
+            self.limiter = AdaptiveLimiter(self.schedule.concurrency)
             await self._warm_up(items)
             self._totals = Progress()  # tokens/s counts from here, after the warm-up
             self._t_start, cpu0 = time.monotonic(), time.process_time()
@@ -219,7 +202,7 @@ class BatchProcessor:
 
     # -- sending ---------------------------------------------------------------------------------------
     async def _warm_up(self, items: Sequence[WorkItem]) -> None:
-        for i in range(self.warmup if items else 0):
+        for i in range(self.schedule.warmup if items else 0):
             await self._send_item(items[i % len(items)], request_id=f"warmup-{i}")
 
     async def _send_all(self, items: Sequence[WorkItem], bar: Any) -> list[RequestRecord]:
@@ -248,14 +231,16 @@ class BatchProcessor:
 
         try:
             async with asyncio.TaskGroup() as group:
-                if self.rate_rps is not None or self.arrival == "trace":
-                    offsets = (trace_offsets_s(items) if self.arrival == "trace"
-                               else arrival_offsets_s(len(items), self.rate_rps or 1.0, self.arrival, self.rng))
+                schedule = self.schedule
+                if schedule.rate_rps is not None or schedule.arrival == "trace":
+                    offsets = (trace_offsets_s(items) if schedule.arrival == "trace"
+                               else arrival_offsets_s(len(items), schedule.rate_rps or 1.0, schedule.arrival,
+                                                      self.rng))
                     for item, offset in zip(items, offsets, strict=True):
                         group.create_task(one(item, offset))
                 else:  # `concurrency` users share the queue: the requested load is really in flight
                     queue = list(reversed(items))
-                    for _ in range(min(self.concurrency, len(items))):
+                    for _ in range(min(schedule.concurrency, len(items))):
                         group.create_task(user(queue))
         except* (ServiceGoneError, AuthRejectedError, RecordSinkError) as eg:
             raise eg.exceptions[0] from None
@@ -350,7 +335,7 @@ class BatchProcessor:
         self._connect_failures += 1
         if self._connect_failures >= self.retry.abort_after_connect_failures:
             raise ServiceGoneError(
-                f"the service at {shown_url(self.base_url)} refused {self._connect_failures} "
+                f"the service at {shown_url(self.transport.base_url)} refused {self._connect_failures} "
                 "connections in a row "
                 f"({attempt.error}); what was measured is saved: "
                 "start the service again and rerun with --resume"
@@ -385,7 +370,7 @@ class BatchProcessor:
             t_end_epoch_s=attempt.started_epoch_s + attempt.elapsed_s,
             client_latency_s=attempt.elapsed_s if attempt.kind == "ok" else None,
             response=capped_answer(attempt.response, self.max_answer_chars),
-            requested_model=self.model or self.service_model,
+            requested_model=self.transport.model or self.service_model,
             client_ttft_s=attempt.ttft_s if attempt.kind == "ok" else None,
             client_itl_s=attempt.itl_s if attempt.kind == "ok" else None,
             path=self.path,

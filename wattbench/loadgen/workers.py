@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wattbench.loadgen.limiter import RetryPolicy
-from wattbench.loadgen.plan import RequestRecord, WorkItem
+from wattbench.loadgen.plan import RequestRecord, Schedule, WorkItem
 from wattbench.loadgen.sender import MAX_ANSWER_CHARS, BatchProcessor, RunStopped, StopRules
 from wattbench.client.transport import OpenAITransport
 
@@ -106,12 +106,12 @@ class _Done:
 def _worker_main(index: int, spec: WorkerSpec, items: list[WorkItem], out: Any, stop: Any) -> None:
     transport = OpenAITransport(spec.base_url, model=spec.model, api_key=spec.api_key,
                                 output_enforce=spec.output_enforce)
+    schedule = Schedule(concurrency=spec.concurrency, rate_rps=spec.rate_rps, arrival=spec.arrival,  # type: ignore[arg-type]
+                        seed=None if spec.seed is None else spec.seed + index)
     processor = BatchProcessor(
-        spec.base_url, transport=transport, concurrency=spec.concurrency, rate_rps=spec.rate_rps,
-        arrival=spec.arrival, timeout_s=spec.timeout_s, retry=spec.retry,  # type: ignore[arg-type]
-        seed=None if spec.seed is None else spec.seed + index, run_id=spec.run_id, progress=False,
-        on_record=out.put, stop=StopRules(max_duration_s=spec.max_duration_s), should_stop=stop.is_set,
-        max_answer_chars=spec.max_answer_chars,
+        transport, schedule=schedule, retry=spec.retry, stop=StopRules(max_duration_s=spec.max_duration_s),
+        on_record=out.put, should_stop=stop.is_set, timeout_s=spec.timeout_s, run_id=spec.run_id,
+        max_answer_chars=spec.max_answer_chars, progress=False,
     )
     error = None
     try:
@@ -190,8 +190,9 @@ def worker_spec(processor: BatchProcessor, n: int) -> WorkerSpec:
         raise ValueError("worker processes drive the direct path (--base-url) only")
     return WorkerSpec(
         transport.base_url, transport.model, transport._api_key,  # noqa: SLF001 - handed to the workers only
-        max(1, -(-processor.concurrency // n)), processor.rate_rps / n if processor.rate_rps else None,
-        processor.arrival, processor.timeout_s, processor.retry, None, processor.run_id,
+        max(1, -(-processor.schedule.concurrency // n)),
+        processor.schedule.rate_rps / n if processor.schedule.rate_rps else None,
+        processor.schedule.arrival, processor.timeout_s, processor.retry, None, processor.run_id,
         processor.stop.max_duration_s, transport.output_enforce, processor.max_answer_chars,
     )
 

@@ -21,9 +21,10 @@ from wattbench.loadgen.ray_workers import RayPool  # Ray itself is imported only
 from wattbench.redact import shown_url
 from wattbench.runs.config import RunConfig, retry_policy
 from wattbench.client.direct import check_server, direct_transport
+from wattbench.client.transport import ServiceTransport, Transport
 from wattbench.analysis.enrich import build_dataframe
 from wattbench.runs.gpu_energy import GpuEnergyRun, GpuEnergyUnavailable, with_gpu_energy
-from wattbench.loadgen.plan import WorkItem, plan_requests
+from wattbench.loadgen.plan import Schedule, WorkItem, plan_requests
 from wattbench.workloads.prompts import (
     DEFAULT_PROMPTS_PATH,
     PromptsFileError,
@@ -376,19 +377,19 @@ def _send(options: RunOptions, items: list[WorkItem], todo: list[WorkItem]) -> _
         enforce = resolve_enforce(config.output_enforce, models)
         options.manifest["output_enforce"] = enforce
         transport = direct_transport(config, api_key, output_enforce=enforce)
-        return _send_to(config.base_url, transport, None, options, items, todo)
+        return _send_to(transport, None, options, items, todo)
     options.manifest["output_enforce"] = "max-tokens" if config.output_enforce != "off" else "off"
     _resolve_telemetry(options)
     token = config.token or _default_token()
     if config.server_url:
         service_model = check_service(config.server_url, token, model=options.model)
-        return _send_to(config.server_url, None, service_model, options, items, todo, token)
+        return _send_to(_service_transport(config.server_url, token, options), service_model, options, items, todo)
     if options.store is None:  # on disk before the service starts: a run killed at any point can be resumed
         options.store = _create_store(config, options)
     try:
         with ServiceProcess(log_path=Path(config.out) / "service.log") as service:
             service_model = check_service(service.url, token, model=options.model)
-            return _send_to(service.url, None, service_model, options, items, todo, token)
+            return _send_to(_service_transport(service.url, token, options), service_model, options, items, todo)
     except ServiceStartError as exc:
         lines = str(exc).splitlines()
         raise CliError(
@@ -411,39 +412,36 @@ def _resolve_telemetry(options: RunOptions) -> None:
     options.manifest["gpu_metrics"] = [shown_url(u) for u in options.telemetry.gpu_urls] or None
 
 
+def _service_transport(url: str, token: str | None, options: RunOptions) -> ServiceTransport:
+    return ServiceTransport(url, token=token, model=options.model, stream=options.config.stream)
+
+
 def _send_to(
-    url: str,
-    transport: Any,
+    transport: Transport,
     service_model: str | None,
     options: RunOptions,
     items: list[WorkItem],
     todo: list[WorkItem],
-    token: str | None = None,
 ) -> _Sent:
     config = options.config
     store = options.store or _create_store(config, options)
     trace = bool(items) and all(item.spec.arrival_s is not None for item in items)  # replayed at its own pace
+    schedule = Schedule(concurrency=config.max_concurrency if trace else config.in_flight, rate_rps=config.rate_rps,
+                        arrival="trace" if trace else config.arrival, warmup=config.warmup, seed=config.seed)
     processor = BatchProcessor(
-        url,
-        token=token,
-        concurrency=config.max_concurrency if trace else config.in_flight,
-        rate_rps=config.rate_rps,
-        arrival="trace" if trace else config.arrival,
-        warmup=config.warmup,
-        model=options.model,
-        service_model=service_model,
-        timeout_s=config.timeout_s,
+        transport,
+        schedule=schedule,
         retry=retry_policy(config),
-        seed=config.seed,
-        on_record=store.append if options.observe is None else _and_then(store.append, options.observe),
-        progress=not config.no_progress,
-        run_id=store.run_id,
-        transport=transport,
-        stream=config.stream,
         stop=StopRules(config.max_duration_s, config.max_errors, config.max_error_rate),
+        on_record=store.append if options.observe is None else _and_then(store.append, options.observe),
         should_stop=options.should_stop,
+        timeout_s=config.timeout_s,
+        run_id=store.run_id,
+        service_model=service_model,
         max_answer_chars=config.max_answer_chars,
+        progress=not config.no_progress,
     )
+    url = transport.base_url
     print(
         f"run {store.run_id}: sending {len(todo)} of {len(items)} requests to {shown_url(url)}"
         + (" (resumed)" if len(todo) < len(items) else ""),

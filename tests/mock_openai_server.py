@@ -39,6 +39,7 @@ class Delays:
     count_prompt: Callable[[str], int] | None = None  # the prompt's tokens in usage (default 8)
     owned_by: str = "mock"
     bodies: list[dict[str, Any]] = field(default_factory=list)  # each chat request's JSON body
+    first_s: list[float] = field(default_factory=list)  # each streamed answer: its first token's write - arrival
 
 
 def answer_tokens(natural: int, request: dict[str, Any]) -> int:
@@ -95,6 +96,8 @@ async def _answer(delays: Delays, body: bytes, writer: asyncio.StreamWriter) -> 
         if due > 0:
             await asyncio.sleep(due)
         writer.write(_chunk(prefix + b'[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n'))
+        if i == 0:  # the server's own TTFT: what it took, on its clock, before the first token left
+            delays.first_s.append(time.perf_counter() - t_in)
     usage = (prefix + b'[{"index":0,"delta":{},"finish_reason":"length"}]}\n\n'
              b'data: {"id":"x","object":"chat.completion.chunk","model":"' + model.encode() + b'","choices":[],"usage":'
              b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}\n\ndata: [DONE]\n\n'
@@ -118,7 +121,10 @@ async def _serve_connection(delays: Delays, reader: asyncio.StreamReader, writer
                 elif line[:20].lower() == b"x-wattbench-request:":
                     request_id = line[20:].strip().decode()
             body = await reader.readexactly(length) if length else b""
-            if method == b"GET" and path.endswith(b"/models"):
+            if method == b"GET" and path == b"/stats":  # what the server saw (benchmarks read it between rounds)
+                stats = json.dumps({"requests": len(delays.requests), "first_s": delays.first_s}).encode()
+                writer.write(_head("200 OK", "application/json", len(stats)) + stats)
+            elif method == b"GET" and path.endswith(b"/models"):
                 models = _models(delays.owned_by)
                 writer.write(_head("200 OK", "application/json", len(models)) + models)
             elif method == b"POST" and path.endswith(b"/chat/completions"):

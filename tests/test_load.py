@@ -28,10 +28,15 @@ from wattbench.loadgen.plan import Schedule, WorkItem
 from wattbench.workloads.prompts import PromptSpec
 from wattbench.runs.run import cli_run, run_benchmark
 from wattbench.loadgen.sender import BatchProcessor, RunStopped, StopRules
-from wattbench.client.service_process import free_port
+from wattbench.client.service_process import ServiceProcess, free_port
 from wattbench.client.transport import OpenAITransport, ServiceTransport
 from wattbench.protocol.sse import sse_events
 from wattbench.service.backend import RateLimited, StreamEvent
+
+
+def _passthrough_service(upstream: str) -> ServiceProcess:
+    """The service as a child process, its model the mock through the pass-through."""
+    return ServiceProcess(env={"WATTBENCH_API_BASE": upstream, "WATTBENCH_MODEL": "openai/mock"}).start()
 
 
 def items(n: int) -> list[WorkItem]:
@@ -57,6 +62,40 @@ class Outer:
 
 
 @pytest.mark.slow  # real clock: bounds on measured time belong to the slow lane
+@pytest.mark.parametrize("transport", ["direct", "service"])
+def test_the_clock_starts_when_the_request_leaves_not_while_the_client_is_busy(transport: str) -> None:
+    # The client's event loop is held for 0.3 s after send() is called and before the request's bytes go out
+    # (a new connection takes turns of the loop): that wait is the client's, kept apart as send_wait_s; the
+    # TTFT and the latency are the server's (the mock: first token 50 ms after the request, 4 tokens 10 ms
+    # apart), as a raw socket would see them.
+    with MockOpenAIServer(ttft_s=0.05, itl_s=0.01, tokens=4) as server:
+        if transport == "direct":
+            sender = OpenAITransport(server.url, model="mock")
+            send = lambda: sender.send(items(1)[0], "r/p0-r0", 10)  # noqa: E731
+        else:
+            app = _passthrough_service(server.url)
+            sender = ServiceTransport(app.url)
+            send = lambda: sender.send(items(1)[0], "r/p0-r0", 10)  # noqa: E731
+
+        async def held() -> Any:
+            asyncio.get_running_loop().call_soon(time.sleep, 0.3)  # runs at the next turn of the loop
+            try:
+                return await send()
+            finally:
+                await sender.aclose()
+
+        try:
+            attempt = asyncio.run(held())
+        finally:
+            if transport == "service":
+                app.stop()
+    assert attempt.kind == "ok", attempt.error
+    assert attempt.send_wait_s >= 0.3
+    assert 0.05 <= attempt.ttft_s < 0.05 + 0.15  # was 0.35 and more: the held loop charged to the server
+    assert 0.05 + 3 * 0.01 <= attempt.elapsed_s < 0.08 + 0.15
+
+
+@pytest.mark.slow  # real clock: bounds on measured time belong to the slow lane
 def test_direct_path_times_ttft_and_latency_where_the_bytes_arrive() -> None:
     with MockOpenAIServer(ttft_s=0.1, itl_s=0.01, tokens=20) as server:
         outer = Outer(OpenAITransport(server.url, model="mock"))
@@ -64,7 +103,7 @@ def test_direct_path_times_ttft_and_latency_where_the_bytes_arrive() -> None:
         records = BatchProcessor(OpenAITransport(server.url, model="mock"), schedule=Schedule(concurrency=4),
                                  progress=False).run_sync(items(8))
     for r in one_by_one:  # alone on the event loop, what the client waited is what it reports
-        assert r.client_latency_s == pytest.approx(outer.waited[r.key], abs=0.005)
+        assert r.client_latency_s + r.client_send_wait_s == pytest.approx(outer.waited[r.key], abs=0.005)
     assert len(records) == 8 and all(r.success and r.path == "direct" for r in records)
     for r in records:
         # the server cannot answer sooner than its injected delays: 100 ms, then 19 gaps of 10 ms
@@ -128,7 +167,8 @@ def test_service_path_reports_what_the_client_waited_queueing_included(slow_serv
                          provider_estimate=lambda *a: None)
     for r in records:
         row = df[df["request_id"] == r.key].iloc[0]
-        assert row["latency_s"] == pytest.approx(outer.waited[r.key], abs=0.005)
+        # what the client waited = its own wait before the bytes went out + the latency from then on
+        assert row["latency_s"] + r.client_send_wait_s == pytest.approx(outer.waited[r.key], abs=0.005)
         assert row["timing_source"] == "client"
         # the service timed only the model call (5 pieces x 20 ms); the client also waited the 0.2 s queue
         # (5 ms of slack, as for the client's timing above: a 20 ms sleep may end a few microseconds early)

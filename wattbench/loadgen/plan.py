@@ -88,6 +88,7 @@ class RequestRecord:
     path: str = "service"  # which path measured it: "service" (/chat) or "direct" (the server itself)
     target_input_tokens: int | None = None  # the workload's prompt length (workloads/sources.py)
     target_output_tokens: int | None = None  # the output length asked for (max_tokens)
+    client_send_wait_s: float | None = None  # the client's own time before the request's bytes went out
 
 
 def arrival_offsets_s(

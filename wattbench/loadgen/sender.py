@@ -373,6 +373,7 @@ class BatchProcessor:
             requested_model=self.transport.model or self.service_model,
             client_ttft_s=attempt.ttft_s if attempt.kind == "ok" else None,
             client_itl_s=attempt.itl_s if attempt.kind == "ok" else None,
+            client_send_wait_s=round(attempt.send_wait_s, 6),
             path=self.path,
             target_input_tokens=spec.input_tokens,
             target_output_tokens=spec.max_tokens,

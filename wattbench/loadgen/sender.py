@@ -32,7 +32,6 @@ from wattbench.loadgen.plan import (
 from wattbench.client.transport import (  # noqa: F401 - classify_response / error_detail / KEEPALIVE: re-exported
     KEEPALIVE_EXPIRY_S,
     Attempt,
-    ServiceTransport,
     Transport,
     classify_response,
     error_detail,

@@ -30,7 +30,8 @@ COMMON = ["--synthetic", "--input-tokens", "64", "--output-tokens", "16", "--pro
 
 @pytest.fixture(scope="module")
 def server():
-    with MockOpenAIServer(ttft_s=0.002, itl_s=0.001, tokens=16, owned_by="vllm") as s:
+    # requests of ~50 ms: long beside the client's own per-request work on a loaded machine, so 4 in flight overlap
+    with MockOpenAIServer(ttft_s=0.02, itl_s=0.002, tokens=16, owned_by="vllm") as s:
         yield s
 
 

@@ -84,11 +84,10 @@ def test_the_call_is_cancelled_when_the_response_ends_before_its_body() -> None:
 
 def test_the_call_is_cancelled_when_the_client_leaves_mid_stream() -> None:
     sent: list[dict] = []
-    left = asyncio.Event
 
     async def main() -> tuple[bool, bool]:
         backend = Backend(["a", "b"])
-        gone = left()
+        gone = asyncio.Event()
 
         async def send(message: dict) -> None:
             sent.append(message)
